@@ -1,0 +1,22 @@
+//! Neural-network building blocks on the CPU, generic over [`crate::Scalar`] (f32 for
+//! training/inference, f64 for gradient checks): dense layers and MLPs, the small CNN,
+//! Adam, and the minibatch training loops with early stopping.
+//!
+//! OWNER: nn helper. Contract used by the pipeline and the diffusion module — keep these
+//! names and signatures (bodies are the helper's):
+//! - `mlp::{Activation, Dense, Mlp, MlpCache, MlpGrads}` with
+//!   `Mlp::new(sizes: &[usize], act: Activation, rng: &mut Rng) -> Mlp<F>` (sizes = [in, h1, …, out];
+//!   activation between layers, none after the last),
+//!   `forward(&self, x: ArrayView2<F>) -> Array2<F>`,
+//!   `forward_cached(&self, x: ArrayView2<F>) -> (Array2<F>, MlpCache<F>)`,
+//!   `backward(&self, cache: &MlpCache<F>, grad_out: ArrayView2<F>, param_grads: bool) -> (Option<MlpGrads<F>>, Array2<F>)`
+//!   (second element = gradient w.r.t. the input), `cast<G: Scalar>(&self) -> Mlp<G>`.
+//! - `optim::Adam`: `Adam::new(lr: f64, weight_decay: f64, mlp: &Mlp<f32>)`, `step(&mut self, mlp: &mut Mlp<f32>, g: &MlpGrads<f32>)`.
+//! - `cnn::{CnnArch, Cnn}`: `Cnn::features(&self, x: ArrayView2<F>) -> Array2<F>` (eval mode; rows are
+//!   images of `height*width` pixels), `Cnn::logits`.
+//! - `train::{TrainParams, TrainHistory, train_cnn, train_classifier}`.
+
+pub mod cnn;
+pub mod mlp;
+pub mod optim;
+pub mod train;

@@ -1,0 +1,123 @@
+//! Progress reporting for long stages: an indicatif bar on a terminal, and plain
+//! `[progress] stage: i/n (p%) elapsed eta` lines every few seconds otherwise (Slurm logs,
+//! CI). Also owns the crate's log line helper [`log`], which never garbles a visible bar.
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// Silence all progress output and log lines (tests).
+pub fn set_quiet(q: bool) {
+    QUIET.store(q, Ordering::Relaxed);
+}
+
+fn quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
+}
+
+/// Print one log line to stderr (suspending any visible bar).
+pub fn log(msg: impl AsRef<str>) {
+    if !quiet() {
+        eprintln!("{}", msg.as_ref());
+    }
+}
+
+/// A progress reporter for one stage. Cheap to `inc` from many threads.
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    label: String,
+    total: u64,
+    start: Instant,
+    state: Mutex<(u64, Instant)>,
+    every: Duration,
+}
+
+impl Progress {
+    /// A reporter for `total` units of work named `label`.
+    pub fn new(label: impl Into<String>, total: u64) -> Self {
+        let label = label.into();
+        let bar = if quiet() {
+            None
+        } else {
+            let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+            if b.is_hidden() {
+                None
+            } else {
+                b.set_style(
+                    ProgressStyle::with_template(
+                        "{prefix:>18} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta} {msg}",
+                    )
+                    .unwrap()
+                    .progress_chars("=> "),
+                );
+                b.set_prefix(label.clone());
+                Some(b)
+            }
+        };
+        let now = Instant::now();
+        Progress {
+            bar,
+            label,
+            total,
+            start: now,
+            state: Mutex::new((0, now)),
+            every: Duration::from_secs(5),
+        }
+    }
+
+    /// Advance by `n` units.
+    pub fn inc(&self, n: u64) {
+        if let Some(b) = &self.bar {
+            b.inc(n);
+            return;
+        }
+        if quiet() {
+            return;
+        }
+        let mut st = self.state.lock().unwrap();
+        st.0 += n;
+        if st.1.elapsed() >= self.every {
+            st.1 = Instant::now();
+            self.plain_line(st.0, "");
+        }
+    }
+
+    /// Set a short status message (e.g. the current loss).
+    pub fn set_message(&self, msg: impl Into<String>) {
+        if let Some(b) = &self.bar {
+            b.set_message(msg.into());
+        }
+    }
+
+    fn plain_line(&self, pos: u64, msg: &str) {
+        let el = self.start.elapsed().as_secs_f64();
+        let frac = if self.total > 0 {
+            pos as f64 / self.total as f64
+        } else {
+            1.0
+        };
+        let eta = if frac > 0.0 { el / frac - el } else { 0.0 };
+        eprintln!(
+            "[progress] {}: {}/{} ({:.0}%) elapsed {:.1}s eta {:.1}s {}",
+            self.label,
+            pos,
+            self.total,
+            100.0 * frac,
+            el,
+            eta,
+            msg
+        );
+    }
+
+    /// Finish, printing one summary line with `msg`.
+    pub fn finish(self, msg: impl AsRef<str>) {
+        let el = self.start.elapsed().as_secs_f64();
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+        log(format!("{}: done in {:.1}s {}", self.label, el, msg.as_ref()));
+    }
+}
