@@ -38,3 +38,24 @@ pub fn apgd<M: AttackModel + ?Sized>(
 ) -> ApgdOutput {
     todo!("attack helper")
 }
+
+/// Result of the CE→DLR cascade.
+#[derive(Clone, Debug)]
+pub struct SuiteOutput {
+    pub adv: Array2<f32>,
+    pub fooled: Vec<bool>,
+    pub fooled_by: Vec<Option<LossKind>>,
+    pub grad_evals: u64,
+}
+
+/// AutoAttack `rand`-style cascade (worst case per sample).
+pub fn attack_suite<M: AttackModel + ?Sized>(
+    _model: &M,
+    _x: ArrayView2<f32>,
+    _y: &[usize],
+    _ids: &[u64],
+    _losses: &[LossKind],
+    _p: &ApgdParams,
+) -> SuiteOutput {
+    todo!("attack helper")
+}

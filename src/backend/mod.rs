@@ -1,1 +1,113 @@
-//! TODO(lead)
+//! Device selection and the CPU thread budget.
+//!
+//! The CPU (ndarray + rayon) is the reference implementation. `device: cuda` needs a binary
+//! built with `--features cuda` *and* a driver at run time; `auto` picks CUDA only when both
+//! hold and says which device it chose. Dispatch happens once per experiment.
+
+#[cfg(feature = "cuda")]
+pub mod cuda;
+
+use crate::config::DevicePref;
+use crate::error::{Error, Result};
+use crate::progress::log;
+
+/// The device an experiment runs on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    /// A CUDA device (ordinal); only constructed in `cuda` builds with a driver present.
+    Cuda(usize),
+}
+
+impl Device {
+    pub fn name(&self) -> String {
+        match self {
+            Device::Cpu => "cpu".into(),
+            Device::Cuda(i) => format!("cuda:{i}"),
+        }
+    }
+}
+
+/// Whether a CUDA driver is usable from this binary.
+pub fn cuda_available() -> bool {
+    #[cfg(feature = "cuda")]
+    {
+        cuda::driver_present()
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        false
+    }
+}
+
+/// Resolve the configured preference to a device.
+pub fn select(pref: DevicePref) -> Result<Device> {
+    match pref {
+        DevicePref::Cpu => Ok(Device::Cpu),
+        DevicePref::Cuda => {
+            if !cfg!(feature = "cuda") {
+                return Err(Error::CudaNotCompiled);
+            }
+            if !cuda_available() {
+                return Err(Error::Cuda(
+                    "no CUDA driver (libcuda.so) found on this machine; run on a GPU node or set `device: cpu`".into(),
+                ));
+            }
+            Err(Error::Cuda(
+                "the CUDA pipeline is not available yet in this version; set `device: cpu` (CPU is the reference implementation)".into(),
+            ))
+        }
+        DevicePref::Auto => {
+            let why = if !cfg!(feature = "cuda") {
+                "binary built without the `cuda` feature"
+            } else if !cuda_available() {
+                "no CUDA driver found"
+            } else {
+                "the CUDA pipeline is not available yet in this version"
+            };
+            log(format!("device auto: using cpu ({why})"));
+            Ok(Device::Cpu)
+        }
+    }
+}
+
+/// Threads to use: `--threads` if given (> 0), else `SLURM_CPUS_PER_TASK`, else all cores.
+pub fn thread_count(cli: Option<usize>) -> usize {
+    if let Some(n) = cli.filter(|&n| n > 0) {
+        return n;
+    }
+    if let Some(n) = std::env::var("SLURM_CPUS_PER_TASK")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+    {
+        return n;
+    }
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Size rayon's global pool and matrixmultiply's GEMM threads. Call once, early.
+pub fn init_threads(n: usize) {
+    // matrixmultiply reads MATMUL_NUM_THREADS lazily on its first threaded GEMM.
+    std::env::set_var("MATMUL_NUM_THREADS", n.to_string());
+    let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_always_available_and_cuda_errors_cleanly() {
+        assert_eq!(select(DevicePref::Cpu).unwrap(), Device::Cpu);
+        assert_eq!(select(DevicePref::Auto).unwrap(), Device::Cpu);
+        let e = select(DevicePref::Cuda).unwrap_err().to_string();
+        assert!(e.contains("cuda") || e.contains("CUDA"), "{e}");
+    }
+
+    #[test]
+    fn explicit_threads_win() {
+        assert_eq!(thread_count(Some(3)), 3);
+        assert!(thread_count(None) >= 1);
+    }
+}

@@ -1,0 +1,74 @@
+//! Command-line interface (clap): parses arguments into validated commands and runs them.
+//! The only place besides `main.rs` that uses `anyhow`.
+
+use crate::backend;
+use crate::config;
+use crate::pipeline::{self, RunOptions};
+use crate::progress::log;
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// diffnmf: NNMF + CNN hybrid features, feature-space diffusion purification, APGD robustness.
+#[derive(Parser, Debug)]
+#[command(name = "diffnmf", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run one experiment and write result.h5, metrics.csv and tables.md.
+    Run {
+        /// Job file (e.g. jobs/paper.yaml).
+        job: PathBuf,
+        /// Override a key: --set nnmf.k=48 --set attack.eps=[0.1,0.5] (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Output folder (default results/<job name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Threads (default: SLURM_CPUS_PER_TASK if set, else all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Check a job file (with overrides) and print the resolved configuration.
+    Validate {
+        job: PathBuf,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+}
+
+/// Execute the parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run {
+            job,
+            set,
+            out,
+            threads,
+        } => {
+            let threads = backend::thread_count(threads);
+            backend::init_threads(threads);
+            let loaded = config::load_job(&job, &set)
+                .with_context(|| format!("loading job {}", job.display()))?;
+            let (result, dir) = pipeline::run_job(&loaded, &RunOptions { out, threads })
+                .with_context(|| format!("running job `{}`", loaded.config.name))?;
+            println!("{}", crate::results::table::markdown(&result));
+            let total = result.timings.iter().find(|t| t.0 == "total").map_or(0.0, |t| t.1);
+            log(format!(
+                "wrote {}/{{result.h5, metrics.csv, tables.md}} in {total:.1}s",
+                dir.display()
+            ));
+            Ok(())
+        }
+        Command::Validate { job, set } => {
+            let loaded = config::load_job(&job, &set)
+                .with_context(|| format!("loading job {}", job.display()))?;
+            print!("{}", loaded.resolved_yaml);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! The job schema (`jobs/*.yaml`): every hyperparameter with its default, and validation with
+//! messages that name the key and the allowed range.
+
+use crate::attack::LossKind;
+use crate::nmf::{NmfInit, NmfLoss, NmfMode};
+use crate::nn::mlp::Activation;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// A whole experiment.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobConfig {
+    pub name: String,
+    pub seed: u64,
+    pub device: DevicePref,
+    pub data: DataConfig,
+    pub nnmf: NnmfConfig,
+    pub cnn: CnnConfig,
+    pub features: FeaturesConfig,
+    pub classifier: ClassifierConfig,
+    pub diffusion: DiffusionConfig,
+    pub attack: AttackConfig,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DevicePref {
+    Cpu,
+    Cuda,
+    Auto,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DataFormat {
+    Embedded,
+    Idx,
+    Folder,
+}
+
+/// `size: 28` (square) or `size: [h, w]`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum ImageSize {
+    Square(usize),
+    Rect([usize; 2]),
+}
+
+impl ImageSize {
+    pub fn hw(&self) -> (usize, usize) {
+        match *self {
+            ImageSize::Square(s) => (s, s),
+            ImageSize::Rect([h, w]) => (h, w),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    pub format: DataFormat,
+    pub images: Option<PathBuf>,
+    pub labels: Option<PathBuf>,
+    pub root: Option<PathBuf>,
+    pub size: ImageSize,
+    pub split: [f64; 3],
+    /// Seed of the stratified split (defaults to the job seed when absent).
+    pub split_seed: Option<u64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NnmfConfig {
+    pub k: usize,
+    pub mode: NmfMode,
+    pub loss: NmfLoss,
+    pub init: NmfInit,
+    pub max_iter: usize,
+    pub tol: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CnnConfig {
+    pub channels: Vec<usize>,
+    pub feature_dim: usize,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub patience: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeaturesConfig {
+    pub cnn: bool,
+    pub nnmf: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClassifierConfig {
+    pub hidden: Vec<usize>,
+    pub activation: Activation,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub patience: usize,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Prediction {
+    Noise,
+    X0,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiffusionConfig {
+    pub steps: usize,
+    pub beta_start: f64,
+    pub beta_end: f64,
+    pub t_star: usize,
+    pub passes: usize,
+    pub predict: Prediction,
+    pub hidden: Vec<usize>,
+    pub time_dim: usize,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum BoxKind {
+    None,
+    Unit,
+    TrainRange,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    Transfer,
+    Adaptive,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Transfer => "transfer",
+            Protocol::Adaptive => "adaptive",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AttackConfig {
+    pub eps: Vec<f64>,
+    pub norm: String,
+    pub threat: String,
+    pub iterations: usize,
+    pub restarts: usize,
+    pub losses: Vec<LossKind>,
+    pub eot: usize,
+    #[serde(rename = "box")]
+    pub bounds: BoxKind,
+    pub protocols: Vec<Protocol>,
+    /// Fresh random passes used to score the final adversarial examples of the defence.
+    pub score_passes: usize,
+    /// Attack only the first N test points (0 = all).
+    pub max_points: usize,
+}
+
+impl Default for JobConfig {
+    fn default() -> Self {
+        JobConfig {
+            name: "job".into(),
+            seed: 0,
+            device: DevicePref::Cpu,
+            data: DataConfig::default(),
+            nnmf: NnmfConfig::default(),
+            cnn: CnnConfig::default(),
+            features: FeaturesConfig::default(),
+            classifier: ClassifierConfig::default(),
+            diffusion: DiffusionConfig::default(),
+            attack: AttackConfig::default(),
+        }
+    }
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            format: DataFormat::Embedded,
+            images: None,
+            labels: None,
+            root: None,
+            size: ImageSize::Square(28),
+            split: [0.70, 0.15, 0.15],
+            split_seed: None,
+        }
+    }
+}
+
+impl Default for NnmfConfig {
+    fn default() -> Self {
+        NnmfConfig {
+            k: 32,
+            mode: NmfMode::Global,
+            loss: NmfLoss::Frobenius,
+            init: NmfInit::Nndsvda,
+            max_iter: 200,
+            tol: 1e-4,
+        }
+    }
+}
+
+impl Default for CnnConfig {
+    fn default() -> Self {
+        CnnConfig {
+            channels: vec![8, 16, 32],
+            feature_dim: 64,
+            epochs: 8,
+            batch_size: 64,
+            lr: 1e-3,
+            weight_decay: 0.0,
+            patience: 3,
+        }
+    }
+}
+
+impl Default for FeaturesConfig {
+    fn default() -> Self {
+        FeaturesConfig {
+            cnn: true,
+            nnmf: true,
+        }
+    }
+}
+
+impl Default for ClassifierConfig {
+    fn default() -> Self {
+        ClassifierConfig {
+            hidden: vec![64],
+            activation: Activation::Relu,
+            epochs: 40,
+            batch_size: 64,
+            lr: 1e-3,
+            weight_decay: 0.0,
+            patience: 6,
+        }
+    }
+}
+
+impl Default for DiffusionConfig {
+    fn default() -> Self {
+        DiffusionConfig {
+            steps: 100,
+            beta_start: 1e-4,
+            beta_end: 0.02,
+            t_star: 10,
+            passes: 10,
+            predict: Prediction::Noise,
+            hidden: vec![128, 128],
+            time_dim: 16,
+            epochs: 40,
+            batch_size: 128,
+            lr: 1e-3,
+        }
+    }
+}
+
+impl Default for AttackConfig {
+    fn default() -> Self {
+        AttackConfig {
+            eps: vec![0.0, 0.1, 0.25, 0.5, 1.0],
+            norm: "linf".into(),
+            threat: "feature".into(),
+            iterations: 100,
+            restarts: 1,
+            losses: vec![LossKind::Ce, LossKind::Dlr],
+            eot: 20,
+            bounds: BoxKind::None,
+            protocols: vec![Protocol::Transfer, Protocol::Adaptive],
+            score_passes: 10,
+            max_points: 0,
+        }
+    }
+}
