@@ -4,8 +4,17 @@
 //! - [`Dataset`] holds images as rows of `height*width` f32 values in `[0,1]`.
 //! - [`load`] dispatches on [`DataSource`].
 //! - [`stratified_split`] returns disjoint train/val/test index lists.
+//!
+//! Submodules: [`embedded`] (the default digits), [`idx`] (IDX files), [`folder`] (image
+//! folders), [`resize`] (area-average / bilinear resizing). Nothing assumes 28×28.
 
-use crate::error::Result;
+pub mod embedded;
+pub mod folder;
+pub mod idx;
+pub mod resize;
+
+use crate::error::{Error, Result};
+use crate::rng::{permutation, stream, tag};
 use ndarray::Array2;
 use std::path::PathBuf;
 
@@ -33,8 +42,76 @@ pub enum DataSource {
 }
 
 /// Load a dataset and resize every image to `height × width` (no-op when sizes already match).
-pub fn load(_src: &DataSource, _height: usize, _width: usize) -> Result<Dataset> {
-    todo!("data helper")
+///
+/// Errors name the file or folder and the config key to fix (`data.images`, `data.labels`,
+/// `data.root`); a zero size is reported against `data.height` / `data.width`.
+pub fn load(src: &DataSource, height: usize, width: usize) -> Result<Dataset> {
+    if height == 0 {
+        return Err(Error::param("data.height", "must be at least 1"));
+    }
+    if width == 0 {
+        return Err(Error::param("data.width", "must be at least 1"));
+    }
+    let native = match src {
+        DataSource::Embedded => embedded::load_embedded()?,
+        DataSource::Idx { images, labels } => idx::read_idx(images, labels)?,
+        DataSource::Folder { root } => return folder::read_folder(root, height, width),
+    };
+    Ok(native.resized(height, width))
+}
+
+impl Dataset {
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// True when the set holds no images.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Images per class (index = label), length `num_classes`.
+    pub fn class_counts(&self) -> Vec<usize> {
+        let mut c = vec![0; self.num_classes];
+        for &l in &self.labels {
+            c[l as usize] += 1;
+        }
+        c
+    }
+
+    /// This set with every image resized to `height × width` (moved through unchanged when the
+    /// size already matches).
+    pub fn resized(self, height: usize, width: usize) -> Dataset {
+        if (height, width) == (self.height, self.width) {
+            return self;
+        }
+        let images =
+            resize::resize_rows(self.images.view(), self.height, self.width, height, width);
+        let source = format!(
+            "{} (resized {}×{} → {height}×{width})",
+            self.source, self.height, self.width
+        );
+        Dataset {
+            images,
+            height,
+            width,
+            source,
+            ..self
+        }
+    }
+
+    /// The rows (and labels) at `indices`, in that order.
+    pub fn subset(&self, indices: &[usize]) -> Dataset {
+        Dataset {
+            images: self.images.select(ndarray::Axis(0), indices),
+            labels: indices.iter().map(|&i| self.labels[i]).collect(),
+            height: self.height,
+            width: self.width,
+            num_classes: self.num_classes,
+            source: self.source.clone(),
+        }
+    }
 }
 
 /// Index lists of a split.
@@ -46,6 +123,68 @@ pub struct Split {
 }
 
 /// Stratified split by class with fractions `(train, val, test)` (sum to 1), seeded.
-pub fn stratified_split(_labels: &[u8], _fractions: [f64; 3], _seed: u64) -> Split {
-    todo!("data helper")
+///
+/// Per class `c` (with `n_c` images, in index order) the indices are shuffled with
+/// `stream(seed, [tag("split"), c])`; the first `round(f_train·n_c)` go to train, the next
+/// `round(f_val·n_c)` to val (capped so the total never exceeds `n_c`), the rest to test. Each
+/// list is returned sorted. Call [`validate_fractions`] first on user input; here invalid
+/// fractions are a programming error (debug assertion).
+pub fn stratified_split(labels: &[u8], fractions: [f64; 3], seed: u64) -> Split {
+    debug_assert!(
+        validate_fractions(fractions, "split").is_ok(),
+        "bad fractions {fractions:?}"
+    );
+    let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); 256];
+    for (i, &l) in labels.iter().enumerate() {
+        by_class[l as usize].push(i);
+    }
+    let mut split = Split {
+        train: Vec::new(),
+        val: Vec::new(),
+        test: Vec::new(),
+    };
+    for (c, idx) in by_class.iter().enumerate().filter(|(_, v)| !v.is_empty()) {
+        let n = idx.len();
+        let perm = permutation(&mut stream(seed, &[tag("split"), c as u64]), n);
+        let n_train = ((fractions[0] * n as f64).round() as usize).min(n);
+        let n_val = ((fractions[1] * n as f64).round() as usize).min(n - n_train);
+        for (k, &p) in perm.iter().enumerate() {
+            let dst = if k < n_train {
+                &mut split.train
+            } else if k < n_train + n_val {
+                &mut split.val
+            } else {
+                &mut split.test
+            };
+            dst.push(idx[p]);
+        }
+    }
+    split.train.sort_unstable();
+    split.val.sort_unstable();
+    split.test.sort_unstable();
+    split
 }
+
+/// Check split fractions: each strictly positive and finite, summing to 1 within 1e-6.
+/// `key` is the config key reported in the error (e.g. `data.split`).
+pub fn validate_fractions(fractions: [f64; 3], key: &str) -> Result<()> {
+    if let Some(f) = fractions.iter().find(|f| !(f.is_finite() && **f > 0.0)) {
+        return Err(Error::param(
+            key,
+            format!("fractions {fractions:?} must all be > 0 (got {f}); e.g. [0.70, 0.15, 0.15]"),
+        ));
+    }
+    let sum: f64 = fractions.iter().sum();
+    if (sum - 1.0).abs() > 1e-6 {
+        return Err(Error::param(
+            key,
+            format!(
+                "fractions {fractions:?} sum to {sum}, must sum to 1 (e.g. [0.70, 0.15, 0.15])"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

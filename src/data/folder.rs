@@ -1,0 +1,283 @@
+//! Image-folder reader: `root/<class>/*.png|jpg|jpeg` (the layout of MATLAB's DigitDataset,
+//! folders `0` … `9`). Class folders are sorted; when every folder name is an integer the label
+//! is that integer, otherwise the label is the folder's index in sorted order. Files are sorted
+//! by name. PNG (any bit depth / colour type, via `png` with `EXPAND`) and baseline/progressive
+//! JPEG (via `jpeg-decoder`) are decoded to gray (ITU-R BT.601 luma for colour; alpha is
+//! ignored) and resized to the requested size. Images are decoded in parallel.
+
+use super::resize::resize_image;
+use super::Dataset;
+use crate::error::{Error, Result};
+use ndarray::Array2;
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+
+/// BT.601 luma of an RGB triple (any scale).
+#[inline]
+pub fn luma(r: f32, g: f32, b: f32) -> f32 {
+    0.299 * r + 0.587 * g + 0.114 * b
+}
+
+/// A decoded gray image, values in `[0,1]`, row-major.
+#[derive(Clone, Debug)]
+pub struct GrayImage {
+    pub height: usize,
+    pub width: usize,
+    pub pixels: Vec<f32>,
+}
+
+fn is_image_file(p: &Path) -> bool {
+    p.is_file()
+        && p.extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
+}
+
+/// Convert interleaved samples (`channels` per pixel, already scaled to `[0,1]`) to gray.
+fn to_gray(samples: impl Iterator<Item = f32>, channels: usize, n: usize) -> Vec<f32> {
+    let s: Vec<f32> = samples.collect();
+    (0..n)
+        .map(|i| {
+            let p = &s[i * channels..(i + 1) * channels];
+            match channels {
+                1 | 2 => p[0],
+                _ => luma(p[0], p[1], p[2]),
+            }
+        })
+        .collect()
+}
+
+fn decode_png(bytes: &[u8], path: &Path) -> Result<GrayImage> {
+    let bad = |e: String| Error::data(path, format!("cannot decode PNG: {e}"));
+    let mut dec = png::Decoder::new(bytes);
+    dec.set_transformations(png::Transformations::EXPAND);
+    let mut reader = dec.read_info().map_err(|e| bad(e.to_string()))?;
+    let mut buf = vec![0u8; reader.output_buffer_size()];
+    let info = reader
+        .next_frame(&mut buf)
+        .map_err(|e| bad(e.to_string()))?;
+    let (w, h) = (info.width as usize, info.height as usize);
+    let channels = match info.color_type {
+        png::ColorType::Grayscale => 1,
+        png::ColorType::GrayscaleAlpha => 2,
+        png::ColorType::Rgb => 3,
+        png::ColorType::Rgba => 4,
+        png::ColorType::Indexed => return Err(bad("palette was not expanded".into())),
+    };
+    let row_samples = w * channels;
+    let mut samples = Vec::with_capacity(h * row_samples);
+    for row in buf.chunks_exact(info.line_size).take(h) {
+        match info.bit_depth {
+            png::BitDepth::Sixteen => samples.extend(
+                row[..2 * row_samples]
+                    .chunks_exact(2)
+                    .map(|b| u16::from_be_bytes([b[0], b[1]]) as f32 / 65535.0),
+            ),
+            png::BitDepth::Eight => {
+                samples.extend(row[..row_samples].iter().map(|&b| b as f32 / 255.0))
+            }
+            d => return Err(bad(format!("unexpected bit depth {d:?} after expansion"))),
+        }
+    }
+    Ok(GrayImage {
+        height: h,
+        width: w,
+        pixels: to_gray(samples.into_iter(), channels, w * h),
+    })
+}
+
+fn decode_jpeg(bytes: &[u8], path: &Path) -> Result<GrayImage> {
+    let mut dec = jpeg_decoder::Decoder::new(bytes);
+    let data = dec
+        .decode()
+        .map_err(|e| Error::data(path, format!("cannot decode JPEG: {e}")))?;
+    let info = dec
+        .info()
+        .ok_or_else(|| Error::data(path, "cannot decode JPEG: no frame header"))?;
+    let (w, h) = (info.width as usize, info.height as usize);
+    let n = w * h;
+    let pixels = match info.pixel_format {
+        jpeg_decoder::PixelFormat::L8 => to_gray(data.iter().map(|&b| b as f32 / 255.0), 1, n),
+        jpeg_decoder::PixelFormat::L16 => to_gray(
+            data.chunks_exact(2)
+                .map(|b| u16::from_ne_bytes([b[0], b[1]]) as f32 / 65535.0),
+            1,
+            n,
+        ),
+        jpeg_decoder::PixelFormat::RGB24 => to_gray(data.iter().map(|&b| b as f32 / 255.0), 3, n),
+        jpeg_decoder::PixelFormat::CMYK32 => {
+            return Err(Error::data(
+                path,
+                "CMYK JPEG is not supported; convert the image to grayscale or RGB",
+            ))
+        }
+    };
+    if pixels.len() != n {
+        return Err(Error::data(
+            path,
+            "cannot decode JPEG: pixel data shorter than the header says",
+        ));
+    }
+    Ok(GrayImage {
+        height: h,
+        width: w,
+        pixels,
+    })
+}
+
+/// Decode one PNG or JPEG file (format detected from its first bytes) to gray `[0,1]`.
+pub fn decode_gray(path: &Path) -> Result<GrayImage> {
+    let bytes =
+        std::fs::read(path).map_err(|e| Error::data(path, format!("cannot read image: {e}")))?;
+    let img = if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        decode_png(&bytes, path)?
+    } else if bytes.starts_with(&[0xFF, 0xD8]) {
+        decode_jpeg(&bytes, path)?
+    } else {
+        return Err(Error::data(
+            path,
+            "not a PNG or JPEG file (unrecognised signature)",
+        ));
+    };
+    if img.height == 0 || img.width == 0 {
+        return Err(Error::data(path, "image has zero width or height"));
+    }
+    Ok(img)
+}
+
+fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
+    let rd =
+        std::fs::read_dir(dir).map_err(|e| Error::data(dir, format!("cannot list folder: {e}")))?;
+    let mut out = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(|e| Error::data(dir, format!("cannot list folder: {e}")))?;
+        out.push(entry.path());
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Class folders of `root`, sorted, with their labels and display names.
+fn class_folders(root: &Path) -> Result<Vec<(u8, String, PathBuf)>> {
+    let dirs: Vec<(String, PathBuf)> = list_dir(root)?
+        .into_iter()
+        .filter(|p| p.is_dir())
+        .filter_map(|p| {
+            let name = p.file_name()?.to_str()?.to_owned();
+            (!name.starts_with('.')).then_some((name, p))
+        })
+        .collect();
+    if dirs.is_empty() {
+        return Err(Error::data(
+            root,
+            "no class folders found; `data.root` must contain one sub-folder per class \
+             (e.g. `0/ … 9/`) holding .png/.jpg images",
+        ));
+    }
+    let ints: Option<Vec<u64>> = dirs.iter().map(|(n, _)| n.parse::<u64>().ok()).collect();
+    let mut classes: Vec<(u8, String, PathBuf)> = Vec::with_capacity(dirs.len());
+    if let Some(ints) = ints {
+        let mut v: Vec<(u64, String, PathBuf)> = ints
+            .into_iter()
+            .zip(dirs)
+            .map(|(i, (n, p))| (i, n, p))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+        for w in v.windows(2) {
+            if w[0].0 == w[1].0 {
+                return Err(Error::data(
+                    root,
+                    format!(
+                        "class folders `{}` and `{}` name the same label",
+                        w[0].1, w[1].1
+                    ),
+                ));
+            }
+        }
+        for (i, n, p) in v {
+            let label = u8::try_from(i).map_err(|_| {
+                Error::data(
+                    &p,
+                    format!("class label {i} exceeds 255 (labels are stored as bytes)"),
+                )
+            })?;
+            classes.push((label, n, p));
+        }
+    } else {
+        if dirs.len() > 256 {
+            return Err(Error::data(
+                root,
+                format!("{} class folders; at most 256 are supported", dirs.len()),
+            ));
+        }
+        // `dirs` is already sorted by path, i.e. by name.
+        for (i, (n, p)) in dirs.into_iter().enumerate() {
+            classes.push((i as u8, n, p));
+        }
+    }
+    Ok(classes)
+}
+
+/// Read `root/<class>/*.png|jpg|jpeg`, resizing every image to `height × width`.
+pub fn read_folder(root: &Path, height: usize, width: usize) -> Result<Dataset> {
+    if !root.exists() {
+        return Err(Error::data(
+            root,
+            "image folder not found; set `data.root` to a folder with one sub-folder per class",
+        ));
+    }
+    if !root.is_dir() {
+        return Err(Error::data(
+            root,
+            "not a folder; `data.root` must be a folder of class folders",
+        ));
+    }
+    let classes = class_folders(root)?;
+    let mut files: Vec<(PathBuf, u8)> = Vec::new();
+    for (label, _, dir) in &classes {
+        let imgs: Vec<PathBuf> = list_dir(dir)?
+            .into_iter()
+            .filter(|p| is_image_file(p))
+            .collect();
+        if imgs.is_empty() {
+            return Err(Error::data(
+                dir,
+                "class folder holds no .png/.jpg/.jpeg images; add images or remove the folder",
+            ));
+        }
+        files.extend(imgs.into_iter().map(|p| (p, *label)));
+    }
+    let decoded: Vec<Result<Vec<f32>>> = files
+        .par_iter()
+        .map(|(p, _)| {
+            let g = decode_gray(p)?;
+            Ok(resize_image(&g.pixels, g.height, g.width, height, width))
+        })
+        .collect();
+    let mut images = Array2::<f32>::zeros((files.len(), height * width));
+    for (mut row, r) in images.outer_iter_mut().zip(decoded) {
+        let px = r?;
+        row.iter_mut()
+            .zip(px)
+            .for_each(|(o, v)| *o = v.clamp(0.0, 1.0));
+    }
+    let labels: Vec<u8> = files.iter().map(|(_, l)| *l).collect();
+    let num_classes = labels.iter().copied().max().map_or(0, |m| m as usize + 1);
+    let names: Vec<String> = classes.iter().map(|(l, n, _)| format!("{l}={n}")).collect();
+    Ok(Dataset {
+        images,
+        labels,
+        height,
+        width,
+        num_classes,
+        source: format!(
+            "folder: {} ({} images; classes {})",
+            root.display(),
+            files.len(),
+            names.join(", ")
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,299 @@
+//! Tests of the image-folder reader: PNG colour types and bit depths, JPEG fixtures, label
+//! assignment, ordering, resizing, and errors.
+
+use super::*;
+use std::fs;
+
+/// Write a PNG with the given colour type / depth; `data` is the raw sample bytes.
+fn write_png(
+    path: &Path,
+    w: u32,
+    h: u32,
+    ct: png::ColorType,
+    depth: png::BitDepth,
+    data: &[u8],
+    palette: Option<Vec<u8>>,
+) {
+    let file = fs::File::create(path).unwrap();
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w, h);
+    enc.set_color(ct);
+    enc.set_depth(depth);
+    if let Some(p) = palette {
+        enc.set_palette(p);
+    }
+    let mut wr = enc.write_header().unwrap();
+    wr.write_image_data(data).unwrap();
+}
+
+fn gray8(path: &Path, w: u32, h: u32, v: &[u8]) {
+    write_png(
+        path,
+        w,
+        h,
+        png::ColorType::Grayscale,
+        png::BitDepth::Eight,
+        v,
+        None,
+    );
+}
+
+#[test]
+fn png_colour_types_and_depths_decode_to_gray() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // 8-bit gray 2×1.
+    gray8(&d.join("g8.png"), 2, 1, &[0, 255]);
+    let g = decode_gray(&d.join("g8.png")).unwrap();
+    assert_eq!(
+        (g.height, g.width, g.pixels.clone()),
+        (1, 2, vec![0.0, 1.0])
+    );
+    // 16-bit gray: 0x8000 and 0xFFFF.
+    write_png(
+        &d.join("g16.png"),
+        2,
+        1,
+        png::ColorType::Grayscale,
+        png::BitDepth::Sixteen,
+        &[0x80, 0x00, 0xFF, 0xFF],
+        None,
+    );
+    let g = decode_gray(&d.join("g16.png")).unwrap();
+    assert!(
+        (g.pixels[0] - 32768.0 / 65535.0).abs() < 1e-6 && g.pixels[1] == 1.0,
+        "{:?}",
+        g.pixels
+    );
+    // RGB 8-bit: pure red, green, blue → BT.601 weights.
+    write_png(
+        &d.join("rgb.png"),
+        3,
+        1,
+        png::ColorType::Rgb,
+        png::BitDepth::Eight,
+        &[255, 0, 0, 0, 255, 0, 0, 0, 255],
+        None,
+    );
+    let g = decode_gray(&d.join("rgb.png")).unwrap();
+    for (v, want) in g.pixels.iter().zip([0.299, 0.587, 0.114]) {
+        assert!((v - want).abs() < 1e-6, "{:?}", g.pixels);
+    }
+    // RGBA 16-bit, alpha ignored.
+    let px: Vec<u8> = [0xFFFFu16, 0xFFFF, 0xFFFF, 0x0000]
+        .iter()
+        .flat_map(|v| v.to_be_bytes())
+        .collect();
+    write_png(
+        &d.join("rgba16.png"),
+        1,
+        1,
+        png::ColorType::Rgba,
+        png::BitDepth::Sixteen,
+        &px,
+        None,
+    );
+    assert!((decode_gray(&d.join("rgba16.png")).unwrap().pixels[0] - 1.0).abs() < 1e-6);
+    // Gray+alpha 8-bit.
+    write_png(
+        &d.join("ga.png"),
+        1,
+        1,
+        png::ColorType::GrayscaleAlpha,
+        png::BitDepth::Eight,
+        &[51, 0],
+        None,
+    );
+    assert!((decode_gray(&d.join("ga.png")).unwrap().pixels[0] - 0.2).abs() < 1e-6);
+    // 4-bit palette: indices 0 (black) and 1 (red), packed two per byte.
+    let pal = vec![0, 0, 0, 255, 0, 0];
+    write_png(
+        &d.join("pal.png"),
+        2,
+        1,
+        png::ColorType::Indexed,
+        png::BitDepth::Four,
+        &[0x10], // pixel 0 → index 1, pixel 1 → index 0
+        Some(pal),
+    );
+    let g = decode_gray(&d.join("pal.png")).unwrap();
+    assert!(
+        (g.pixels[0] - 0.299).abs() < 1e-6 && g.pixels[1].abs() < 1e-6,
+        "{:?}",
+        g.pixels
+    );
+    // 1-bit gray expands to 0/1.
+    write_png(
+        &d.join("g1.png"),
+        8,
+        1,
+        png::ColorType::Grayscale,
+        png::BitDepth::One,
+        &[0b1010_0000],
+        None,
+    );
+    let g = decode_gray(&d.join("g1.png")).unwrap();
+    assert_eq!(g.pixels, vec![1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+}
+
+#[derive(serde::Deserialize)]
+struct JpegMeta {
+    gray: GrayMeta,
+    rgb: RgbMeta,
+}
+#[derive(serde::Deserialize)]
+struct GrayMeta {
+    width: usize,
+    height: usize,
+    left: u8,
+    right: u8,
+}
+#[derive(serde::Deserialize)]
+struct RgbMeta {
+    width: usize,
+    height: usize,
+    rgb: [u8; 3],
+}
+
+#[test]
+fn jpeg_fixtures_decode() {
+    // Fixtures from scripts/fixtures/jpeg_folder.py (Pillow, quality 95).
+    let meta: JpegMeta =
+        serde_yaml_ng::from_str(include_str!("../../../tests/golden/jpeg_folder/meta.json"))
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (gp, rp) = (dir.path().join("gray.jpg"), dir.path().join("rgb.JPEG"));
+    fs::write(
+        &gp,
+        include_bytes!("../../../tests/golden/jpeg_folder/gray.jpg"),
+    )
+    .unwrap();
+    fs::write(
+        &rp,
+        include_bytes!("../../../tests/golden/jpeg_folder/rgb.jpg"),
+    )
+    .unwrap();
+    let tol = 3.0 / 255.0;
+    let g = decode_gray(&gp).unwrap();
+    assert_eq!((g.height, g.width), (meta.gray.height, meta.gray.width));
+    for r in 0..g.height {
+        for c in 0..g.width {
+            let want = if c < g.width / 2 {
+                meta.gray.left
+            } else {
+                meta.gray.right
+            } as f32
+                / 255.0;
+            assert!((g.pixels[r * g.width + c] - want).abs() < tol, "({r},{c})");
+        }
+    }
+    let g = decode_gray(&rp).unwrap();
+    assert_eq!((g.height, g.width), (meta.rgb.height, meta.rgb.width));
+    let [r, gg, b] = meta.rgb.rgb.map(|v| v as f32 / 255.0);
+    let want = luma(r, gg, b);
+    assert!(
+        g.pixels.iter().all(|v| (v - want).abs() < tol),
+        "{:?} vs {want}",
+        &g.pixels[..4]
+    );
+}
+
+fn build_tree(root: &Path) {
+    // Classes "10" and "2": integer names → labels 10 and 2 (numeric order, not lexicographic).
+    for (class, vals) in [
+        ("2", [[10u8, 20, 30, 40], [0, 0, 0, 0]]),
+        ("10", [[255, 255, 0, 0], [1, 2, 3, 4]]),
+    ] {
+        let dir = root.join(class);
+        fs::create_dir_all(&dir).unwrap();
+        // Names chosen so that name order differs from creation order.
+        gray8(&dir.join("b.png"), 2, 2, &vals[0]);
+        gray8(&dir.join("a.PNG"), 2, 2, &vals[1]);
+    }
+    fs::write(root.join("2").join("notes.txt"), "ignored").unwrap();
+}
+
+#[test]
+fn folder_labels_order_and_resize() {
+    let dir = tempfile::tempdir().unwrap();
+    build_tree(dir.path());
+    let ds = read_folder(dir.path(), 2, 2).unwrap();
+    assert_eq!(ds.labels, vec![2, 2, 10, 10]);
+    assert_eq!(ds.num_classes, 11);
+    // Within class 2: a.PNG (zeros) before b.png.
+    assert_eq!(ds.images.row(0).to_vec(), vec![0.0; 4]);
+    assert!((ds.images[[1, 3]] - 40.0 / 255.0).abs() < 1e-6);
+    // Downscale to 1×1 averages the 2×2 image.
+    let small = read_folder(dir.path(), 1, 1).unwrap();
+    assert!((small.images[[1, 0]] - 25.0 / 255.0).abs() < 1e-6);
+    assert!((small.images[[3, 0]] - 127.5 / 255.0).abs() < 1e-6);
+    // Different input sizes in one folder all come out at the requested size.
+    gray8(&dir.path().join("2").join("c.png"), 5, 3, &[128; 15]);
+    let mixed = read_folder(dir.path(), 4, 4).unwrap();
+    assert_eq!(mixed.images.dim(), (5, 16));
+    assert!(mixed
+        .images
+        .row(2)
+        .iter()
+        .all(|v| (v - 128.0 / 255.0).abs() < 1e-6));
+}
+
+#[test]
+fn non_integer_folder_names_use_sorted_index() {
+    let dir = tempfile::tempdir().unwrap();
+    for (class, v) in [("zeta", 200u8), ("alpha", 100)] {
+        fs::create_dir_all(dir.path().join(class)).unwrap();
+        gray8(&dir.path().join(class).join("x.png"), 1, 1, &[v]);
+    }
+    let ds = read_folder(dir.path(), 1, 1).unwrap();
+    assert_eq!(ds.labels, vec![0, 1]);
+    assert!((ds.images[[0, 0]] - 100.0 / 255.0).abs() < 1e-6);
+    assert!(
+        ds.source.contains("0=alpha") && ds.source.contains("1=zeta"),
+        "{}",
+        ds.source
+    );
+}
+
+#[test]
+fn folder_errors_name_the_culprit() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-root");
+    let msg = read_folder(&missing, 28, 28).unwrap_err().to_string();
+    assert!(
+        msg.contains("no-such-root") && msg.contains("data.root"),
+        "{msg}"
+    );
+
+    let empty_root = dir.path().join("empty-root");
+    fs::create_dir_all(&empty_root).unwrap();
+    let msg = read_folder(&empty_root, 28, 28).unwrap_err().to_string();
+    assert!(
+        msg.contains("empty-root") && msg.contains("no class folders"),
+        "{msg}"
+    );
+
+    let root = dir.path().join("tree");
+    build_tree(&root);
+    fs::create_dir_all(root.join("7")).unwrap();
+    fs::write(root.join("7").join("readme.txt"), "not an image").unwrap();
+    let msg = read_folder(&root, 28, 28).unwrap_err().to_string();
+    assert!(
+        msg.contains(&root.join("7").display().to_string()) && msg.contains("no .png"),
+        "{msg}"
+    );
+    fs::remove_dir_all(root.join("7")).unwrap();
+
+    fs::write(
+        root.join("10").join("broken.png"),
+        b"\x89PNG\r\n\x1a\nnot really",
+    )
+    .unwrap();
+    let msg = read_folder(&root, 28, 28).unwrap_err().to_string();
+    assert!(msg.contains("broken.png") && msg.contains("PNG"), "{msg}");
+    fs::write(root.join("10").join("broken.png"), b"plain text").unwrap();
+    let msg = read_folder(&root, 28, 28).unwrap_err().to_string();
+    assert!(
+        msg.contains("broken.png") && msg.contains("not a PNG or JPEG"),
+        "{msg}"
+    );
+}
