@@ -67,6 +67,8 @@ pub struct DataConfig {
     pub split: [f64; 3],
     /// Seed of the stratified split (defaults to the job seed when absent).
     pub split_seed: Option<u64>,
+    /// Use a seeded random subset of this many images (0 = all); for smoke runs.
+    pub subset: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -204,6 +206,7 @@ impl Default for DataConfig {
             size: ImageSize::Square(28),
             split: [0.70, 0.15, 0.15],
             split_seed: None,
+            subset: 0,
         }
     }
 }

@@ -11,6 +11,8 @@
 pub mod chain;
 pub mod denoiser;
 pub mod model;
+#[cfg(test)]
+mod gradcheck;
 
 use crate::Scalar;
 use ndarray::Array2;

@@ -89,8 +89,14 @@ fn check_finite(what: &str, x: ArrayView2<f32>) -> Result<()> {
 /// Train every stage of the pipeline.
 pub fn train_all(cfg: &JobConfig, t: &mut Timings) -> Result<Trained> {
     let (h, w) = cfg.data.size.hw();
-    let ds: Dataset = t.time("data", || data::load(&data_source(cfg), h, w))?;
+    let mut ds: Dataset = t.time("data", || data::load(&data_source(cfg), h, w))?;
     let split_seed = cfg.data.split_seed.unwrap_or(cfg.seed);
+    if cfg.data.subset > 0 && cfg.data.subset < ds.len() {
+        let mut idx = crate::rng::permutation(&mut crate::rng::stream(split_seed, &[tag("subset")]), ds.len());
+        idx.truncate(cfg.data.subset);
+        idx.sort_unstable();
+        ds = ds.subset(&idx);
+    }
     let mut split = data::stratified_split(&ds.labels, cfg.data.split, split_seed);
     if cfg.attack.max_points > 0 && split.test.len() > cfg.attack.max_points {
         split.test.truncate(cfg.attack.max_points);

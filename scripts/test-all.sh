@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Every check of the project, as CI runs it (.ci/run calls exactly this script):
+# formatting, clippy with warnings denied, and the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CMAKE="${CMAKE:-$PWD/scripts/cmake-shim.sh}"
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+echo "== cargo test"
+cargo test --all-targets

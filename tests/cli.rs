@@ -1,0 +1,173 @@
+//! End-to-end tests of the `diffnmf` binary: a tiny job runs, writes complete results, is
+//! deterministic, and bad input fails with a message naming the file and field and leaves
+//! no result file behind.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_diffnmf"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c.env("MATMUL_NUM_THREADS", "2");
+    c
+}
+
+fn repo(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("spawn diffnmf")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn smoke_job_runs_writes_results_and_is_deterministic() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    for out in [&a, &b] {
+        let o = run(&["run", "jobs/smoke.yaml", "--threads", "2", "--out", out.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(text(&o).contains("Robust_Def (adaptive)"), "{}", text(&o));
+    }
+    let ca = std::fs::read_to_string(a.join("metrics.csv")).unwrap();
+    let cb = std::fs::read_to_string(b.join("metrics.csv")).unwrap();
+    assert_eq!(ca, cb, "same config + seed must give identical metrics.csv");
+    let mut lines = ca.lines();
+    assert_eq!(lines.next(), Some("scenario,protocol,eps,metric,value"));
+    // 2 clean scenarios + 3 robust per ε (3 budgets), 9 metrics each.
+    assert_eq!(lines.count(), (2 + 3 * 3) * 9);
+    let rows = diffnmf::results::h5::read_metrics(&a.join("result.h5")).unwrap();
+    assert_eq!(rows.len(), (2 + 3 * 3) * 9);
+    // ε = 0 rows equal the clean rows.
+    let get = |s: &str, p: &str, e: f64, m: &str| {
+        rows.iter()
+            .find(|r| r.0 == s && r.1 == p && r.2 == e && r.3 == m)
+            .unwrap_or_else(|| panic!("missing {s}/{p}/{e}/{m}"))
+            .4
+    };
+    for m in diffnmf::metrics::METRIC_NAMES {
+        assert_eq!(get("robust_base", "none", 0.0, m), get("clean_base", "none", 0.0, m));
+        assert_eq!(get("robust_def", "adaptive", 0.0, m), get("clean_def", "none", 0.0, m));
+        assert_eq!(get("robust_def", "transfer", 0.0, m), get("clean_def", "none", 0.0, m));
+    }
+    // Robust accuracy is non-increasing in ε.
+    for (s, p) in [("robust_base", "none"), ("robust_def", "adaptive"), ("robust_def", "transfer")] {
+        let accs: Vec<f64> = [0.0, 0.5, 3.0].iter().map(|&e| get(s, p, e, "accuracy")).collect();
+        assert!(accs.windows(2).all(|w| w[1] <= w[0]), "{s}/{p}: {accs:?}");
+    }
+    let w = diffnmf::results::h5::read_f32_2d(&a.join("result.h5"), "nnmf/W").unwrap();
+    assert_eq!(w.dim(), (8, 784));
+    assert!(a.join("tables.md").exists());
+    let leftovers: Vec<_> = std::fs::read_dir(&a)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+/// Run a failing job and check exit code, message and that no result.h5 was written.
+fn expect_failure(job_text: &str, set: &[&str], needles: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("bad.yaml");
+    std::fs::write(&job, job_text).unwrap();
+    let out = dir.path().join("out");
+    let mut args = vec!["run", job.to_str().unwrap(), "--out", out.to_str().unwrap()];
+    for s in set {
+        args.push("--set");
+        args.push(s);
+    }
+    let o = run(&args);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    for n in needles {
+        let n = n.replace("$DIR", dir.path().to_str().unwrap());
+        assert!(t.contains(&n), "expected `{n}` in:\n{t}");
+    }
+    assert!(!out.join("result.h5").exists());
+}
+
+#[test]
+fn malformed_yaml_fails_naming_the_file() {
+    expect_failure("seed: [1,\n", &[], &["bad.yaml", "invalid YAML"]);
+}
+
+#[test]
+fn unknown_key_fails_naming_key_and_line() {
+    expect_failure("nnmf:\n  rank: 3\n", &[], &["bad.yaml", "rank", "line 2"]);
+}
+
+#[test]
+fn k_zero_and_negative_eps_fail() {
+    expect_failure("nnmf:\n  k: 0\n", &[], &["bad.yaml", "nnmf.k"]);
+    expect_failure("", &["attack.eps=[0.1,-1]"], &["attack.eps[1]", "-1"]);
+}
+
+#[test]
+fn missing_and_truncated_idx_fail() {
+    expect_failure(
+        "data:\n  format: idx\n  images: /nonexistent/imgs.idx\n  labels: /nonexistent/lbl.idx\n",
+        &[],
+        &["/nonexistent/imgs.idx", "data.images"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let imgs = dir.path().join("imgs.idx");
+    let lbls = dir.path().join("lbls.idx");
+    // Header says 10 images of 28x28 but only 100 bytes follow.
+    let mut b = vec![0u8, 0, 8, 3, 0, 0, 0, 10, 0, 0, 0, 28, 0, 0, 0, 28];
+    b.extend(vec![0u8; 100]);
+    std::fs::write(&imgs, &b).unwrap();
+    let mut l = vec![0u8, 0, 8, 1, 0, 0, 0, 10];
+    l.extend(vec![1u8; 10]);
+    std::fs::write(&lbls, &l).unwrap();
+    let job = format!(
+        "data:\n  format: idx\n  images: {}\n  labels: {}\n",
+        imgs.display(),
+        lbls.display()
+    );
+    expect_failure(&job, &[], &["imgs.idx", "truncated"]);
+}
+
+#[test]
+fn label_count_mismatch_fails_naming_both_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let imgs = dir.path().join("imgs.idx");
+    let lbls = dir.path().join("lbls.idx");
+    let mut b = vec![0u8, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 4, 0, 0, 0, 4];
+    b.extend(vec![0u8; 32]);
+    std::fs::write(&imgs, &b).unwrap();
+    let mut l = vec![0u8, 0, 8, 1, 0, 0, 0, 3];
+    l.extend(vec![1u8; 3]);
+    std::fs::write(&lbls, &l).unwrap();
+    let job = format!(
+        "data:\n  format: idx\n  images: {}\n  labels: {}\n",
+        imgs.display(),
+        lbls.display()
+    );
+    expect_failure(&job, &[], &["imgs.idx", "lbls.idx"]);
+}
+
+#[test]
+fn empty_class_folder_fails_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("digits");
+    std::fs::create_dir_all(root.join("0")).unwrap();
+    std::fs::create_dir_all(root.join("1")).unwrap();
+    let job = format!("data:\n  format: folder\n  root: {}\n", root.display());
+    expect_failure(&job, &[], &["digits"]);
+}
+
+#[test]
+fn validate_prints_resolved_config() {
+    let o = run(&["validate", repo("jobs/paper.yaml").to_str().unwrap(), "--set", "nnmf.k=48"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("k: 48"));
+}
