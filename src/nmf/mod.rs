@@ -1,11 +1,45 @@
-//! Non-negative matrix factorisation (Lee–Seung multiplicative updates).
+//! Non-negative matrix factorisation (Lee–Seung multiplicative updates) on the CPU.
 //!
-//! OWNER: nmf helper. Convention: data `V` is `n × p` (one image per row), the model is
-//! `V ≈ H · W` with coefficients `H` (`n × K`, the features) and basis `W` (`K × p`, one
-//! part-image per row).
+//! Owns fitting a parts-based basis and projecting images onto it. Convention: data `V` is
+//! `n × p` (one image per row, values ≥ 0), the model is `V ≈ H · W` with coefficients `H`
+//! (`n × K`, the classifier's features) and basis `W` (`K × p`, one part-image per row).
+//!
+//! Algorithm ([`fit`]):
+//! 1. validate (`k ≥ 1`, `k ≤ min(n, p)`, finite non-negative data);
+//! 2. initialise `(H, W)` with NNDSVDa or seeded random ([`init`]);
+//! 3. multiplicative updates ([`mu`]): `W ← W ⊙ (HᵀV) ⊘ (HᵀHW + ε)`, then
+//!    `H ← H ⊙ (VWᵀ) ⊘ (HWWᵀ + ε)` (Frobenius, objective `½‖V − HW‖²`), or the KL
+//!    updates; `ε = 1e-10` ([`EPS`]). The objective is recorded after every iteration;
+//!    every [`CHECK_EVERY`] iterations the run stops when the relative decrease since the
+//!    previous check is below `tol` (`tol = 0` ⇒ exactly `max_iter` iterations).
+//!
+//! Variants: `global` (one basis of `k` parts, training coefficients = the fitted `H`) and
+//! `per_class` ("category-aware": `k` parts fitted on each class's rows, classes in label
+//! order and in parallel, concatenated to `K = k·classes`; training coefficients are then
+//! [`NmfModel::transform`] of all training rows on that basis, without labels).
+//! [`NmfModel::transform`] solves each row independently with the basis fixed ([`project`]).
+//!
+//! Precision: f32 storage and GEMMs (`ndarray` / matrixmultiply, threaded), f64 reductions;
+//! the iteration code is generic over [`Scalar`] so tests and fixtures can run it in f64.
+//!
+//! References: Lee & Seung, "Algorithms for non-negative matrix factorization", NIPS 2000;
+//! Boutsidis & Gallopoulos, "SVD based initialization", Pattern Recognition 41, 2008.
 
-use crate::error::Result;
-use ndarray::{Array2, ArrayView2};
+pub mod init;
+pub mod mu;
+pub mod project;
+#[cfg(test)]
+mod tests;
+
+pub use mu::{MuHistory, CHECK_EVERY, EPS};
+
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::rng::{key, tag};
+use crate::Scalar;
+use ndarray::{Array2, ArrayView2, Axis};
+use rayon::prelude::*;
+use std::collections::BTreeMap;
 
 /// Objective / update family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -65,14 +99,265 @@ pub struct NmfFitReport {
     pub converged: bool,
 }
 
-/// Fit on `v` (`n × p`, non-negative). `labels` is required in per-class mode.
-pub fn fit(_v: ArrayView2<f32>, _labels: &[u8], _params: &NmfParams) -> Result<(NmfModel, NmfFitReport)> {
-    todo!("nmf helper")
+/// Fit on `v` (`n × p`, non-negative). `labels` is required in per-class mode (one per
+/// row); it is ignored in global mode.
+pub fn fit(
+    v: ArrayView2<f32>,
+    labels: &[u8],
+    params: &NmfParams,
+) -> Result<(NmfModel, NmfFitReport)> {
+    check_params(params)?;
+    check_data(v, false)?;
+    match params.mode {
+        NmfMode::Global => fit_global(v, params),
+        NmfMode::PerClass => fit_per_class(v, labels, params),
+    }
 }
 
 impl NmfModel {
-    /// Coefficients of new rows with the basis fixed (`n × K`). Uses no labels.
-    pub fn transform(&self, _v: ArrayView2<f32>) -> Result<Array2<f32>> {
-        todo!("nmf helper")
+    /// Coefficients of new rows with the basis fixed (`n × K`). Uses no labels; each row's
+    /// result is independent of the other rows (see [`project`]).
+    pub fn transform(&self, v: ArrayView2<f32>) -> Result<Array2<f32>> {
+        if v.ncols() != self.basis.ncols() {
+            return Err(Error::ShapeMismatch {
+                op: "nnmf transform (pixels of data vs basis)",
+                lhs: vec![v.nrows(), v.ncols()],
+                rhs: vec![self.basis.nrows(), self.basis.ncols()],
+            });
+        }
+        check_data(v, true)?;
+        project::project(v, self.basis.view(), self.loss, self.max_iter, self.tol)
     }
+
+    /// Number of components `K` (rows of the basis).
+    pub fn components(&self) -> usize {
+        self.basis.nrows()
+    }
+}
+
+/// Initial factors `(H, W)` of `v` for `k` components.
+pub fn init_factors<T: Scalar>(
+    v: ArrayView2<T>,
+    k: usize,
+    init: NmfInit,
+    seed: u64,
+) -> Result<(Array2<T>, Array2<T>)> {
+    check_k(k, v.nrows(), v.ncols(), "")?;
+    match init {
+        NmfInit::Nndsvda => init::nndsvda(v, k),
+        NmfInit::Random => Ok(init::random(v, k, seed)),
+    }
+}
+
+/// Multiplicative updates from explicit initial factors (`h`: `n × K`, `w`: `K × p`),
+/// updated in place. Used by the fixture tests; no progress output.
+#[doc(hidden)]
+pub fn mu_from_init<T: Scalar>(
+    v: ArrayView2<T>,
+    h: &mut Array2<T>,
+    w: &mut Array2<T>,
+    loss: NmfLoss,
+    max_iter: usize,
+    tol: f64,
+) -> Result<MuHistory> {
+    if h.nrows() != v.nrows() || w.ncols() != v.ncols() || h.ncols() != w.nrows() {
+        return Err(Error::ShapeMismatch {
+            op: "nnmf mu_from_init (H·W vs V)",
+            lhs: vec![h.nrows(), h.ncols(), w.nrows(), w.ncols()],
+            rhs: vec![v.nrows(), v.ncols()],
+        });
+    }
+    mu::mu_fit(v, h, w, loss, max_iter, tol, None)
+}
+
+fn fit_global(v: ArrayView2<f32>, params: &NmfParams) -> Result<(NmfModel, NmfFitReport)> {
+    let (mut h, mut w) = init_factors(v, params.k, params.init, params.seed)?;
+    let pb = Progress::new("nnmf fit", params.max_iter as u64);
+    let hist = mu::mu_fit(
+        v,
+        &mut h,
+        &mut w,
+        params.loss,
+        params.max_iter,
+        params.tol,
+        Some(&pb),
+    )?;
+    pb.finish(summary(&hist.objective, hist.converged));
+    let model = NmfModel {
+        basis: w,
+        loss: params.loss,
+        max_iter: params.max_iter,
+        tol: params.tol,
+    };
+    let report = NmfFitReport {
+        coeffs: h,
+        objective: hist.objective,
+        iterations: hist.iterations,
+        converged: hist.converged,
+    };
+    Ok((model, report))
+}
+
+fn fit_per_class(
+    v: ArrayView2<f32>,
+    labels: &[u8],
+    params: &NmfParams,
+) -> Result<(NmfModel, NmfFitReport)> {
+    let (n, p) = v.dim();
+    if labels.len() != n {
+        return Err(Error::ShapeMismatch {
+            op: "nnmf per_class (rows vs labels)",
+            lhs: vec![n],
+            rhs: vec![labels.len()],
+        });
+    }
+    let mut classes: BTreeMap<u8, Vec<usize>> = BTreeMap::new();
+    for (i, &c) in labels.iter().enumerate() {
+        classes.entry(c).or_default().push(i);
+    }
+    for (c, rows) in &classes {
+        check_k(params.k, rows.len(), p, &format!(" (class {c})"))?;
+    }
+    let classes: Vec<(u8, Vec<usize>)> = classes.into_iter().collect();
+    let pb = Progress::new("nnmf fit", (params.max_iter * classes.len()) as u64);
+    let fits = classes
+        .par_iter()
+        .map(|(c, rows)| {
+            let vc = v.select(Axis(0), rows);
+            let seed = key(params.seed, &[tag("nnmf.class"), *c as u64]);
+            let (mut h, mut w) = init_factors(vc.view(), params.k, params.init, seed)?;
+            let hist = mu::mu_fit(
+                vc.view(),
+                &mut h,
+                &mut w,
+                params.loss,
+                params.max_iter,
+                params.tol,
+                Some(&pb),
+            )?;
+            Ok((w, hist))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let iterations = fits.iter().map(|(_, h)| h.iterations).max().unwrap_or(0);
+    let objective: Vec<f64> = (0..iterations)
+        .map(|t| {
+            fits.iter()
+                .map(|(_, h)| {
+                    h.objective
+                        .get(t)
+                        .or(h.objective.last())
+                        .copied()
+                        .unwrap_or(h.initial)
+                })
+                .sum()
+        })
+        .collect();
+    let converged = fits.iter().all(|(_, h)| h.converged);
+    let views: Vec<_> = fits.iter().map(|(w, _)| w.view()).collect();
+    let basis = ndarray::concatenate(Axis(0), &views).map_err(|e| Error::Numeric {
+        op: "nnmf per_class",
+        msg: format!("concatenating class bases failed: {e}"),
+    })?;
+    pb.finish(format!(
+        "{} classes, {}",
+        classes.len(),
+        summary(&objective, converged)
+    ));
+    let model = NmfModel {
+        basis,
+        loss: params.loss,
+        max_iter: params.max_iter,
+        tol: params.tol,
+    };
+    let coeffs = model.transform(v)?;
+    let report = NmfFitReport {
+        coeffs,
+        objective,
+        iterations,
+        converged,
+    };
+    Ok((model, report))
+}
+
+fn summary(objective: &[f64], converged: bool) -> String {
+    format!(
+        "{} iterations, objective {:.6e}{}",
+        objective.len(),
+        objective.last().copied().unwrap_or(f64::NAN),
+        if converged { " (converged)" } else { "" }
+    )
+}
+
+fn check_params(params: &NmfParams) -> Result<()> {
+    if params.k == 0 {
+        return Err(Error::param(
+            "nnmf.k",
+            "must be ≥ 1 (number of NNMF components per basis)",
+        ));
+    }
+    if params.max_iter == 0 {
+        return Err(Error::param("nnmf.max_iter", "must be ≥ 1"));
+    }
+    if !(params.tol.is_finite() && params.tol >= 0.0) {
+        return Err(Error::param(
+            "nnmf.tol",
+            format!(
+                "must be a finite number ≥ 0 (0 = run all iterations), got {}",
+                params.tol
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_k(k: usize, n: usize, p: usize, what: &str) -> Result<()> {
+    if k == 0 {
+        return Err(Error::param(
+            "nnmf.k",
+            "must be ≥ 1 (number of NNMF components per basis)",
+        ));
+    }
+    if k > n.min(p) {
+        return Err(Error::param(
+            "nnmf.k",
+            format!(
+                "k = {k} exceeds min(rows, pixels) = min({n}, {p}) of the training data{what}; lower `nnmf.k`"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Finite, non-negative, not empty (unless `allow_empty`), not all zero (fitting only).
+fn check_data(v: ArrayView2<f32>, allow_empty: bool) -> Result<()> {
+    let (n, p) = v.dim();
+    if n == 0 || p == 0 {
+        if allow_empty && p > 0 {
+            return Ok(());
+        }
+        return Err(Error::Numeric {
+            op: "nnmf",
+            msg: format!("input is empty ({n} × {p}); check the data split"),
+        });
+    }
+    if let Some(((i, j), x)) = v.indexed_iter().find(|(_, x)| !x.is_finite() || **x < 0.0) {
+        let what = if x.is_finite() {
+            "a negative value"
+        } else {
+            "a non-finite value"
+        };
+        return Err(Error::Numeric {
+            op: "nnmf",
+            msg: format!(
+                "input has {what} ({x}) at row {i}, column {j}; NNMF needs finite values ≥ 0 (scale images to [0, 1])"
+            ),
+        });
+    }
+    if !allow_empty && v.iter().all(|&x| x == 0.0) {
+        return Err(Error::Numeric {
+            op: "nnmf",
+            msg: "all training values are zero; check the data".into(),
+        });
+    }
+    Ok(())
 }
