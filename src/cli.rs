@@ -57,7 +57,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let (result, dir) = pipeline::run_job(&loaded, &RunOptions { out, threads })
                 .with_context(|| format!("running job `{}`", loaded.config.name))?;
             println!("{}", crate::results::table::markdown(&result));
-            let total = result.timings.iter().find(|t| t.0 == "total").map_or(0.0, |t| t.1);
+            let total = result
+                .timings
+                .iter()
+                .find(|t| t.0 == "total")
+                .map_or(0.0, |t| t.1);
             log(format!(
                 "wrote {}/{{result.h5, metrics.csv, tables.md}} in {total:.1}s",
                 dir.display()

@@ -60,6 +60,9 @@ mod tests {
     fn concat_joins_columns() {
         let a = array![[1.0f32], [2.0]];
         let b = array![[3.0f32, 4.0], [5.0, 6.0]];
-        assert_eq!(concat(&[a.view(), b.view()]), array![[1.0, 3.0, 4.0], [2.0, 5.0, 6.0]]);
+        assert_eq!(
+            concat(&[a.view(), b.view()]),
+            array![[1.0, 3.0, 4.0], [2.0, 5.0, 6.0]]
+        );
     }
 }

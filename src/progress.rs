@@ -118,6 +118,11 @@ impl Progress {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
         }
-        log(format!("{}: done in {:.1}s {}", self.label, el, msg.as_ref()));
+        log(format!(
+            "{}: done in {:.1}s {}",
+            self.label,
+            el,
+            msg.as_ref()
+        ));
     }
 }

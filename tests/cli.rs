@@ -33,7 +33,14 @@ fn smoke_job_runs_writes_results_and_is_deterministic() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     for out in [&a, &b] {
-        let o = run(&["run", "jobs/smoke.yaml", "--threads", "2", "--out", out.to_str().unwrap()]);
+        let o = run(&[
+            "run",
+            "jobs/smoke.yaml",
+            "--threads",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
         assert!(o.status.success(), "{}", text(&o));
         assert!(text(&o).contains("Robust_Def (adaptive)"), "{}", text(&o));
     }
@@ -54,13 +61,29 @@ fn smoke_job_runs_writes_results_and_is_deterministic() {
             .4
     };
     for m in diffnmf::metrics::METRIC_NAMES {
-        assert_eq!(get("robust_base", "none", 0.0, m), get("clean_base", "none", 0.0, m));
-        assert_eq!(get("robust_def", "adaptive", 0.0, m), get("clean_def", "none", 0.0, m));
-        assert_eq!(get("robust_def", "transfer", 0.0, m), get("clean_def", "none", 0.0, m));
+        assert_eq!(
+            get("robust_base", "none", 0.0, m),
+            get("clean_base", "none", 0.0, m)
+        );
+        assert_eq!(
+            get("robust_def", "adaptive", 0.0, m),
+            get("clean_def", "none", 0.0, m)
+        );
+        assert_eq!(
+            get("robust_def", "transfer", 0.0, m),
+            get("clean_def", "none", 0.0, m)
+        );
     }
     // Robust accuracy is non-increasing in ε.
-    for (s, p) in [("robust_base", "none"), ("robust_def", "adaptive"), ("robust_def", "transfer")] {
-        let accs: Vec<f64> = [0.0, 0.5, 3.0].iter().map(|&e| get(s, p, e, "accuracy")).collect();
+    for (s, p) in [
+        ("robust_base", "none"),
+        ("robust_def", "adaptive"),
+        ("robust_def", "transfer"),
+    ] {
+        let accs: Vec<f64> = [0.0, 0.5, 3.0]
+            .iter()
+            .map(|&e| get(s, p, e, "accuracy"))
+            .collect();
         assert!(accs.windows(2).all(|w| w[1] <= w[0]), "{s}/{p}: {accs:?}");
     }
     let w = diffnmf::results::h5::read_f32_2d(&a.join("result.h5"), "nnmf/W").unwrap();
@@ -167,7 +190,12 @@ fn empty_class_folder_fails_naming_it() {
 
 #[test]
 fn validate_prints_resolved_config() {
-    let o = run(&["validate", repo("jobs/paper.yaml").to_str().unwrap(), "--set", "nnmf.k=48"]);
+    let o = run(&[
+        "validate",
+        repo("jobs/paper.yaml").to_str().unwrap(),
+        "--set",
+        "nnmf.k=48",
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("k: 48"));
 }

@@ -7,5 +7,7 @@ pub fn driver_present() -> bool {
     if !unsafe { cudarc::driver::sys::is_culib_present() } {
         return false;
     }
-    cudarc::driver::CudaContext::device_count().map(|n| n > 0).unwrap_or(false)
+    cudarc::driver::CudaContext::device_count()
+        .map(|n| n > 0)
+        .unwrap_or(false)
 }

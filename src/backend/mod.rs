@@ -90,7 +90,9 @@ pub fn thread_count(cli: Option<usize>) -> usize {
 pub fn init_threads(n: usize) {
     // matrixmultiply reads MATMUL_NUM_THREADS lazily on its first threaded GEMM.
     std::env::set_var("MATMUL_NUM_THREADS", n.to_string());
-    let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global();
 }
 
 #[cfg(test)]

@@ -33,10 +33,13 @@ pub fn load_job(path: &Path, overrides: &[String]) -> Result<LoadedJob> {
 
 /// Parse job text (for tests and embedded jobs); `path` is only used in messages.
 pub fn parse_job(path: &Path, text: &str, overrides: &[String]) -> Result<JobConfig> {
-    let raw: Value = serde_yaml_ng::from_str(text)
-        .map_err(|e| cfg_err(path, format!("invalid YAML: {e}")))?;
+    let raw: Value =
+        serde_yaml_ng::from_str(text).map_err(|e| cfg_err(path, format!("invalid YAML: {e}")))?;
     if !matches!(raw, Value::Mapping(_) | Value::Null) {
-        return Err(cfg_err(path, "a job file must be a YAML mapping of keys to values"));
+        return Err(cfg_err(
+            path,
+            "a job file must be a YAML mapping of keys to values",
+        ));
     }
     let mut cfg: JobConfig = if raw.is_null() {
         JobConfig::default()
@@ -73,14 +76,22 @@ pub fn apply_overrides(path: &Path, cfg: JobConfig, overrides: &[String]) -> Res
     let mut tree = serde_yaml_ng::to_value(&cfg).map_err(|e| cfg_err(path, e.to_string()))?;
     for ov in overrides {
         let (key, val) = ov.split_once('=').ok_or_else(|| {
-            cfg_err(path, format!("--set `{ov}`: expected key=value, e.g. --set nnmf.k=48"))
+            cfg_err(
+                path,
+                format!("--set `{ov}`: expected key=value, e.g. --set nnmf.k=48"),
+            )
         })?;
         let key = key.trim();
-        let value: Value = serde_yaml_ng::from_str(val)
-            .map_err(|e| cfg_err(path, format!("--set {key}: value `{val}` is not valid YAML: {e}")))?;
+        let value: Value = serde_yaml_ng::from_str(val).map_err(|e| {
+            cfg_err(
+                path,
+                format!("--set {key}: value `{val}` is not valid YAML: {e}"),
+            )
+        })?;
         set_path(&mut tree, key, value).map_err(|m| cfg_err(path, format!("--set {key}: {m}")))?;
     }
-    serde_yaml_ng::from_value(tree).map_err(|e| cfg_err(path, format!("after --set overrides: {e}")))
+    serde_yaml_ng::from_value(tree)
+        .map_err(|e| cfg_err(path, format!("after --set overrides: {e}")))
 }
 
 /// Set a dotted key in a YAML tree; every component must already exist.
@@ -100,7 +111,11 @@ pub fn set_path(tree: &mut Value, key: &str, value: Value) -> std::result::Resul
             let prefix = parts[..i].join(".");
             return Err(format!(
                 "unknown key `{key}`; known keys{}: {}",
-                if prefix.is_empty() { String::new() } else { format!(" under `{prefix}`") },
+                if prefix.is_empty() {
+                    String::new()
+                } else {
+                    format!(" under `{prefix}`")
+                },
                 known.join(", ")
             ));
         }

@@ -15,7 +15,9 @@ fn defaults_validate_and_name_defaults_to_stem() {
 
 #[test]
 fn unknown_key_names_file_key_and_line() {
-    let e = parse_job(p(), "seed: 1\nnnmf:\n  kk: 3\n", &[]).unwrap_err().to_string();
+    let e = parse_job(p(), "seed: 1\nnnmf:\n  kk: 3\n", &[])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("jobs/test.yaml"), "{e}");
     assert!(e.contains("kk"), "{e}");
     assert!(e.contains("line 3"), "{e}");
@@ -24,14 +26,21 @@ fn unknown_key_names_file_key_and_line() {
 #[test]
 fn malformed_yaml_is_reported() {
     let e = parse_job(p(), "seed: [1,\n", &[]).unwrap_err().to_string();
-    assert!(e.contains("jobs/test.yaml") && e.contains("invalid YAML"), "{e}");
+    assert!(
+        e.contains("jobs/test.yaml") && e.contains("invalid YAML"),
+        "{e}"
+    );
 }
 
 #[test]
 fn k_zero_and_negative_eps_rejected() {
-    let e = parse_job(p(), "nnmf:\n  k: 0\n", &[]).unwrap_err().to_string();
+    let e = parse_job(p(), "nnmf:\n  k: 0\n", &[])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("nnmf.k") && (e.contains("[1,")), "{e}");
-    let e = parse_job(p(), "attack:\n  eps: [0.1, -0.5]\n", &[]).unwrap_err().to_string();
+    let e = parse_job(p(), "attack:\n  eps: [0.1, -0.5]\n", &[])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("attack.eps[1]") && e.contains("-0.5"), "{e}");
 }
 
@@ -40,7 +49,11 @@ fn overrides_apply_with_yaml_values() {
     let c = parse_job(
         p(),
         "",
-        &["nnmf.k=48".into(), "attack.eps=[0.1,0.25,0.5]".into(), "nnmf.mode=per_class".into()],
+        &[
+            "nnmf.k=48".into(),
+            "attack.eps=[0.1,0.25,0.5]".into(),
+            "nnmf.mode=per_class".into(),
+        ],
     )
     .unwrap();
     assert_eq!(c.nnmf.k, 48);
@@ -50,23 +63,33 @@ fn overrides_apply_with_yaml_values() {
 
 #[test]
 fn override_unknown_key_lists_known_keys() {
-    let e = parse_job(p(), "", &["nnmf.rank=4".into()]).unwrap_err().to_string();
+    let e = parse_job(p(), "", &["nnmf.rank=4".into()])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("nnmf.rank") && e.contains("max_iter"), "{e}");
-    let e = parse_job(p(), "", &["nnmf.k".into()]).unwrap_err().to_string();
+    let e = parse_job(p(), "", &["nnmf.k".into()])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("key=value"), "{e}");
-    let e = parse_job(p(), "", &["nnmf.k=abc".into()]).unwrap_err().to_string();
+    let e = parse_job(p(), "", &["nnmf.k=abc".into()])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("--set") || e.contains("overrides"), "{e}");
 }
 
 #[test]
 fn t_star_beyond_steps_rejected() {
-    let e = parse_job(p(), "diffusion:\n  steps: 10\n  t_star: 11\n", &[]).unwrap_err().to_string();
+    let e = parse_job(p(), "diffusion:\n  steps: 10\n  t_star: 11\n", &[])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("diffusion.t_star"), "{e}");
 }
 
 #[test]
 fn idx_needs_paths() {
-    let e = parse_job(p(), "data:\n  format: idx\n", &[]).unwrap_err().to_string();
+    let e = parse_job(p(), "data:\n  format: idx\n", &[])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("data.images"), "{e}");
 }
 

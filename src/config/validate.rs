@@ -2,30 +2,44 @@
 
 use super::job::*;
 
-fn range<T: PartialOrd + std::fmt::Display>(key: &str, v: T, lo: T, hi: T, what: &str) -> Result<(), String> {
+fn range<T: PartialOrd + std::fmt::Display>(
+    key: &str,
+    v: T,
+    lo: T,
+    hi: T,
+    what: &str,
+) -> Result<(), String> {
     if v < lo || v > hi {
-        return Err(format!("`{key}` = {v} is out of range: must be in [{lo}, {hi}] ({what})"));
+        return Err(format!(
+            "`{key}` = {v} is out of range: must be in [{lo}, {hi}] ({what})"
+        ));
     }
     Ok(())
 }
 
 fn positive(key: &str, v: f64, what: &str) -> Result<(), String> {
     if !(v.is_finite() && v > 0.0) {
-        return Err(format!("`{key}` = {v} is out of range: must be a finite number > 0 ({what})"));
+        return Err(format!(
+            "`{key}` = {v} is out of range: must be a finite number > 0 ({what})"
+        ));
     }
     Ok(())
 }
 
 fn non_negative(key: &str, v: f64, what: &str) -> Result<(), String> {
     if !(v.is_finite() && v >= 0.0) {
-        return Err(format!("`{key}` = {v} is out of range: must be a finite number ≥ 0 ({what})"));
+        return Err(format!(
+            "`{key}` = {v} is out of range: must be a finite number ≥ 0 ({what})"
+        ));
     }
     Ok(())
 }
 
 fn widths(key: &str, v: &[usize], allow_empty: bool) -> Result<(), String> {
     if v.is_empty() && !allow_empty {
-        return Err(format!("`{key}` must list at least one layer width, e.g. [64]"));
+        return Err(format!(
+            "`{key}` must list at least one layer width, e.g. [64]"
+        ));
     }
     for &w in v {
         range(key, w, 1, 65536, "layer widths")?;
@@ -35,7 +49,12 @@ fn widths(key: &str, v: &[usize], allow_empty: bool) -> Result<(), String> {
 
 /// Validate every field; `Err` holds the message.
 pub fn validate(c: &JobConfig) -> Result<(), String> {
-    if c.name.is_empty() || !c.name.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch)) {
+    if c.name.is_empty()
+        || !c
+            .name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+    {
         return Err(format!(
             "`name` = {:?} must be non-empty and use only letters, digits, '-', '_' and '.' (it names the output folder)",
             c.name
@@ -60,38 +79,90 @@ pub fn validate(c: &JobConfig) -> Result<(), String> {
     range("data.size", w, 4, 1024, "image width in pixels")?;
     for (i, f) in c.data.split.iter().enumerate() {
         if !(f.is_finite() && *f > 0.0 && *f < 1.0) {
-            return Err(format!("`data.split[{i}]` = {f} must be in (0, 1) (train/val/test fractions)"));
+            return Err(format!(
+                "`data.split[{i}]` = {f} must be in (0, 1) (train/val/test fractions)"
+            ));
         }
     }
     let s: f64 = c.data.split.iter().sum();
     if (s - 1.0).abs() > 1e-6 {
-        return Err(format!("`data.split` fractions sum to {s}, must sum to 1 (e.g. [0.7, 0.15, 0.15])"));
+        return Err(format!(
+            "`data.split` fractions sum to {s}, must sum to 1 (e.g. [0.7, 0.15, 0.15])"
+        ));
     }
     // nnmf
     range("nnmf.k", c.nnmf.k, 1, 4096, "number of NNMF components")?;
-    range("nnmf.max_iter", c.nnmf.max_iter, 1, 1_000_000, "multiplicative-update iterations")?;
-    non_negative("nnmf.tol", c.nnmf.tol, "relative objective decrease; 0 runs all iterations")?;
+    range(
+        "nnmf.max_iter",
+        c.nnmf.max_iter,
+        1,
+        1_000_000,
+        "multiplicative-update iterations",
+    )?;
+    non_negative(
+        "nnmf.tol",
+        c.nnmf.tol,
+        "relative objective decrease; 0 runs all iterations",
+    )?;
     // cnn
     widths("cnn.channels", &c.cnn.channels, false)?;
-    range("cnn.feature_dim", c.cnn.feature_dim, 1, 65536, "width of the CNN feature layer")?;
+    range(
+        "cnn.feature_dim",
+        c.cnn.feature_dim,
+        1,
+        65536,
+        "width of the CNN feature layer",
+    )?;
     range("cnn.epochs", c.cnn.epochs, 1, 10_000, "training epochs")?;
-    range("cnn.batch_size", c.cnn.batch_size, 1, 1 << 20, "minibatch size")?;
+    range(
+        "cnn.batch_size",
+        c.cnn.batch_size,
+        1,
+        1 << 20,
+        "minibatch size",
+    )?;
     positive("cnn.lr", c.cnn.lr, "Adam learning rate")?;
-    non_negative("cnn.weight_decay", c.cnn.weight_decay, "decoupled weight decay")?;
+    non_negative(
+        "cnn.weight_decay",
+        c.cnn.weight_decay,
+        "decoupled weight decay",
+    )?;
     if !c.features.cnn && !c.features.nnmf {
-        return Err("`features.cnn` and `features.nnmf` are both false: enable at least one feature family".into());
+        return Err(
+            "`features.cnn` and `features.nnmf` are both false: enable at least one feature family"
+                .into(),
+        );
     }
     // classifier
     widths("classifier.hidden", &c.classifier.hidden, true)?;
-    range("classifier.epochs", c.classifier.epochs, 1, 100_000, "training epochs")?;
-    range("classifier.batch_size", c.classifier.batch_size, 1, 1 << 20, "minibatch size")?;
+    range(
+        "classifier.epochs",
+        c.classifier.epochs,
+        1,
+        100_000,
+        "training epochs",
+    )?;
+    range(
+        "classifier.batch_size",
+        c.classifier.batch_size,
+        1,
+        1 << 20,
+        "minibatch size",
+    )?;
     positive("classifier.lr", c.classifier.lr, "Adam learning rate")?;
-    non_negative("classifier.weight_decay", c.classifier.weight_decay, "decoupled weight decay")?;
+    non_negative(
+        "classifier.weight_decay",
+        c.classifier.weight_decay,
+        "decoupled weight decay",
+    )?;
     // diffusion
     let d = &c.diffusion;
     range("diffusion.steps", d.steps, 1, 100_000, "diffusion steps T")?;
     if !(d.beta_start.is_finite() && d.beta_start > 0.0 && d.beta_start < 1.0) {
-        return Err(format!("`diffusion.beta_start` = {} must be in (0, 1)", d.beta_start));
+        return Err(format!(
+            "`diffusion.beta_start` = {} must be in (0, 1)",
+            d.beta_start
+        ));
     }
     if !(d.beta_end.is_finite() && d.beta_end >= d.beta_start && d.beta_end < 1.0) {
         return Err(format!(
@@ -99,15 +170,48 @@ pub fn validate(c: &JobConfig) -> Result<(), String> {
             d.beta_end, d.beta_start
         ));
     }
-    range("diffusion.t_star", d.t_star, 1, d.steps, "purification depth; at most diffusion.steps")?;
-    range("diffusion.passes", d.passes, 1, 10_000, "stochastic passes R averaged by the defence")?;
+    range(
+        "diffusion.t_star",
+        d.t_star,
+        1,
+        d.steps,
+        "purification depth; at most diffusion.steps",
+    )?;
+    range(
+        "diffusion.passes",
+        d.passes,
+        1,
+        10_000,
+        "stochastic passes R averaged by the defence",
+    )?;
     widths("diffusion.hidden", &d.hidden, false)?;
-    range("diffusion.time_dim", d.time_dim, 2, 4096, "sinusoidal timestep embedding width")?;
+    range(
+        "diffusion.time_dim",
+        d.time_dim,
+        2,
+        4096,
+        "sinusoidal timestep embedding width",
+    )?;
     if d.time_dim % 2 != 0 {
-        return Err(format!("`diffusion.time_dim` = {} must be even (sin/cos pairs)", d.time_dim));
+        return Err(format!(
+            "`diffusion.time_dim` = {} must be even (sin/cos pairs)",
+            d.time_dim
+        ));
     }
-    range("diffusion.epochs", d.epochs, 1, 100_000, "denoiser training epochs")?;
-    range("diffusion.batch_size", d.batch_size, 1, 1 << 20, "minibatch size")?;
+    range(
+        "diffusion.epochs",
+        d.epochs,
+        1,
+        100_000,
+        "denoiser training epochs",
+    )?;
+    range(
+        "diffusion.batch_size",
+        d.batch_size,
+        1,
+        1 << 20,
+        "minibatch size",
+    )?;
     positive("diffusion.lr", d.lr, "Adam learning rate")?;
     // attack
     let a = &c.attack;
@@ -116,11 +220,16 @@ pub fn validate(c: &JobConfig) -> Result<(), String> {
     }
     for (i, e) in a.eps.iter().enumerate() {
         if !(e.is_finite() && *e >= 0.0) {
-            return Err(format!("`attack.eps[{i}]` = {e} is out of range: budgets must be finite and ≥ 0"));
+            return Err(format!(
+                "`attack.eps[{i}]` = {e} is out of range: budgets must be finite and ≥ 0"
+            ));
         }
     }
     if a.norm != "linf" {
-        return Err(format!("`attack.norm` = {:?}: only \"linf\" is implemented", a.norm));
+        return Err(format!(
+            "`attack.norm` = {:?}: only \"linf\" is implemented",
+            a.norm
+        ));
     }
     if a.threat != "feature" {
         return Err(format!(
@@ -128,12 +237,30 @@ pub fn validate(c: &JobConfig) -> Result<(), String> {
             a.threat
         ));
     }
-    range("attack.iterations", a.iterations, 1, 100_000, "APGD iterations N")?;
+    range(
+        "attack.iterations",
+        a.iterations,
+        1,
+        100_000,
+        "APGD iterations N",
+    )?;
     range("attack.restarts", a.restarts, 1, 1000, "APGD restarts")?;
     if a.losses.is_empty() {
         return Err("`attack.losses` must list at least one of [ce, dlr]".into());
     }
-    range("attack.eot", a.eot, 1, 10_000, "EOT draws per gradient for the adaptive attack")?;
-    range("attack.score_passes", a.score_passes, 1, 100_000, "fresh passes scoring the final adversarial examples")?;
+    range(
+        "attack.eot",
+        a.eot,
+        1,
+        10_000,
+        "EOT draws per gradient for the adaptive attack",
+    )?;
+    range(
+        "attack.score_passes",
+        a.score_passes,
+        1,
+        100_000,
+        "fresh passes scoring the final adversarial examples",
+    )?;
     Ok(())
 }

@@ -74,7 +74,10 @@ pub fn train_denoiser(
 ) -> Result<(Denoiser, DenoiserHistory)> {
     let d = x_train.ncols();
     if x_train.nrows() == 0 {
-        return Err(Error::param("diffusion", "no training rows for the denoiser"));
+        return Err(Error::param(
+            "diffusion",
+            "no training rows for the denoiser",
+        ));
     }
     let sched = Schedule::linear(cfg.steps, cfg.beta_start, cfg.beta_end);
     let emb = time_embedding::<f32>(cfg.steps, cfg.time_dim);

@@ -10,9 +10,9 @@
 
 pub mod chain;
 pub mod denoiser;
-pub mod model;
 #[cfg(test)]
 mod gradcheck;
+pub mod model;
 
 use crate::Scalar;
 use ndarray::Array2;

@@ -143,7 +143,9 @@ impl Defended<'_> {
             let p = softmax(self.clf.forward(xh.view()).view());
             for i in 0..end - start {
                 let block = p.slice(s![i * passes..(i + 1) * passes, ..]);
-                proba.row_mut(start + i).assign(&block.mean_axis(Axis(0)).unwrap());
+                proba
+                    .row_mut(start + i)
+                    .assign(&block.mean_axis(Axis(0)).unwrap());
                 for e in 0..passes {
                     single[[start + i, e]] = argmax(block.row(e)) as u16;
                 }
@@ -206,7 +208,10 @@ impl AttackModel for Defended<'_> {
                 let last = i * draws + draws - 1;
                 out_loss[start + i] = l[last];
                 out_logits.row_mut(start + i).assign(&logits.row(last));
-                let mean = p.slice(s![i * draws..(i + 1) * draws, ..]).mean_axis(Axis(0)).unwrap();
+                let mean = p
+                    .slice(s![i * draws..(i + 1) * draws, ..])
+                    .mean_axis(Axis(0))
+                    .unwrap();
                 pred[start + i] = argmax(mean.view());
             }
             if let (Some(g), Some(cache)) = (grad.as_mut(), cache) {
@@ -214,7 +219,9 @@ impl AttackModel for Defended<'_> {
                 let g0 = chain.backward(&cache, gx);
                 let inv = 1.0 / draws as f32;
                 for i in 0..m {
-                    let mean = g0.slice(s![i * draws..(i + 1) * draws, ..]).sum_axis(Axis(0));
+                    let mean = g0
+                        .slice(s![i * draws..(i + 1) * draws, ..])
+                        .sum_axis(Axis(0));
                     g.row_mut(start + i).assign(&(mean * inv));
                 }
             }

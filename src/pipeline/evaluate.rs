@@ -53,7 +53,11 @@ fn scenario(
         .map(|s| {
             s.axis_iter(Axis(1))
                 .map(|col| {
-                    col.iter().zip(y).filter(|(p, t)| **p as usize == **t).count() as f64 / y.len() as f64
+                    col.iter()
+                        .zip(y)
+                        .filter(|(p, t)| **p as usize == **t)
+                        .count() as f64
+                        / y.len() as f64
                 })
                 .collect()
         })
@@ -90,7 +94,9 @@ impl Carry {
         }
     }
     fn todo(&self) -> Vec<usize> {
-        (0..self.broken.len()).filter(|&i| !self.broken[i]).collect()
+        (0..self.broken.len())
+            .filter(|&i| !self.broken[i])
+            .collect()
     }
 }
 
@@ -168,7 +174,14 @@ pub fn evaluate(cfg: &JobConfig, tr: &Trained, t: &mut Timings) -> Result<Evalua
     let clean_base = base.predict_proba(x);
     out.push(scenario("clean_base", "none", 0.0, y, &clean_base, None));
     let (clean_def, clean_single) = t.time("clean_def", || Ok(score_def(x)))?;
-    out.push(scenario("clean_def", "none", 0.0, y, &clean_def, Some(&clean_single)));
+    out.push(scenario(
+        "clean_def",
+        "none",
+        0.0,
+        y,
+        &clean_def,
+        Some(&clean_single),
+    ));
     log(format!(
         "clean accuracy: base {:.4}, defended {:.4} (R = {passes})",
         out[0].metrics.accuracy, out[1].metrics.accuracy
@@ -214,12 +227,21 @@ pub fn evaluate(cfg: &JobConfig, tr: &Trained, t: &mut Timings) -> Result<Evalua
             for &i in &todo {
                 transfer_c.adv.row_mut(i).assign(&base_c.adv.row(i));
             }
-            let (p, single) = t.time(&format!("transfer_score_eps{eps}"), || Ok(score_def(transfer_c.adv.view())))?;
+            let (p, single) = t.time(&format!("transfer_score_eps{eps}"), || {
+                Ok(score_def(transfer_c.adv.view()))
+            })?;
             for (i, r) in p.rows().into_iter().enumerate() {
                 transfer_c.broken[i] = argmax(r) != y[i];
             }
             transfer_broken = transfer_c.broken.clone();
-            out.push(scenario("robust_def", "transfer", eps, y, &p, Some(&single)));
+            out.push(scenario(
+                "robust_def",
+                "transfer",
+                eps,
+                y,
+                &p,
+                Some(&single),
+            ));
         }
         let mut adaptive_broken = vec![false; y.len()];
         if want(Protocol::Adaptive) {
@@ -228,14 +250,27 @@ pub fn evaluate(cfg: &JobConfig, tr: &Trained, t: &mut Timings) -> Result<Evalua
             if eps > 0.0 && !todo.is_empty() {
                 let seed = key(cfg.seed, &[tag("attack-adaptive"), ei as u64]);
                 let (adv, ge, fb) = t.time(&format!("attack_adaptive_eps{eps}"), || {
-                    Ok(attack_rows(&def, x, y, ids, &todo, cfg, eps, cfg.attack.eot, seed, &b))
+                    Ok(attack_rows(
+                        &def,
+                        x,
+                        y,
+                        ids,
+                        &todo,
+                        cfg,
+                        eps,
+                        cfg.attack.eot,
+                        seed,
+                        &b,
+                    ))
                 })?;
                 for (r, &i) in todo.iter().enumerate() {
                     adaptive_c.adv.row_mut(i).assign(&adv.row(r));
                 }
                 (evals, fooled) = (ge, fb);
             }
-            let (p, single) = t.time(&format!("adaptive_score_eps{eps}"), || Ok(score_def(adaptive_c.adv.view())))?;
+            let (p, single) = t.time(&format!("adaptive_score_eps{eps}"), || {
+                Ok(score_def(adaptive_c.adv.view()))
+            })?;
             for (i, r) in p.rows().into_iter().enumerate() {
                 adaptive_c.broken[i] = argmax(r) != y[i];
             }
@@ -273,24 +308,38 @@ fn sanity_checks(
 ) -> Vec<(String, bool, String)> {
     let mut checks = vec![];
     let find = |s: &str, p: &str, e: f64| {
-        out.iter()
-            .find(|r| r.scenario == s && r.protocol == p && (r.protocol == "none" && s.starts_with("clean") || r.eps == e))
+        out.iter().find(|r| {
+            r.scenario == s
+                && r.protocol == p
+                && (r.protocol == "none" && s.starts_with("clean") || r.eps == e)
+        })
     };
     if let Some(e0) = broken.iter().find(|b| b.0 == 0.0) {
         let mut ok = true;
         let cb = find("clean_base", "none", 0.0).unwrap();
         let cd = find("clean_def", "none", 0.0).unwrap();
         let mut detail = vec![];
-        for (s, p, c) in [("robust_base", "none", cb), ("robust_def", "transfer", cd), ("robust_def", "adaptive", cd)] {
+        for (s, p, c) in [
+            ("robust_base", "none", cb),
+            ("robust_def", "transfer", cd),
+            ("robust_def", "adaptive", cd),
+        ] {
             if let Some(r) = find(s, p, e0.0) {
                 let same = r.metrics.values() == c.metrics.values();
                 ok &= same;
-                detail.push(format!("{s}/{p} {}", if same { "equal" } else { "differs" }));
+                detail.push(format!(
+                    "{s}/{p} {}",
+                    if same { "equal" } else { "differs" }
+                ));
             }
         }
         checks.push(("eps0_equals_clean".into(), ok, detail.join(", ")));
     }
-    for (s, p) in [("robust_base", "none"), ("robust_def", "transfer"), ("robust_def", "adaptive")] {
+    for (s, p) in [
+        ("robust_base", "none"),
+        ("robust_def", "transfer"),
+        ("robust_def", "adaptive"),
+    ] {
         let accs: Vec<(f64, f64)> = out
             .iter()
             .filter(|r| r.scenario == s && r.protocol == p)
@@ -334,7 +383,11 @@ fn sanity_checks(
             checks.push((
                 format!("single_pass_spread[{}]", r.key()),
                 true,
-                format!("single-pass accuracy {mean:.4} ± {sd:.4} over {} fresh passes; averaged {:.4}", v.len(), r.metrics.accuracy),
+                format!(
+                    "single-pass accuracy {mean:.4} ± {sd:.4} over {} fresh passes; averaged {:.4}",
+                    v.len(),
+                    r.metrics.accuracy
+                ),
             ));
         }
     }

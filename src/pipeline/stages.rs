@@ -80,7 +80,9 @@ fn check_finite(what: &str, x: ArrayView2<f32>) -> Result<()> {
     if x.iter().any(|v| !v.is_finite()) {
         return Err(Error::Numeric {
             op: "features",
-            msg: format!("{what} contain NaN or infinite values; check the input data and learning rates"),
+            msg: format!(
+                "{what} contain NaN or infinite values; check the input data and learning rates"
+            ),
         });
     }
     Ok(())
@@ -92,7 +94,10 @@ pub fn train_all(cfg: &JobConfig, t: &mut Timings) -> Result<Trained> {
     let mut ds: Dataset = t.time("data", || data::load(&data_source(cfg), h, w))?;
     let split_seed = cfg.data.split_seed.unwrap_or(cfg.seed);
     if cfg.data.subset > 0 && cfg.data.subset < ds.len() {
-        let mut idx = crate::rng::permutation(&mut crate::rng::stream(split_seed, &[tag("subset")]), ds.len());
+        let mut idx = crate::rng::permutation(
+            &mut crate::rng::stream(split_seed, &[tag("subset")]),
+            ds.len(),
+        );
         idx.truncate(cfg.data.subset);
         idx.sort_unstable();
         ds = ds.subset(&idx);
@@ -112,7 +117,11 @@ pub fn train_all(cfg: &JobConfig, t: &mut Timings) -> Result<Trained> {
         split.val.len(),
         split.test.len()
     ));
-    for (name, part) in [("train", &split.train), ("validation", &split.val), ("test", &split.test)] {
+    for (name, part) in [
+        ("train", &split.train),
+        ("validation", &split.val),
+        ("test", &split.test),
+    ] {
         if part.is_empty() {
             return Err(Error::data(
                 ds.source.clone(),
@@ -120,7 +129,8 @@ pub fn train_all(cfg: &JobConfig, t: &mut Timings) -> Result<Trained> {
             ));
         }
     }
-    let lab = |idx: &[usize]| -> Vec<usize> { idx.iter().map(|&i| ds.labels[i] as usize).collect() };
+    let lab =
+        |idx: &[usize]| -> Vec<usize> { idx.iter().map(|&i| ds.labels[i] as usize).collect() };
     let (y_train, y_val, y_test) = (lab(&split.train), lab(&split.val), lab(&split.test));
     let (x_train, x_val, x_test) = (
         rows(&ds.images, &split.train),
@@ -175,7 +185,10 @@ pub fn train_all(cfg: &JobConfig, t: &mut Timings) -> Result<Trained> {
         let train_labels: Vec<u8> = split.train.iter().map(|&i| ds.labels[i]).collect();
         let (model, report) = t.time("nnmf_fit", || nmf::fit(x_train.view(), &train_labels, &p))?;
         let (hv, ht) = t.time("nnmf_transform", || {
-            Ok((model.transform(x_val.view())?, model.transform(x_test.view())?))
+            Ok((
+                model.transform(x_val.view())?,
+                model.transform(x_test.view())?,
+            ))
         })?;
         blocks[0].push(report.coeffs.clone());
         blocks[1].push(hv);
@@ -189,7 +202,10 @@ pub fn train_all(cfg: &JobConfig, t: &mut Timings) -> Result<Trained> {
         .collect();
     let scaler = Standardizer::fit(raw[0].view());
     let z: Vec<Array2<f32>> = raw.iter().map(|r| scaler.transform(r.view())).collect();
-    for (name, zz) in ["training features", "validation features", "test features"].iter().zip(&z) {
+    for (name, zz) in ["training features", "validation features", "test features"]
+        .iter()
+        .zip(&z)
+    {
         check_finite(name, zz.view())?;
     }
     let [z_train, z_val, z_test]: [Array2<f32>; 3] = z.try_into().expect("three splits");

@@ -24,7 +24,9 @@ fn vstr(s: &str) -> VarLenUnicode {
 }
 
 fn attr_str(loc: &Location, name: &str, v: &str) -> hdf5::Result<()> {
-    loc.new_attr::<VarLenUnicode>().create(name)?.write_scalar(&vstr(v))
+    loc.new_attr::<VarLenUnicode>()
+        .create(name)?
+        .write_scalar(&vstr(v))
 }
 
 fn attr<T: H5Type>(loc: &Location, name: &str, v: T) -> hdf5::Result<()> {
@@ -36,7 +38,10 @@ fn ds<'a, T: H5Type, D: Dimension>(
     name: &str,
     a: impl Into<ArrayView<'a, T, D>>,
 ) -> hdf5::Result<()> {
-    g.new_dataset_builder().with_data(a).create(name).map(|_| ())
+    g.new_dataset_builder()
+        .with_data(a)
+        .create(name)
+        .map(|_| ())
 }
 
 fn strings(v: &[&str]) -> Array1<VarLenUnicode> {
@@ -86,14 +91,30 @@ fn write_inner(path: &Path, r: &RunResult) -> hdf5::Result<()> {
     let g = f.create_group("timings")?;
     let names: Vec<&str> = r.timings.iter().map(|(n, _)| n.as_str()).collect();
     ds(&g, "stage", &strings(&names))?;
-    ds(&g, "seconds", &Array1::from_iter(r.timings.iter().map(|t| t.1)))?;
+    ds(
+        &g,
+        "seconds",
+        &Array1::from_iter(r.timings.iter().map(|t| t.1)),
+    )?;
 
     let rows = r.metric_rows();
     let g = f.create_group("metrics")?;
-    ds(&g, "scenario", &strings(&rows.iter().map(|r| r.0).collect::<Vec<_>>()))?;
-    ds(&g, "protocol", &strings(&rows.iter().map(|r| r.1).collect::<Vec<_>>()))?;
+    ds(
+        &g,
+        "scenario",
+        &strings(&rows.iter().map(|r| r.0).collect::<Vec<_>>()),
+    )?;
+    ds(
+        &g,
+        "protocol",
+        &strings(&rows.iter().map(|r| r.1).collect::<Vec<_>>()),
+    )?;
     ds(&g, "eps", &Array1::from_iter(rows.iter().map(|r| r.2)))?;
-    ds(&g, "metric", &strings(&rows.iter().map(|r| r.3).collect::<Vec<_>>()))?;
+    ds(
+        &g,
+        "metric",
+        &strings(&rows.iter().map(|r| r.3).collect::<Vec<_>>()),
+    )?;
     ds(&g, "value", &Array1::from_iter(rows.iter().map(|r| r.4)))?;
 
     let g = f.create_group("test")?;
@@ -124,10 +145,18 @@ fn write_inner(path: &Path, r: &RunResult) -> hdf5::Result<()> {
             .collect();
         ds(&g, "pred", &pred)?;
         ds(&g, "confusion", &s.metrics.confusion)?;
-        ds(&g, "single_pass_accuracy", &Array1::from(s.single_pass_accuracy.clone()))?;
+        ds(
+            &g,
+            "single_pass_accuracy",
+            &Array1::from(s.single_pass_accuracy.clone()),
+        )?;
         let names: Vec<&str> = s.fooled_by.iter().map(|(n, _)| n.as_str()).collect();
         ds(&g, "fooled_by_attack", &strings(&names))?;
-        ds(&g, "fooled_count", &Array1::from_iter(s.fooled_by.iter().map(|x| x.1 as u64)))?;
+        ds(
+            &g,
+            "fooled_count",
+            &Array1::from_iter(s.fooled_by.iter().map(|x| x.1 as u64)),
+        )?;
     }
 
     let g = f.create_group("nnmf")?;
@@ -153,7 +182,11 @@ fn write_inner(path: &Path, r: &RunResult) -> hdf5::Result<()> {
     let names: Vec<&str> = r.checks.iter().map(|c| c.0.as_str()).collect();
     let details: Vec<&str> = r.checks.iter().map(|c| c.2.as_str()).collect();
     ds(&g, "name", &strings(&names))?;
-    ds(&g, "passed", &Array1::from_iter(r.checks.iter().map(|c| c.1)))?;
+    ds(
+        &g,
+        "passed",
+        &Array1::from_iter(r.checks.iter().map(|c| c.1)),
+    )?;
     ds(&g, "detail", &strings(&details))?;
     f.flush()?;
     Ok(())
@@ -186,6 +219,7 @@ pub fn read_metrics(path: &Path) -> Result<Vec<(String, String, f64, String, f64
 
 /// Read a 2-D f32 dataset (e.g. `nnmf/W`).
 pub fn read_f32_2d(path: &Path, name: &str) -> Result<Array2<f32>> {
-    let inner = || -> hdf5::Result<Array2<f32>> { open_file(path)?.dataset(name)?.read_2d::<f32>() };
+    let inner =
+        || -> hdf5::Result<Array2<f32>> { open_file(path)?.dataset(name)?.read_2d::<f32>() };
     inner().map_err(|e| h5err(path, e))
 }

@@ -39,7 +39,11 @@ pub fn markdown(r: &RunResult) -> String {
         .collect();
     eps.sort_by(f64::total_cmp);
     eps.dedup();
-    let clean: Vec<_> = r.scenarios.iter().filter(|s| s.protocol == "none").collect();
+    let clean: Vec<_> = r
+        .scenarios
+        .iter()
+        .filter(|s| s.protocol == "none")
+        .collect();
     let mut out = String::new();
     for e in eps {
         out.push_str(&format!(
@@ -49,12 +53,18 @@ pub fn markdown(r: &RunResult) -> String {
         for s in &clean {
             out.push_str(&row(&label(s.scenario, s.protocol), s.metrics.values()));
         }
-        for s in r.scenarios.iter().filter(|s| s.protocol != "none" && s.eps == e) {
+        for s in r
+            .scenarios
+            .iter()
+            .filter(|s| s.protocol != "none" && s.eps == e)
+        {
             out.push_str(&row(&label(s.scenario, s.protocol), s.metrics.values()));
         }
     }
     if !r.checks.is_empty() {
-        out.push_str("\n### Evaluation sanity checks\n\n| check | result | detail |\n|---|---|---|\n");
+        out.push_str(
+            "\n### Evaluation sanity checks\n\n| check | result | detail |\n|---|---|---|\n",
+        );
         for (name, ok, detail) in &r.checks {
             out.push_str(&format!(
                 "| {name} | {} | {detail} |\n",
