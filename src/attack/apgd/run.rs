@@ -1,0 +1,328 @@
+//! One APGD run (APGD.md §4, the reference's `attack_single_run`) for L∞ on a batch of
+//! still-robust points, with struct-of-arrays per-sample state that is compacted whenever
+//! points get fooled, so the model only ever sees active rows.
+
+use super::schedule::{halve_step, Schedule};
+use super::{ApgdParams, AttackModel, BoxConstraint, LossKind};
+use crate::progress::Progress;
+use crate::rng::{fill_uniform, key, stream, tag};
+use ndarray::{Array1, Array2, ArrayView2, Axis, Zip};
+
+/// Result of one run, per input row.
+#[derive(Clone, Debug)]
+pub struct RunOutput {
+    /// An iterate fooled the model (or the start point did).
+    pub fooled: Vec<bool>,
+    /// The fooling iterate for fooled rows; the start point otherwise (Q8 initialisation).
+    pub x_best_adv: Array2<f32>,
+    /// Highest-loss iterate (for fooled rows: as of the iteration they were dropped).
+    pub x_best: Array2<f32>,
+    /// Its loss (last EOT draw, Q1).
+    pub l_best: Vec<f32>,
+    pub grad_evals: u64,
+}
+
+/// Per-dimension feasible interval `[max(x−ε, lo), min(x+ε, hi)]`, with the box widened
+/// to contain `x` (so the interval is never empty).
+fn feasible(x: ArrayView2<f32>, eps: f32, b: &BoxConstraint) -> (Array2<f32>, Array2<f32>) {
+    let mut lower = x.to_owned();
+    let mut upper = x.to_owned();
+    Zip::from(lower.rows_mut())
+        .and(upper.rows_mut())
+        .par_for_each(|mut l, mut u| {
+            for j in 0..l.len() {
+                let xv = l[j];
+                let (bl, bu) = match b {
+                    BoxConstraint::None => (f32::NEG_INFINITY, f32::INFINITY),
+                    BoxConstraint::Unit => (0.0, 1.0),
+                    BoxConstraint::Range { lo, hi } => (lo[j], hi[j]),
+                };
+                l[j] = (xv - eps).max(bl.min(xv));
+                u[j] = (xv + eps).min(bu.max(xv));
+            }
+        });
+    (lower, upper)
+}
+
+/// Per-sample state of the active rows (§13 layout).
+struct State {
+    /// Row index into the run's inputs.
+    rows: Vec<usize>,
+    y: Vec<usize>,
+    ids: Vec<u64>,
+    lower: Array2<f32>,
+    upper: Array2<f32>,
+    x_adv: Array2<f32>,
+    x_prev: Array2<f32>,
+    g: Array2<f32>,
+    x_best: Array2<f32>,
+    g_best: Array2<f32>,
+    eta: Array1<f32>,
+    l_best: Array1<f32>,
+    l_best_last: Array1<f32>,
+    reduced_last: Vec<bool>,
+    hist: Array2<f32>,
+}
+
+impl State {
+    /// Keep only rows with `keep[r]`.
+    fn retain(&mut self, keep: &[bool]) {
+        let idx: Vec<usize> = (0..keep.len()).filter(|&r| keep[r]).collect();
+        let pick = |v: &Vec<usize>| idx.iter().map(|&r| v[r]).collect::<Vec<_>>();
+        self.rows = pick(&self.rows);
+        self.y = pick(&self.y);
+        self.ids = idx.iter().map(|&r| self.ids[r]).collect();
+        self.reduced_last = idx.iter().map(|&r| self.reduced_last[r]).collect();
+        for a in [
+            &mut self.lower,
+            &mut self.upper,
+            &mut self.x_adv,
+            &mut self.x_prev,
+            &mut self.g,
+            &mut self.x_best,
+            &mut self.g_best,
+            &mut self.hist,
+        ] {
+            *a = a.select(Axis(0), &idx);
+        }
+        for a in [&mut self.eta, &mut self.l_best, &mut self.l_best_last] {
+            *a = a.select(Axis(0), &idx);
+        }
+    }
+}
+
+/// One run on all rows of `x` (the reference's `attack_single_run`, L∞): random start on
+/// the ball surface (or `x_init`, projected), N iterations, checkpoints. See the module
+/// docs of [`super`] for the success test and the dropping of fooled rows.
+pub fn single_run<M: AttackModel + ?Sized>(
+    model: &M,
+    x: ArrayView2<f32>,
+    y: &[usize],
+    ids: &[u64],
+    p: &ApgdParams,
+    restart: u64,
+    x_init: Option<ArrayView2<f32>>,
+) -> RunOutput {
+    super::check_inputs(model, x, y, ids, p, &[p.loss]);
+    run(model, x, y, ids, p, p.loss, restart, x_init, None)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn run<M: AttackModel + ?Sized>(
+    model: &M,
+    x: ArrayView2<f32>,
+    y: &[usize],
+    ids: &[u64],
+    p: &ApgdParams,
+    loss: LossKind,
+    restart: u64,
+    x_init: Option<ArrayView2<f32>>,
+    prog: Option<&Progress>,
+) -> RunOutput {
+    let (n, n_iter) = (x.nrows(), p.n_iter);
+    let eps = p.eps;
+    let (lower, upper) = feasible(x, eps, &p.bounds);
+
+    // §4.1 start point: x + ε t / (max|t| + 1e-12), t ~ U[-1,1), then into the box.
+    let mut x0 = match x_init {
+        Some(v) => v.to_owned(),
+        None => {
+            let mut s = x.to_owned();
+            Zip::from(s.rows_mut())
+                .and(ids)
+                .par_for_each(|mut row, &id| {
+                    let mut rng = stream(p.seed, &[tag("apgd-start"), restart, id]);
+                    let mut t = vec![0f32; row.len()];
+                    fill_uniform(&mut rng, &mut t, -1.0, 1.0);
+                    let m = t.iter().fold(0f32, |a, v| a.max(v.abs())) + 1e-12;
+                    for (xv, tv) in row.iter_mut().zip(&t) {
+                        *xv += eps * tv / m;
+                    }
+                });
+            s
+        }
+    };
+    Zip::from(&mut x0)
+        .and(&lower)
+        .and(&upper)
+        .par_for_each(|v, &l, &u| *v = v.max(l).min(u));
+
+    let key_at = |it: usize| {
+        key(
+            p.seed,
+            &[tag("apgd-model"), loss as u64, restart, it as u64],
+        )
+    };
+    let mut evals = 0u64;
+    let mut eval = |xa: ArrayView2<f32>, ys: &[usize], is: &[u64], it: usize| {
+        evals += (xa.nrows() * p.eot) as u64;
+        let ev = model.evaluate(xa, ys, is, loss, p.eot, key_at(it), true);
+        let g = ev
+            .grad
+            .expect("AttackModel::evaluate must return a gradient when asked");
+        assert!(
+            g.dim() == xa.dim() && ev.loss.len() == xa.nrows() && ev.pred.len() == xa.nrows(),
+            "AttackModel::evaluate returned arrays of the wrong shape"
+        );
+        (ev.loss, ev.pred, g)
+    };
+
+    let mut out = RunOutput {
+        fooled: vec![false; n],
+        x_best_adv: x0.clone(),
+        x_best: x0.clone(),
+        l_best: vec![0.0; n],
+        grad_evals: 0,
+    };
+    // §4.2 initial gradient and state.
+    let (l0, pred0, g0) = eval(x0.view(), y, ids, 0);
+    let mut st = State {
+        rows: (0..n).collect(),
+        y: y.to_vec(),
+        ids: ids.to_vec(),
+        lower,
+        upper,
+        x_prev: x0.clone(),
+        x_best: x0.clone(),
+        x_adv: x0,
+        g_best: g0.clone(),
+        g: g0,
+        eta: Array1::from_elem(n, 2.0 * eps),
+        l_best: l0.clone(),
+        l_best_last: l0,
+        reduced_last: vec![true; n],
+        hist: Array2::zeros((n, n_iter)),
+    };
+    let mut fooled_now: Vec<bool> = (0..n).map(|r| pred0[r] != st.y[r]).collect();
+    drop_fooled(&mut st, &mut out, &fooled_now);
+
+    let sched = Schedule::new(n_iter);
+    let (mut k, mut counter) = (sched.first, 0usize);
+    let mut done_iters = 0u64;
+    for i in 0..n_iter {
+        if st.rows.is_empty() {
+            break;
+        }
+        // §4.3 steps 1–4: momentum step and projections.
+        let a: f32 = if i == 0 { 1.0 } else { 0.75 };
+        Zip::from(st.x_adv.rows_mut())
+            .and(st.x_prev.rows_mut())
+            .and(st.g.rows())
+            .and(st.lower.rows())
+            .and(st.upper.rows())
+            .and(&st.eta)
+            .par_for_each(|mut xa, mut xp, g, lo, up, &eta| {
+                for j in 0..xa.len() {
+                    let xi = xa[j];
+                    let m = xi - xp[j];
+                    xp[j] = xi;
+                    let gs = if g[j] > 0.0 {
+                        1.0
+                    } else if g[j] < 0.0 {
+                        -1.0
+                    } else {
+                        0.0
+                    };
+                    let z = (xi + eta * gs).max(lo[j]).min(up[j]);
+                    let v = xi + (z - xi) * a + m * (1.0 - a);
+                    xa[j] = v.max(lo[j]).min(up[j]);
+                }
+            });
+        // Step 5: gradient, loss and prediction at the new iterate.
+        let (l, pred, g) = eval(st.x_adv.view(), &st.y, &st.ids, i + 1);
+        // Step 7: best-loss bookkeeping (strict >, Q9).
+        st.hist.column_mut(i).assign(&l);
+        Zip::from(st.x_best.rows_mut())
+            .and(st.g_best.rows_mut())
+            .and(&mut st.l_best)
+            .and(st.x_adv.rows())
+            .and(g.rows())
+            .and(&l)
+            .par_for_each(|mut xb, mut gb, lb, xa, gr, &lv| {
+                if lv > *lb {
+                    xb.assign(&xa);
+                    gb.assign(&gr);
+                    *lb = lv;
+                }
+            });
+        st.g = g;
+        // Step 6: success → the point leaves the active set with this iterate.
+        fooled_now.clear();
+        fooled_now.extend((0..st.rows.len()).map(|r| pred[r] != st.y[r]));
+        drop_fooled(&mut st, &mut out, &fooled_now);
+        // Step 8 / §4.4: checkpoint.
+        counter += 1;
+        if counter == k {
+            checkpoint(&mut st, i, k, p.rho);
+            counter = 0;
+            k = sched.next(k);
+        }
+        done_iters += 1;
+        if let Some(pr) = prog {
+            pr.inc(1);
+        }
+    }
+    if let Some(pr) = prog {
+        pr.inc(n_iter as u64 - done_iters);
+    }
+    for (r, &row) in st.rows.iter().enumerate() {
+        out.x_best.row_mut(row).assign(&st.x_best.row(r));
+        out.l_best[row] = st.l_best[r];
+    }
+    out.grad_evals = evals;
+    out
+}
+
+/// Write out and remove the rows flagged in `fooled` (their current iterate is the
+/// adversarial example).
+fn drop_fooled(st: &mut State, out: &mut RunOutput, fooled: &[bool]) {
+    if !fooled.iter().any(|&f| f) {
+        return;
+    }
+    for (r, &row) in st.rows.iter().enumerate() {
+        if fooled[r] {
+            out.fooled[row] = true;
+            out.x_best_adv.row_mut(row).assign(&st.x_adv.row(r));
+            out.x_best.row_mut(row).assign(&st.x_best.row(r));
+            out.l_best[row] = st.l_best[r];
+        }
+    }
+    let keep: Vec<bool> = fooled.iter().map(|f| !f).collect();
+    st.retain(&keep);
+}
+
+/// §4.4: decide per sample, then halve η and restore `x_best`, `g_best` where flagged
+/// (`x_prev` untouched, Q4; stored gradient, Q5).
+fn checkpoint(st: &mut State, i: usize, k: usize, rho: f32) {
+    let n = st.rows.len();
+    let flags: Vec<bool> = (0..n)
+        .map(|r| {
+            let h = st.hist.row(r);
+            let hist = h.as_slice().expect("hist rows are contiguous");
+            halve_step(
+                hist,
+                i,
+                k,
+                rho,
+                st.l_best[r],
+                st.l_best_last[r],
+                st.reduced_last[r],
+            )
+        })
+        .collect();
+    st.reduced_last.copy_from_slice(&flags);
+    st.l_best_last.assign(&st.l_best);
+    Zip::from(st.x_adv.rows_mut())
+        .and(st.g.rows_mut())
+        .and(st.x_best.rows())
+        .and(st.g_best.rows())
+        .and(&mut st.eta)
+        .and(&flags)
+        .par_for_each(|mut xa, mut g, xb, gb, eta, &f| {
+            if f {
+                *eta /= 2.0;
+                xa.assign(&xb);
+                g.assign(&gb);
+            }
+        });
+}
