@@ -42,7 +42,7 @@ pub fn markdown(r: &RunResult) -> String {
     let clean: Vec<_> = r
         .scenarios
         .iter()
-        .filter(|s| s.protocol == "none")
+        .filter(|s| s.scenario.starts_with("clean"))
         .collect();
     let mut out = String::new();
     for e in eps {
@@ -56,7 +56,7 @@ pub fn markdown(r: &RunResult) -> String {
         for s in r
             .scenarios
             .iter()
-            .filter(|s| s.protocol != "none" && s.eps == e)
+            .filter(|s| s.scenario.starts_with("robust") && s.eps == e)
         {
             out.push_str(&row(&label(s.scenario, s.protocol), s.metrics.values()));
         }
