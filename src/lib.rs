@@ -17,6 +17,7 @@ pub mod data;
 pub mod diffusion;
 pub mod error;
 pub mod features;
+pub mod linalg;
 pub mod metrics;
 pub mod nmf;
 pub mod nn;

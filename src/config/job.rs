@@ -92,6 +92,16 @@ pub struct CnnConfig {
     pub lr: f64,
     pub weight_decay: f64,
     pub patience: usize,
+    pub lr_schedule: LrSchedule,
+    pub augment_shift: usize,
+}
+
+/// Learning-rate schedule over the epochs.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LrSchedule {
+    Constant,
+    Cosine,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -111,6 +121,7 @@ pub struct ClassifierConfig {
     pub lr: f64,
     pub weight_decay: f64,
     pub patience: usize,
+    pub lr_schedule: LrSchedule,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -229,11 +240,13 @@ impl Default for CnnConfig {
         CnnConfig {
             channels: vec![8, 16, 32],
             feature_dim: 64,
-            epochs: 8,
+            epochs: 15,
             batch_size: 64,
-            lr: 1e-3,
+            lr: 2e-3,
             weight_decay: 0.0,
-            patience: 3,
+            patience: 4,
+            lr_schedule: LrSchedule::Cosine,
+            augment_shift: 2,
         }
     }
 }
@@ -257,6 +270,7 @@ impl Default for ClassifierConfig {
             lr: 1e-3,
             weight_decay: 0.0,
             patience: 6,
+            lr_schedule: LrSchedule::Constant,
         }
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod chain;
 pub mod denoiser;
+pub mod fast;
 #[cfg(test)]
 mod gradcheck;
 pub mod model;

@@ -3,7 +3,7 @@
 //! [`AttackModel`]; the defended one draws its noise from streams keyed by
 //! `(key, sample id, draw)`, so results do not depend on batching or thread count.
 
-use super::chain::Chain;
+use super::fast::{block_mean, FastDefended};
 use super::Schedule;
 use crate::attack::{loss::loss_and_grad, AttackModel, LossKind, ModelEval};
 use crate::config::Prediction;
@@ -12,8 +12,6 @@ use crate::rng::{fill_normal, stream};
 use ndarray::{s, Array1, Array2, ArrayView2, Axis};
 use rayon::prelude::*;
 
-/// Rows (points × draws) processed together; bounds the memory of cached activations.
-const CHUNK_ROWS: usize = 4096;
 
 /// Row-wise softmax in f64.
 pub fn softmax(logits: ArrayView2<f32>) -> Array2<f64> {
@@ -79,46 +77,48 @@ impl AttackModel for BaseModel<'_> {
     }
 }
 
-/// The defended pipeline: purify (noise to t*, reverse to 0) then classify.
-pub struct Defended<'a> {
-    pub den: &'a Mlp<f32>,
-    pub clf: &'a Mlp<f32>,
-    pub sched: &'a Schedule,
-    pub emb: &'a Array2<f32>,
-    pub t_star: usize,
-    pub predict: Prediction,
+/// The defended pipeline: purify (noise to t*, reverse to 0) then classify. Evaluated with
+/// [`FastDefended`] in row chunks, one rayon task per chunk.
+pub struct Defended {
+    fast: FastDefended,
+    classes: usize,
 }
 
-impl Defended<'_> {
-    fn chain(&self) -> Chain<'_, f32> {
-        Chain {
-            den: self.den,
-            sched: self.sched,
-            emb: self.emb,
-            t_star: self.t_star,
-            predict: self.predict,
+/// Rows (points × draws) per rayon task.
+const TASK_ROWS: usize = 240;
+
+impl Defended {
+    pub fn new(
+        den: &Mlp<f32>,
+        clf: &Mlp<f32>,
+        sched: &Schedule,
+        emb: &Array2<f32>,
+        t_star: usize,
+        predict: Prediction,
+    ) -> Self {
+        Defended {
+            fast: FastDefended::new(den, clf, sched, emb, t_star, predict),
+            classes: clf.output_dim(),
         }
     }
 
     /// Noise for rows `(point i, draw e)` at row `i·draws + e`, keyed by `(key, ids[i], e)`.
-    pub fn noise(&self, ids: &[u64], draws: usize, key: u64, d: usize) -> Array2<f32> {
-        let w = self.chain().noise_len(d);
-        let mut out = Array2::<f32>::zeros((ids.len() * draws, w));
-        out.axis_chunks_iter_mut(Axis(0), draws)
-            .into_par_iter()
-            .zip(ids.par_iter())
-            .for_each(|(mut block, &id)| {
-                for (e, mut row) in block.rows_mut().into_iter().enumerate() {
-                    let mut rng = stream(key, &[id, e as u64]);
-                    fill_normal(&mut rng, row.as_slice_mut().expect("contiguous"));
-                }
-            });
+    pub fn noise(&self, ids: &[u64], draws: usize, key: u64) -> Array2<f32> {
+        let mut out = Array2::<f32>::zeros((ids.len() * draws, self.fast.noise_len()));
+        for (i, &id) in ids.iter().enumerate() {
+            for e in 0..draws {
+                let mut rng = stream(key, &[id, e as u64]);
+                let mut row = out.row_mut(i * draws + e);
+                fill_normal(&mut rng, row.as_slice_mut().expect("contiguous"));
+            }
+        }
         out
     }
 
-    /// Points per chunk so that `points × draws ≤ CHUNK_ROWS`.
-    fn points_per_chunk(draws: usize) -> usize {
-        (CHUNK_ROWS / draws.max(1)).max(1)
+    /// Start indices of the point chunks for `draws` rows per point.
+    fn chunks(n: usize, draws: usize) -> (Vec<usize>, usize) {
+        let pp = (TASK_ROWS / draws.max(1)).max(1);
+        ((0..n).step_by(pp).collect(), pp)
     }
 
     /// Probabilities averaged over `passes` purification passes, and the argmax of every
@@ -130,28 +130,33 @@ impl Defended<'_> {
         passes: usize,
         key: u64,
     ) -> (Array2<f64>, Array2<u16>) {
-        let k = self.clf.output_dim();
-        let mut proba = Array2::<f64>::zeros((x.nrows(), k));
-        let mut single = Array2::<u16>::zeros((x.nrows(), passes));
-        let step = Self::points_per_chunk(passes);
-        for start in (0..x.nrows()).step_by(step) {
-            let end = (start + step).min(x.nrows());
-            let xs = x.slice(s![start..end, ..]);
-            let rep = repeat_rows(xs, passes);
-            let noise = self.noise(&ids[start..end], passes, key, x.ncols());
-            let (xh, _) = self.chain().forward(rep.view(), noise.view(), false);
-            let p = softmax(self.clf.forward(xh.view()).view());
-            for i in 0..end - start {
-                let block = p.slice(s![i * passes..(i + 1) * passes, ..]);
-                proba
-                    .row_mut(start + i)
-                    .assign(&block.mean_axis(Axis(0)).unwrap());
-                for e in 0..passes {
-                    single[[start + i, e]] = argmax(block.row(e)) as u16;
+        let n = x.nrows();
+        let (starts, pp) = Self::chunks(n, passes);
+        let parts: Vec<(Array2<f64>, Array2<u16>)> = starts
+            .par_iter()
+            .map(|&start| {
+                let end = (start + pp).min(n);
+                let rep = repeat_rows(x.slice(s![start..end, ..]), passes);
+                let noise = self.noise(&ids[start..end], passes, key);
+                let p = softmax(self.fast.logits(rep.view(), noise.view()).view());
+                let mut proba = Array2::<f64>::zeros((end - start, self.classes));
+                let mut single = Array2::<u16>::zeros((end - start, passes));
+                for i in 0..end - start {
+                    let block = p.slice(s![i * passes..(i + 1) * passes, ..]);
+                    proba.row_mut(i).assign(&block.mean_axis(Axis(0)).unwrap());
+                    for e in 0..passes {
+                        single[[i, e]] = argmax(block.row(e)) as u16;
+                    }
                 }
-            }
-        }
-        (proba, single)
+                (proba, single)
+            })
+            .collect();
+        let proba = ndarray::concatenate(Axis(0), &parts.iter().map(|p| p.0.view()).collect::<Vec<_>>());
+        let single = ndarray::concatenate(Axis(0), &parts.iter().map(|p| p.1.view()).collect::<Vec<_>>());
+        (
+            proba.unwrap_or_else(|_| Array2::zeros((0, self.classes))),
+            single.unwrap_or_else(|_| Array2::zeros((0, passes))),
+        )
     }
 }
 
@@ -166,9 +171,9 @@ pub fn repeat_rows(x: ArrayView2<f32>, r: usize) -> Array2<f32> {
     out
 }
 
-impl AttackModel for Defended<'_> {
+impl AttackModel for Defended {
     fn num_classes(&self) -> usize {
-        self.clf.output_dim()
+        self.classes
     }
     fn stochastic(&self) -> bool {
         true
@@ -183,47 +188,48 @@ impl AttackModel for Defended<'_> {
         key: u64,
         want_grad: bool,
     ) -> ModelEval {
-        let (n, d, k) = (x.nrows(), x.ncols(), self.clf.output_dim());
+        let (n, d, k) = (x.nrows(), x.ncols(), self.classes);
         let draws = draws.max(1);
+        let (starts, pp) = Self::chunks(n, draws);
+        type Part = (Array1<f32>, Array2<f32>, Vec<usize>, Option<Array2<f32>>);
+        let parts: Vec<Part> = starts
+            .par_iter()
+            .map(|&start| {
+                let end = (start + pp).min(n);
+                let m = end - start;
+                let rep = repeat_rows(x.slice(s![start..end, ..]), draws);
+                let yrep: Vec<usize> = y[start..end]
+                    .iter()
+                    .flat_map(|&c| std::iter::repeat_n(c, draws))
+                    .collect();
+                let noise = self.noise(&ids[start..end], draws, key);
+                let out = self.fast.chunk(rep.view(), noise.view(), &yrep, loss, want_grad);
+                let p = softmax(out.logits.view());
+                let mut l = Array1::<f32>::zeros(m);
+                let mut lg = Array2::<f32>::zeros((m, k));
+                let mut pred = vec![0; m];
+                for i in 0..m {
+                    let last = i * draws + draws - 1;
+                    l[i] = out.loss[last];
+                    lg.row_mut(i).assign(&out.logits.row(last));
+                    let mean = p.slice(s![i * draws..(i + 1) * draws, ..]).mean_axis(Axis(0)).unwrap();
+                    pred[i] = argmax(mean.view());
+                }
+                let g = out.grad.map(|g| block_mean(g.view(), draws));
+                (l, lg, pred, g)
+            })
+            .collect();
         let mut out_loss = Array1::<f32>::zeros(n);
         let mut out_logits = Array2::<f32>::zeros((n, k));
         let mut pred = vec![0usize; n];
         let mut grad = want_grad.then(|| Array2::<f32>::zeros((n, d)));
-        let step = Self::points_per_chunk(draws);
-        for start in (0..n).step_by(step) {
-            let end = (start + step).min(n);
-            let m = end - start;
-            let rep = repeat_rows(x.slice(s![start..end, ..]), draws);
-            let yrep: Vec<usize> = y[start..end]
-                .iter()
-                .flat_map(|&c| std::iter::repeat_n(c, draws))
-                .collect();
-            let noise = self.noise(&ids[start..end], draws, key, d);
-            let chain = self.chain();
-            let (xh, cache) = chain.forward(rep.view(), noise.view(), want_grad);
-            let (logits, ccache) = self.clf.forward_cached(xh.view());
-            let (l, dlogits) = loss_and_grad(loss, logits.view(), &yrep);
-            let p = softmax(logits.view());
-            for i in 0..m {
-                let last = i * draws + draws - 1;
-                out_loss[start + i] = l[last];
-                out_logits.row_mut(start + i).assign(&logits.row(last));
-                let mean = p
-                    .slice(s![i * draws..(i + 1) * draws, ..])
-                    .mean_axis(Axis(0))
-                    .unwrap();
-                pred[start + i] = argmax(mean.view());
-            }
-            if let (Some(g), Some(cache)) = (grad.as_mut(), cache) {
-                let (_, gx) = self.clf.backward(&ccache, dlogits.view(), false);
-                let g0 = chain.backward(&cache, gx);
-                let inv = 1.0 / draws as f32;
-                for i in 0..m {
-                    let mean = g0
-                        .slice(s![i * draws..(i + 1) * draws, ..])
-                        .sum_axis(Axis(0));
-                    g.row_mut(start + i).assign(&(mean * inv));
-                }
+        for (&start, (l, lg, p, g)) in starts.iter().zip(parts) {
+            let end = start + l.len();
+            out_loss.slice_mut(s![start..end]).assign(&l);
+            out_logits.slice_mut(s![start..end, ..]).assign(&lg);
+            pred[start..end].copy_from_slice(&p);
+            if let (Some(all), Some(g)) = (grad.as_mut(), g) {
+                all.slice_mut(s![start..end, ..]).assign(&g);
             }
         }
         ModelEval {

@@ -17,6 +17,8 @@ fn params(epochs: usize, lr: f64, patience: usize, seed: u64) -> TrainParams {
         patience,
         seed,
         lr_key: "classifier.lr",
+        augment_shift: 0,
+        cosine_lr: false,
     }
 }
 
@@ -289,6 +291,8 @@ fn cnn_learns_toy_images() {
     let (xv, yv) = make(100, 2);
     let p = TrainParams {
         lr_key: "cnn.lr",
+        augment_shift: 0,
+        cosine_lr: false,
         ..params(6, 1e-2, 0, 5)
     };
     let (cnn, h) = train_cnn(&arch, &p, xt.view(), &yt, xv.view(), &yv).unwrap();
@@ -322,6 +326,8 @@ fn cnn_epoch_timing() {
     let p = TrainParams {
         batch_size: 64,
         lr_key: "cnn.lr",
+        augment_shift: 0,
+        cosine_lr: false,
         ..params(1, 1e-3, 0, 1)
     };
     let t = std::time::Instant::now();

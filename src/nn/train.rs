@@ -9,6 +9,7 @@ use crate::progress::Progress;
 use crate::rng::{permutation, stream, tag};
 use crate::Scalar;
 use ndarray::{Array2, ArrayView2, Axis};
+use rayon::prelude::*;
 
 /// Rows per chunk when evaluating the validation set.
 const VAL_CHUNK: usize = 4096;
@@ -26,6 +27,52 @@ pub struct TrainParams {
     pub seed: u64,
     /// Dotted config key of the learning rate (named in divergence errors).
     pub lr_key: &'static str,
+    /// Random integer translation of training images by up to this many pixels in each
+    /// direction (zero fill), drawn per image and epoch (CNN only; 0 = off).
+    pub augment_shift: usize,
+    /// Cosine learning-rate decay from `lr` to 0 over `epochs` (off = constant).
+    pub cosine_lr: bool,
+}
+
+impl TrainParams {
+    /// Learning rate of `epoch` under the configured schedule.
+    pub fn lr_at(&self, epoch: usize) -> f64 {
+        if self.cosine_lr && self.epochs > 1 {
+            self.lr * 0.5 * (1.0 + (std::f64::consts::PI * epoch as f64 / self.epochs as f64).cos())
+        } else {
+            self.lr
+        }
+    }
+}
+
+/// Translate each row (an `h × w` image) of `x` by a random shift in `[-s, s]²` drawn from
+/// `stream(seed, [augment, epoch, index])`, filling with zeros.
+pub fn augment_shift(x: &mut Array2<f32>, idx: &[usize], h: usize, w: usize, s: usize, seed: u64, epoch: usize) {
+    use rand::Rng as _;
+    let s = s as i64;
+    x.axis_iter_mut(Axis(0))
+        .into_par_iter()
+        .zip(idx.par_iter())
+        .for_each(|(mut row, &i)| {
+            let mut rng = stream(seed, &[tag("augment"), epoch as u64, i as u64]);
+            let dy = rng.random_range(-s..=s);
+            let dx = rng.random_range(-s..=s);
+            if dx == 0 && dy == 0 {
+                return;
+            }
+            let src = row.to_vec();
+            let dst = row.as_slice_mut().expect("contiguous rows");
+            for r in 0..h as i64 {
+                for c in 0..w as i64 {
+                    let (sr, sc) = (r - dy, c - dx);
+                    dst[(r * w as i64 + c) as usize] = if sr >= 0 && sr < h as i64 && sc >= 0 && sc < w as i64 {
+                        src[(sr * w as i64 + sc) as usize]
+                    } else {
+                        0.0
+                    };
+                }
+            }
+        });
 }
 
 /// Per-epoch curves.
@@ -157,7 +204,7 @@ fn fit<M: Clone>(
     p: &TrainParams,
     n_train: usize,
     mut model: M,
-    mut step: impl FnMut(&mut M, &[usize]) -> f64,
+    mut step: impl FnMut(&mut M, &[usize], usize) -> f64,
     eval: impl Fn(&M) -> (f64, f64),
 ) -> Result<(M, TrainHistory)> {
     let progress = Progress::new(label, p.epochs as u64);
@@ -176,7 +223,7 @@ fn fit<M: Clone>(
         );
         let mut sum = 0.0;
         for idx in perm.chunks(p.batch_size) {
-            let loss = step(&mut model, idx);
+            let loss = step(&mut model, idx, epoch);
             if !loss.is_finite() {
                 return Err(diverged(epoch, loss));
             }
@@ -223,8 +270,12 @@ pub fn train_cnn(
     let mut cnn = Cnn::<f32>::new(arch, &mut stream(p.seed, &[tag("cnn init")]))?;
     let lens: Vec<usize> = cnn.params_mut().iter().map(|s| s.len()).collect();
     let mut adam = AdamCore::new(p.lr, p.weight_decay, &lens);
-    let step = |m: &mut Cnn<f32>, idx: &[usize]| {
-        let xb = x_train.select(Axis(0), idx);
+    let step = |m: &mut Cnn<f32>, idx: &[usize], epoch: usize| {
+        let mut xb = x_train.select(Axis(0), idx);
+        if p.augment_shift > 0 {
+            augment_shift(&mut xb, idx, arch.height, arch.width, p.augment_shift, p.seed, epoch);
+        }
+        adam.lr = p.lr_at(epoch);
         let yb: Vec<usize> = idx.iter().map(|&i| y_train[i]).collect();
         let cache = m.forward_cached(xb.view(), true);
         let (loss, dl) = softmax_xent(cache.logits.view(), &yb);
@@ -261,7 +312,8 @@ pub fn train_classifier(
     validate(p, x_train, y_train, x_val, y_val, sizes[0], classes)?;
     let mlp = Mlp::<f32>::new(sizes, act, &mut stream(p.seed, &[tag("classifier init")]));
     let mut adam = Adam::new(p.lr, p.weight_decay, &mlp);
-    let step = |m: &mut Mlp<f32>, idx: &[usize]| {
+    let step = |m: &mut Mlp<f32>, idx: &[usize], epoch: usize| {
+        adam.set_lr(p.lr_at(epoch));
         let xb = x_train.select(Axis(0), idx);
         let yb: Vec<usize> = idx.iter().map(|&i| y_train[i]).collect();
         let (logits, cache) = m.forward_cached(xb.view());

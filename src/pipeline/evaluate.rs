@@ -158,14 +158,14 @@ fn attack_rows<M: AttackModel>(
 pub fn evaluate(cfg: &JobConfig, tr: &Trained, t: &mut Timings) -> Result<Evaluation> {
     let (x, y, ids) = (tr.z_test.view(), &tr.y_test[..], &tr.test_ids[..]);
     let base = BaseModel { clf: &tr.clf };
-    let def = Defended {
-        den: &tr.den.mlp,
-        clf: &tr.clf,
-        sched: &tr.den.sched,
-        emb: &tr.den.emb,
-        t_star: cfg.diffusion.t_star,
-        predict: tr.den.predict,
-    };
+    let def = Defended::new(
+        &tr.den.mlp,
+        &tr.clf,
+        &tr.den.sched,
+        &tr.den.emb,
+        cfg.diffusion.t_star,
+        tr.den.predict,
+    );
     let score_key = key(cfg.seed, &[tag("score")]);
     let passes = cfg.attack.score_passes;
     let score_def = |xa: ArrayView2<f32>| def.predict_proba(xa, ids, passes, score_key);

@@ -2,7 +2,7 @@
 //! function of the configuration slice and seed that determines it.
 
 use super::Timings;
-use crate::config::{DataFormat, JobConfig};
+use crate::config::{DataFormat, JobConfig, LrSchedule};
 use crate::data::{self, DataSource, Dataset};
 use crate::diffusion::denoiser::{train_denoiser, Denoiser};
 use crate::error::{Error, Result};
@@ -157,6 +157,8 @@ pub fn train_all(cfg: &JobConfig, t: &mut Timings) -> Result<Trained> {
             patience: cfg.cnn.patience,
             seed: key(cfg.seed, &[tag("cnn")]),
             lr_key: "cnn.lr",
+            augment_shift: cfg.cnn.augment_shift,
+            cosine_lr: cfg.cnn.lr_schedule == LrSchedule::Cosine,
         };
         let (cnn, hist) = t.time("cnn_train", || {
             train_cnn(&arch, &p, x_train.view(), &y_train, x_val.view(), &y_val)
@@ -221,6 +223,8 @@ pub fn train_all(cfg: &JobConfig, t: &mut Timings) -> Result<Trained> {
         patience: cfg.classifier.patience,
         seed: key(cfg.seed, &[tag("classifier")]),
         lr_key: "classifier.lr",
+        augment_shift: 0,
+        cosine_lr: cfg.classifier.lr_schedule == LrSchedule::Cosine,
     };
     let (clf, hist) = t.time("classifier_train", || {
         train_classifier(

@@ -1,0 +1,264 @@
+//! The optimised CPU evaluator of the defended pipeline used by the attacks and scoring:
+//! the same computation as [`super::chain::Chain`] + classifier (the f64-checked reference),
+//! restructured for speed. Rows are processed in chunks, one rayon task per chunk with
+//! single-threaded GEMMs inside (no nested threading, results independent of the thread
+//! count); the timestep embedding is folded into a per-step bias of the first denoiser layer
+//! (`[x, emb(s)]·W₁ = x·W₁ₓ + emb(s)·W₁ₑ`), so no concatenation is needed; the backward pass
+//! computes only the input gradient, reusing activation derivatives stored in the forward.
+
+use super::Schedule;
+use crate::attack::{loss::loss_and_grad, LossKind};
+use crate::config::Prediction;
+use crate::linalg::gemm_seq;
+use crate::nn::mlp::{sigmoid, Activation, Mlp};
+use ndarray::{s, Array1, Array2, ArrayView2, Axis};
+
+/// One dense layer in f32 (`w: in × out`).
+#[derive(Clone, Debug)]
+struct Layer {
+    w: Array2<f32>,
+    b: Array1<f32>,
+}
+
+/// Coefficients of one reverse step: `x ← a·x + b·D(x) + σ·z`.
+#[derive(Clone, Copy, Debug)]
+struct StepCoef {
+    a: f32,
+    b: f32,
+    sigma: f32,
+}
+
+/// Precomputed weights and coefficients of a defence.
+#[derive(Clone, Debug)]
+pub struct FastDefended {
+    d: usize,
+    t_star: usize,
+    sqrt_ab: f32,
+    sqrt_1mab: f32,
+    /// Step `j = 0…t*−1` runs `s = t* − j`.
+    steps: Vec<StepCoef>,
+    w1x: Array2<f32>,
+    b1: Vec<Array1<f32>>,
+    den_rest: Vec<Layer>,
+    den_act: Activation,
+    clf: Vec<Layer>,
+    clf_act: Activation,
+}
+
+/// Result of one chunk.
+pub struct ChunkOut {
+    pub logits: Array2<f32>,
+    pub loss: Array1<f32>,
+    pub grad: Option<Array2<f32>>,
+}
+
+/// `out = act(z)` in place, returning `act'(z)` when asked.
+fn activate(z: &mut Array2<f32>, act: Activation, want_deriv: bool) -> Option<Array2<f32>> {
+    match (act, want_deriv) {
+        (Activation::Relu, false) => {
+            z.mapv_inplace(|v| v.max(0.0));
+            None
+        }
+        (Activation::Relu, true) => {
+            let d = z.mapv(|v| if v > 0.0 { 1.0 } else { 0.0 });
+            z.mapv_inplace(|v| v.max(0.0));
+            Some(d)
+        }
+        (Activation::Silu, false) => {
+            z.mapv_inplace(|v| v * sigmoid(v));
+            None
+        }
+        (Activation::Silu, true) => {
+            let mut d = Array2::<f32>::zeros(z.raw_dim());
+            ndarray::Zip::from(&mut *z).and(&mut d).for_each(|v, dv| {
+                let sg = sigmoid(*v);
+                *dv = sg * (1.0 + *v * (1.0 - sg));
+                *v *= sg;
+            });
+            Some(d)
+        }
+    }
+}
+
+/// `x·w + b` into a fresh array.
+fn affine(x: ArrayView2<f32>, w: &Array2<f32>, b: &Array1<f32>) -> Array2<f32> {
+    let mut z = Array2::<f32>::zeros((x.nrows(), w.ncols()));
+    z += b;
+    gemm_seq(z.view_mut(), x, w.view(), true);
+    z
+}
+
+/// `g·wᵀ`.
+fn back(g: ArrayView2<f32>, w: &Array2<f32>) -> Array2<f32> {
+    let mut out = Array2::<f32>::zeros((g.nrows(), w.nrows()));
+    gemm_seq(out.view_mut(), g, w.t(), false);
+    out
+}
+
+impl FastDefended {
+    /// Precompute from a trained denoiser and classifier.
+    pub fn new(
+        den: &Mlp<f32>,
+        clf: &Mlp<f32>,
+        sched: &Schedule,
+        emb: &Array2<f32>,
+        t_star: usize,
+        predict: Prediction,
+    ) -> Self {
+        let d = den.output_dim();
+        let first = &den.layers[0];
+        let w1x = first.w.slice(s![0..d, ..]).to_owned();
+        let w1e = first.w.slice(s![d.., ..]);
+        let mut steps = vec![];
+        let mut b1 = vec![];
+        for s_ in (1..=t_star).rev() {
+            let (al, ab, ab_prev, beta) = (
+                sched.alpha[s_],
+                sched.alpha_bar[s_],
+                sched.alpha_bar[s_ - 1],
+                sched.beta[s_],
+            );
+            let (a, b) = match predict {
+                Prediction::Noise => {
+                    let inv = 1.0 / al.sqrt();
+                    (inv, -inv * beta / (1.0 - ab).sqrt())
+                }
+                Prediction::X0 => (
+                    al.sqrt() * (1.0 - ab_prev) / (1.0 - ab),
+                    ab_prev.sqrt() * beta / (1.0 - ab),
+                ),
+            };
+            steps.push(StepCoef {
+                a: a as f32,
+                b: b as f32,
+                sigma: if s_ > 1 { sched.sigma[s_] as f32 } else { 0.0 },
+            });
+            b1.push(&first.b + &emb.row(s_).dot(&w1e));
+        }
+        let to_layers = |m: &Mlp<f32>, skip: usize| -> Vec<Layer> {
+            m.layers[skip..]
+                .iter()
+                .map(|l| Layer {
+                    w: l.w.clone(),
+                    b: l.b.clone(),
+                })
+                .collect()
+        };
+        let ab = sched.alpha_bar[t_star];
+        FastDefended {
+            d,
+            t_star,
+            sqrt_ab: ab.sqrt() as f32,
+            sqrt_1mab: (1.0 - ab).sqrt() as f32,
+            steps,
+            w1x,
+            b1,
+            den_rest: to_layers(den, 1),
+            den_act: den.act,
+            clf: to_layers(clf, 0),
+            clf_act: clf.act,
+        }
+    }
+
+    /// Noise values per row (same layout as [`super::chain::Chain`]).
+    pub fn noise_len(&self) -> usize {
+        self.t_star * self.d
+    }
+
+    /// Purify and classify one chunk; with `grad`, also the input gradient of the summed
+    /// loss (noise fixed).
+    pub fn chunk(
+        &self,
+        x0: ArrayView2<f32>,
+        noise: ArrayView2<f32>,
+        y: &[usize],
+        loss: LossKind,
+        grad: bool,
+    ) -> ChunkOut {
+        let d = self.d;
+        let mut x = x0.mapv(|v| v * self.sqrt_ab);
+        x.scaled_add(self.sqrt_1mab, &noise.slice(s![.., 0..d]));
+        // Per step: activation derivatives of each hidden layer.
+        let mut derivs: Vec<Vec<Array2<f32>>> = Vec::with_capacity(if grad { self.t_star } else { 0 });
+        for (j, c) in self.steps.iter().enumerate() {
+            let mut h = affine(x.view(), &self.w1x, &self.b1[j]);
+            let mut dj = vec![];
+            if let Some(dv) = activate(&mut h, self.den_act, grad) {
+                dj.push(dv);
+            }
+            let last = self.den_rest.len() - 1;
+            for (l, layer) in self.den_rest.iter().enumerate() {
+                let mut z = affine(h.view(), &layer.w, &layer.b);
+                if l < last {
+                    if let Some(dv) = activate(&mut z, self.den_act, grad) {
+                        dj.push(dv);
+                    }
+                }
+                h = z;
+            }
+            x.mapv_inplace(|v| v * c.a);
+            x.scaled_add(c.b, &h);
+            if c.sigma > 0.0 {
+                x.scaled_add(c.sigma, &noise.slice(s![.., (j + 1) * d..(j + 2) * d]));
+            }
+            if grad {
+                derivs.push(dj);
+            }
+        }
+        let mut cderiv = vec![];
+        let mut h = x;
+        let last = self.clf.len() - 1;
+        for (l, layer) in self.clf.iter().enumerate() {
+            let mut z = affine(h.view(), &layer.w, &layer.b);
+            if l < last {
+                if let Some(dv) = activate(&mut z, self.clf_act, grad) {
+                    cderiv.push(dv);
+                }
+            }
+            h = z;
+        }
+        let logits = h;
+        let (l, dlogits) = loss_and_grad(loss, logits.view(), y);
+        let grad = grad.then(|| {
+            let mut g = dlogits;
+            for l in (0..self.clf.len()).rev() {
+                g = back(g.view(), &self.clf[l].w);
+                if l > 0 {
+                    g *= &cderiv[l - 1];
+                }
+            }
+            for (j, c) in self.steps.iter().enumerate().rev() {
+                let mut go = g.mapv(|v| v * c.b);
+                for l in (0..self.den_rest.len()).rev() {
+                    go = back(go.view(), &self.den_rest[l].w);
+                    go *= &derivs[j][l];
+                }
+                let gin = back(go.view(), &self.w1x);
+                g.mapv_inplace(|v| v * c.a);
+                g += &gin;
+            }
+            g.mapv_inplace(|v| v * self.sqrt_ab);
+            g
+        });
+        ChunkOut {
+            logits,
+            loss: l,
+            grad,
+        }
+    }
+
+    /// Logits only (scoring).
+    pub fn logits(&self, x0: ArrayView2<f32>, noise: ArrayView2<f32>) -> Array2<f32> {
+        let y = vec![0usize; x0.nrows()];
+        self.chunk(x0, noise, &y, LossKind::Ce, false).logits
+    }
+}
+
+/// Mean over consecutive blocks of `r` rows.
+pub fn block_mean(a: ArrayView2<f32>, r: usize) -> Array2<f32> {
+    let mut out = Array2::<f32>::zeros((a.nrows() / r, a.ncols()));
+    for (i, blk) in a.axis_chunks_iter(Axis(0), r).enumerate() {
+        out.row_mut(i).assign(&blk.sum_axis(Axis(0)));
+    }
+    out / r as f32
+}
