@@ -33,6 +33,8 @@ pub enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Benchmark every stage on the embedded data and print one table.
+    Bench(crate::bench::BenchArgs),
     /// Check a job file (with overrides) and print the resolved configuration.
     Validate {
         job: PathBuf,
@@ -68,6 +70,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             ));
             Ok(())
         }
+        Command::Bench(args) => crate::bench::run(args),
         Command::Validate { job, set } => {
             let loaded = config::load_job(&job, &set)
                 .with_context(|| format!("loading job {}", job.display()))?;

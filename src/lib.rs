@@ -11,6 +11,7 @@
 
 pub mod attack;
 pub mod backend;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod data;
