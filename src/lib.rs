@@ -12,6 +12,7 @@
 pub mod attack;
 pub mod backend;
 pub mod bench;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod data;
