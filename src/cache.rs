@@ -85,7 +85,9 @@ impl StageCache {
 
     /// Path of the entry for `(stage, parts)`.
     pub fn path(&self, stage: &str, parts: &impl Serialize) -> PathBuf {
-        self.root.join(stage).join(format!("{}.h5", entry_key(stage, parts)))
+        self.root
+            .join(stage)
+            .join(format!("{}.h5", entry_key(stage, parts)))
     }
 
     /// Load the entry if present, else build it (under the entry's lock) and store it.
@@ -169,7 +171,9 @@ pub fn save_store(path: &Path, s: &Store) -> Result<()> {
         let gs = f.create_group("strings")?;
         for (k, v) in &s.strings {
             let val: VarLenUnicode = v.replace('\0', " ").parse().expect("no NUL");
-            gs.new_attr::<VarLenUnicode>().create(k.as_str())?.write_scalar(&val)?;
+            gs.new_attr::<VarLenUnicode>()
+                .create(k.as_str())?
+                .write_scalar(&val)?;
         }
         f.flush()
     };
@@ -187,11 +191,13 @@ pub fn load_store(path: &Path) -> Result<Store> {
         let mut s = Store::default();
         let ga = f.group("arrays")?;
         for name in ga.member_names()? {
-            s.arrays.insert(name.clone(), ga.dataset(&name)?.read_2d::<f32>()?);
+            s.arrays
+                .insert(name.clone(), ga.dataset(&name)?.read_2d::<f32>()?);
         }
         let gv = f.group("vectors")?;
         for name in gv.member_names()? {
-            s.vectors.insert(name.clone(), gv.dataset(&name)?.read_raw::<f64>()?);
+            s.vectors
+                .insert(name.clone(), gv.dataset(&name)?.read_raw::<f64>()?);
         }
         let gs = f.group("strings")?;
         for name in gs.attr_names()? {
@@ -218,7 +224,11 @@ mod tests {
             s
         }
         fn from_store(s: &Store) -> Result<Self> {
-            Ok(Thing(s.array("a")?.clone(), s.vector("v")?.clone(), s.string("s")?.clone()))
+            Ok(Thing(
+                s.array("a")?.clone(),
+                s.vector("v")?.clone(),
+                s.string("s")?.clone(),
+            ))
         }
     }
 
@@ -226,10 +236,18 @@ mod tests {
     fn builds_once_then_hits_and_keys_depend_on_parts() {
         let dir = tempfile::tempdir().unwrap();
         let c = StageCache::new(dir.path());
-        let mk = || Ok(Thing(Array2::from_elem((2, 3), 1.5), vec![1.0, 2.0], "x".into()));
+        let mk = || {
+            Ok(Thing(
+                Array2::from_elem((2, 3), 1.5),
+                vec![1.0, 2.0],
+                "x".into(),
+            ))
+        };
         let a = c.get_or_build("nnmf", &("k", 8), mk).unwrap();
         let b = c
-            .get_or_build("nnmf", &("k", 8), || -> Result<Thing> { panic!("must not rebuild") })
+            .get_or_build("nnmf", &("k", 8), || -> Result<Thing> {
+                panic!("must not rebuild")
+            })
             .unwrap();
         assert_eq!(a, b);
         c.get_or_build("nnmf", &("k", 16), mk).unwrap();
@@ -237,11 +255,19 @@ mod tests {
         assert_ne!(entry_key("nnmf", &("k", 8)), entry_key("nnmf", &("k", 16)));
         // A second cache object (another process) sees the entries.
         let c2 = StageCache::new(dir.path());
-        c2.get_or_build("nnmf", &("k", 8), || -> Result<Thing> { panic!("must not rebuild") })
-            .unwrap();
+        c2.get_or_build("nnmf", &("k", 8), || -> Result<Thing> {
+            panic!("must not rebuild")
+        })
+        .unwrap();
         let leftovers = std::fs::read_dir(dir.path().join("nnmf"))
             .unwrap()
-            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().contains(".tmp"))
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains(".tmp")
+            })
             .count();
         assert_eq!(leftovers, 0);
     }
@@ -250,7 +276,9 @@ mod tests {
     fn a_failed_build_leaves_no_entry() {
         let dir = tempfile::tempdir().unwrap();
         let c = StageCache::new(dir.path());
-        let r = c.get_or_build("cnn", &1, || -> Result<Thing> { Err(Error::param("x", "boom")) });
+        let r = c.get_or_build("cnn", &1, || -> Result<Thing> {
+            Err(Error::param("x", "boom"))
+        });
         assert!(r.is_err());
         assert!(!c.path("cnn", &1).exists());
     }

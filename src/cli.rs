@@ -33,6 +33,18 @@ pub enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Run a sweep (grid over config keys × seeds) locally or as a Slurm job array.
+    Sweep(crate::sweep::SweepArgs),
+    /// Run one cell of a sweep (what each Slurm array task executes).
+    Cell(crate::sweep::CellArgs),
+    /// Show done / running / pending / failed cells of a sweep.
+    Status(crate::sweep::StatusArgs),
+    /// Aggregate a sweep across seeds: summary.h5, summary.csv, tables.md, plots/.
+    Aggregate(crate::report::AggregateArgs),
+    /// Choose the NNMF rank k on validation data and report the test table at that k.
+    OptimizeRank(crate::report::OptimizeArgs),
+    /// Write report.md: Table 1 (fixed k), Table 2 (chosen k), plots, sanity checks.
+    Report(crate::report::ReportArgs),
     /// Benchmark every stage on the embedded data and print one table.
     Bench(crate::bench::BenchArgs),
     /// Check a job file (with overrides) and print the resolved configuration.
@@ -71,6 +83,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(args) => crate::bench::run(args),
+        Command::Sweep(a) => crate::sweep::run_sweep(a),
+        Command::Cell(a) => crate::sweep::run_cell(a),
+        Command::Status(a) => crate::sweep::run_status(a),
+        Command::Aggregate(a) => crate::report::run_aggregate(a),
+        Command::OptimizeRank(a) => crate::report::run_optimize(a),
+        Command::Report(a) => crate::report::run_report(a),
         Command::Validate { job, set } => {
             let loaded = config::load_job(&job, &set)
                 .with_context(|| format!("loading job {}", job.display()))?;

@@ -25,9 +25,11 @@ pub mod nmf;
 pub mod nn;
 pub mod pipeline;
 pub mod progress;
+pub mod report;
 pub mod results;
 pub mod rng;
 pub mod scalar;
+pub mod sweep;
 
 pub use error::{Error, Result};
 pub use scalar::Scalar;

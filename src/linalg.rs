@@ -13,14 +13,27 @@ fn as_faer<'a>(a: &ArrayView2<'a, f32>) -> MatRef<'a, f32> {
 }
 
 /// `c = a·b` (or `c += a·b` when `accumulate`), sequential. Shapes must agree.
-pub fn gemm_seq(mut c: ArrayViewMut2<f32>, a: ArrayView2<f32>, b: ArrayView2<f32>, accumulate: bool) {
+pub fn gemm_seq(
+    mut c: ArrayViewMut2<f32>,
+    a: ArrayView2<f32>,
+    b: ArrayView2<f32>,
+    accumulate: bool,
+) {
     assert_eq!(a.ncols(), b.nrows(), "gemm_seq: inner dimensions");
-    assert_eq!((c.nrows(), c.ncols()), (a.nrows(), b.ncols()), "gemm_seq: output shape");
+    assert_eq!(
+        (c.nrows(), c.ncols()),
+        (a.nrows(), b.ncols()),
+        "gemm_seq: output shape"
+    );
     let s = c.strides().to_vec();
     let (m, n) = (c.nrows(), c.ncols());
     // SAFETY: as above, for a mutable view that is exclusively borrowed here.
     let cm = unsafe { MatMut::from_raw_parts_mut(c.as_mut_ptr(), m, n, s[0], s[1]) };
-    let acc = if accumulate { Accum::Add } else { Accum::Replace };
+    let acc = if accumulate {
+        Accum::Add
+    } else {
+        Accum::Replace
+    };
     faer::linalg::matmul::matmul(cm, acc, as_faer(&a), as_faer(&b), 1.0f32, Par::Seq);
     clear_upper_simd_state();
 }

@@ -14,6 +14,8 @@ pub struct JobConfig {
     pub name: String,
     pub seed: u64,
     pub device: DevicePref,
+    /// Which split the scenarios are evaluated on (`val` for model selection, e.g. k).
+    pub eval_split: EvalSplit,
     pub data: DataConfig,
     pub nnmf: NnmfConfig,
     pub cnn: CnnConfig,
@@ -29,6 +31,13 @@ pub enum DevicePref {
     Cpu,
     Cuda,
     Auto,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EvalSplit {
+    Test,
+    Val,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -196,6 +205,7 @@ impl Default for JobConfig {
             name: "job".into(),
             seed: 0,
             device: DevicePref::Cpu,
+            eval_split: EvalSplit::Test,
             data: DataConfig::default(),
             nnmf: NnmfConfig::default(),
             cnn: CnnConfig::default(),

@@ -127,7 +127,13 @@ pub fn validate(c: &JobConfig) -> Result<(), String> {
         c.cnn.weight_decay,
         "decoupled weight decay",
     )?;
-    range("cnn.augment_shift", c.cnn.augment_shift, 0, 64, "pixels of random translation")?;
+    range(
+        "cnn.augment_shift",
+        c.cnn.augment_shift,
+        0,
+        64,
+        "pixels of random translation",
+    )?;
     if !c.features.cnn && !c.features.nnmf {
         return Err(
             "`features.cnn` and `features.nnmf` are both false: enable at least one feature family"

@@ -219,7 +219,8 @@ impl FastDefended {
         let mut x = x0.mapv(|v| v * self.sqrt_ab);
         x.scaled_add(self.sqrt_1mab, &noise.slice(s![.., 0..d]));
         // Per step: activation derivatives of each hidden layer.
-        let mut derivs: Vec<Vec<Array2<f32>>> = Vec::with_capacity(if grad { self.t_star } else { 0 });
+        let mut derivs: Vec<Vec<Array2<f32>>> =
+            Vec::with_capacity(if grad { self.t_star } else { 0 });
         for (j, c) in self.steps.iter().enumerate() {
             let mut h = affine(x.view(), &self.w1x, &self.b1[j]);
             let mut dj = vec![];
@@ -324,7 +325,9 @@ mod probe {
     #[test]
     #[ignore = "timing probe"]
     fn silu_fast_vs_std() {
-        let mut z: Vec<f32> = (0..30720).map(|i| ((i * 7919) % 1000) as f32 / 100.0 - 5.0).collect();
+        let mut z: Vec<f32> = (0..30720)
+            .map(|i| ((i * 7919) % 1000) as f32 / 100.0 - 5.0)
+            .collect();
         let z0 = z.clone();
         for round in 0..3 {
             let t = std::time::Instant::now();
@@ -341,7 +344,11 @@ mod probe {
                 }
             }
             let std_ = t.elapsed().as_secs_f64();
-            eprintln!("round {round}: fast {:.1} us, std {:.1} us", fast / 200.0 * 1e6, std_ / 200.0 * 1e6);
+            eprintln!(
+                "round {round}: fast {:.1} us, std {:.1} us",
+                fast / 200.0 * 1e6,
+                std_ / 200.0 * 1e6
+            );
         }
     }
 }

@@ -160,7 +160,11 @@ fn fast_evaluator_timing_probe() {
     let (n, d, tdim, t_star) = (240, 96, 16, 10);
     let sched = Schedule::linear(100, 1e-4, 0.02);
     let emb = time_embedding::<f32>(100, tdim);
-    let den = Mlp::<f32>::new(&[d + tdim, 128, 128, d], Activation::Silu, &mut stream(11, &[]));
+    let den = Mlp::<f32>::new(
+        &[d + tdim, 128, 128, d],
+        Activation::Silu,
+        &mut stream(11, &[]),
+    );
     let clf = Mlp::<f32>::new(&[d, 64, 10], Activation::Relu, &mut stream(12, &[]));
     let fast = FastDefended::new(&den, &clf, &sched, &emb, t_star, Prediction::Noise);
     let x0 = randn(n, d, 13, 1.0).mapv(|v| v as f32);
@@ -172,7 +176,12 @@ fn fast_evaluator_timing_probe() {
             std::hint::black_box(fast.chunk(x0.view(), noise.view(), &y, LossKind::Ce, grad));
         }
         let s = t.elapsed().as_secs_f64() / 20.0;
-        let macs = (n * t_star * ((d) * 128 + 128 * 128 + 128 * d)) as f64 * if grad { 2.0 } else { 1.0 };
-        eprintln!("grad={grad}: {:.3} ms per chunk, {:.1} GFLOP/s", s * 1e3, 2.0 * macs / s / 1e9);
+        let macs =
+            (n * t_star * ((d) * 128 + 128 * 128 + 128 * d)) as f64 * if grad { 2.0 } else { 1.0 };
+        eprintln!(
+            "grad={grad}: {:.3} ms per chunk, {:.1} GFLOP/s",
+            s * 1e3,
+            2.0 * macs / s / 1e9
+        );
     }
 }

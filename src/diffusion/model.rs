@@ -12,7 +12,6 @@ use crate::rng::{fill_normal, stream};
 use ndarray::{s, Array1, Array2, ArrayView2, Axis};
 use rayon::prelude::*;
 
-
 /// Row-wise softmax in f64.
 pub fn softmax(logits: ArrayView2<f32>) -> Array2<f64> {
     let mut p = logits.mapv(|v| v as f64);
@@ -151,8 +150,14 @@ impl Defended {
                 (proba, single)
             })
             .collect();
-        let proba = ndarray::concatenate(Axis(0), &parts.iter().map(|p| p.0.view()).collect::<Vec<_>>());
-        let single = ndarray::concatenate(Axis(0), &parts.iter().map(|p| p.1.view()).collect::<Vec<_>>());
+        let proba = ndarray::concatenate(
+            Axis(0),
+            &parts.iter().map(|p| p.0.view()).collect::<Vec<_>>(),
+        );
+        let single = ndarray::concatenate(
+            Axis(0),
+            &parts.iter().map(|p| p.1.view()).collect::<Vec<_>>(),
+        );
         (
             proba.unwrap_or_else(|_| Array2::zeros((0, self.classes))),
             single.unwrap_or_else(|_| Array2::zeros((0, passes))),
@@ -203,7 +208,9 @@ impl AttackModel for Defended {
                     .flat_map(|&c| std::iter::repeat_n(c, draws))
                     .collect();
                 let noise = self.noise(&ids[start..end], draws, key);
-                let out = self.fast.chunk(rep.view(), noise.view(), &yrep, loss, want_grad);
+                let out = self
+                    .fast
+                    .chunk(rep.view(), noise.view(), &yrep, loss, want_grad);
                 let p = softmax(out.logits.view());
                 let mut l = Array1::<f32>::zeros(m);
                 let mut lg = Array2::<f32>::zeros((m, k));
@@ -212,7 +219,10 @@ impl AttackModel for Defended {
                     let last = i * draws + draws - 1;
                     l[i] = out.loss[last];
                     lg.row_mut(i).assign(&out.logits.row(last));
-                    let mean = p.slice(s![i * draws..(i + 1) * draws, ..]).mean_axis(Axis(0)).unwrap();
+                    let mean = p
+                        .slice(s![i * draws..(i + 1) * draws, ..])
+                        .mean_axis(Axis(0))
+                        .unwrap();
                     pred[i] = argmax(mean.view());
                 }
                 let g = out.grad.map(|g| block_mean(g.view(), draws));

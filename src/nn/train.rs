@@ -47,7 +47,15 @@ impl TrainParams {
 
 /// Translate each row (an `h × w` image) of `x` by a random shift in `[-s, s]²` drawn from
 /// `stream(seed, [augment, epoch, index])`, filling with zeros.
-pub fn augment_shift(x: &mut Array2<f32>, idx: &[usize], h: usize, w: usize, s: usize, seed: u64, epoch: usize) {
+pub fn augment_shift(
+    x: &mut Array2<f32>,
+    idx: &[usize],
+    h: usize,
+    w: usize,
+    s: usize,
+    seed: u64,
+    epoch: usize,
+) {
     use rand::Rng as _;
     let s = s as i64;
     x.axis_iter_mut(Axis(0))
@@ -65,11 +73,12 @@ pub fn augment_shift(x: &mut Array2<f32>, idx: &[usize], h: usize, w: usize, s: 
             for r in 0..h as i64 {
                 for c in 0..w as i64 {
                     let (sr, sc) = (r - dy, c - dx);
-                    dst[(r * w as i64 + c) as usize] = if sr >= 0 && sr < h as i64 && sc >= 0 && sc < w as i64 {
-                        src[(sr * w as i64 + sc) as usize]
-                    } else {
-                        0.0
-                    };
+                    dst[(r * w as i64 + c) as usize] =
+                        if sr >= 0 && sr < h as i64 && sc >= 0 && sc < w as i64 {
+                            src[(sr * w as i64 + sc) as usize]
+                        } else {
+                            0.0
+                        };
                 }
             }
         });
@@ -273,7 +282,15 @@ pub fn train_cnn(
     let step = |m: &mut Cnn<f32>, idx: &[usize], epoch: usize| {
         let mut xb = x_train.select(Axis(0), idx);
         if p.augment_shift > 0 {
-            augment_shift(&mut xb, idx, arch.height, arch.width, p.augment_shift, p.seed, epoch);
+            augment_shift(
+                &mut xb,
+                idx,
+                arch.height,
+                arch.width,
+                p.augment_shift,
+                p.seed,
+                epoch,
+            );
         }
         adam.lr = p.lr_at(epoch);
         let yb: Vec<usize> = idx.iter().map(|&i| y_train[i]).collect();

@@ -5,6 +5,7 @@
 //! Stages are plain functions of the configuration and the seed (see [`stages`]), so that a
 //! sweep engine can cache them by the configuration slice that determines each one.
 
+pub mod cached;
 pub mod evaluate;
 pub mod stages;
 
@@ -55,6 +56,15 @@ pub fn git_revision() -> String {
 /// Run one job and write `result.h5`, `metrics.csv` and `tables.md` into the output folder.
 /// Returns the result and the folder.
 pub fn run_job(job: &LoadedJob, opts: &RunOptions) -> Result<(RunResult, PathBuf)> {
+    run_job_cached(job, opts, None)
+}
+
+/// [`run_job`] with training stages taken from / stored in `cache` (sweeps).
+pub fn run_job_cached(
+    job: &LoadedJob,
+    opts: &RunOptions,
+    cache: Option<&crate::cache::StageCache>,
+) -> Result<(RunResult, PathBuf)> {
     let cfg = &job.config;
     let device = backend::select(cfg.device)?;
     debug_assert_eq!(device, Device::Cpu);
@@ -74,7 +84,7 @@ pub fn run_job(job: &LoadedJob, opts: &RunOptions) -> Result<(RunResult, PathBuf
     ));
     let total = Instant::now();
     let mut timings = Timings::default();
-    let trained = stages::train_all(cfg, &mut timings)?;
+    let trained = stages::train_all(cfg, &mut timings, cache)?;
     let eval = evaluate::evaluate(cfg, &trained, &mut timings)?;
     timings
         .0
@@ -91,14 +101,14 @@ pub fn run_job(job: &LoadedJob, opts: &RunOptions) -> Result<(RunResult, PathBuf
         labels: trained.test_labels_u8(),
         test_ids: trained.test_ids.clone(),
         scenarios: eval.scenarios,
-        nnmf_basis: trained.nnmf.as_ref().map(|n| n.0.basis.clone()),
+        nnmf_basis: trained.nnmf.as_ref().map(|n| n.basis.clone()),
         nnmf_objective: trained
             .nnmf
             .as_ref()
-            .map(|n| n.1.objective.clone())
+            .map(|n| n.objective.clone())
             .unwrap_or_default(),
-        nnmf_iterations: trained.nnmf.as_ref().map_or(0, |n| n.1.iterations),
-        nnmf_converged: trained.nnmf.as_ref().is_some_and(|n| n.1.converged),
+        nnmf_iterations: trained.nnmf.as_ref().map_or(0, |n| n.iterations),
+        nnmf_converged: trained.nnmf.as_ref().is_some_and(|n| n.converged),
         image_shape: trained.image_shape,
         curves: trained.curves.clone(),
         checks: eval.checks,

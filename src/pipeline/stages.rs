@@ -1,24 +1,31 @@
-//! The training stages: data, NNMF, CNN, hybrid features, classifier, denoiser. Each is a
-//! function of the configuration slice and seed that determines it.
+//! The training stages: data, CNN features, NNMF features, hybrid vector, classifier,
+//! denoiser. Each expensive stage is a function of the configuration slice and seed that
+//! determines it, and goes through the [`StageCache`] when one is given (sweeps).
 
+use super::cached::*;
 use super::Timings;
-use crate::config::{DataFormat, JobConfig, LrSchedule};
+use crate::cache::{Cacheable, StageCache};
+use crate::config::{DataFormat, EvalSplit, JobConfig, LrSchedule};
 use crate::data::{self, DataSource, Dataset};
 use crate::diffusion::denoiser::{train_denoiser, Denoiser};
+use crate::diffusion::{time_embedding, Schedule};
 use crate::error::{Error, Result};
 use crate::features::{concat, Standardizer};
-use crate::nmf::{self, NmfFitReport, NmfModel, NmfParams};
-use crate::nn::cnn::{Cnn, CnnArch};
+use crate::nmf::{self, NmfParams};
+use crate::nn::cnn::CnnArch;
 use crate::nn::mlp::Mlp;
 use crate::nn::train::{train_classifier, train_cnn, TrainHistory, TrainParams};
 use crate::results::Curve;
 use crate::rng::{key, tag};
 use ndarray::{Array2, ArrayView2, Axis};
+use serde::Serialize;
 
 /// Everything the evaluation needs.
 pub struct Trained {
     pub image_shape: (usize, usize),
     pub num_classes: usize,
+    /// Ids (dataset indices) of the evaluated points (test split, or validation split when
+    /// `eval_split: val`).
     pub test_ids: Vec<u64>,
     pub y_train: Vec<usize>,
     pub y_val: Vec<usize>,
@@ -26,8 +33,7 @@ pub struct Trained {
     pub z_train: Array2<f32>,
     pub z_val: Array2<f32>,
     pub z_test: Array2<f32>,
-    pub nnmf: Option<(NmfModel, NmfFitReport)>,
-    pub cnn: Option<Cnn<f32>>,
+    pub nnmf: Option<NnmfStage>,
     pub scaler: Standardizer,
     pub clf: Mlp<f32>,
     pub den: Denoiser,
@@ -64,16 +70,13 @@ fn curves(group: &str, h: &TrainHistory) -> Vec<Curve> {
         ("val_accuracy", &h.val_accuracy),
     ]
     .into_iter()
+    .filter(|(_, v)| !v.is_empty())
     .map(|(n, v)| Curve {
         group: group.into(),
         name: n.into(),
         values: v.clone(),
     })
     .collect()
-}
-
-fn rows(x: &Array2<f32>, idx: &[usize]) -> Array2<f32> {
-    x.select(Axis(0), idx)
 }
 
 fn check_finite(what: &str, x: ArrayView2<f32>) -> Result<()> {
@@ -88,8 +91,28 @@ fn check_finite(what: &str, x: ArrayView2<f32>) -> Result<()> {
     Ok(())
 }
 
-/// Train every stage of the pipeline.
-pub fn train_all(cfg: &JobConfig, t: &mut Timings) -> Result<Trained> {
+/// Run `build` through the cache when there is one.
+fn stage<T: Cacheable>(
+    cache: Option<&StageCache>,
+    t: &mut Timings,
+    name: &str,
+    parts: &impl Serialize,
+    build: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    t.time(name, || match cache {
+        Some(c) => c.get_or_build(name, parts, build),
+        None => build(),
+    })
+}
+
+/// The loaded dataset and its split.
+pub struct Prepared {
+    pub ds: Dataset,
+    pub split: data::Split,
+}
+
+/// Load the data, take the configured subset and split it.
+pub fn prepare_data(cfg: &JobConfig, t: &mut Timings) -> Result<Prepared> {
     let (h, w) = cfg.data.size.hw();
     let mut ds: Dataset = t.time("data", || data::load(&data_source(cfg), h, w))?;
     let split_seed = cfg.data.split_seed.unwrap_or(cfg.seed);
@@ -102,10 +125,7 @@ pub fn train_all(cfg: &JobConfig, t: &mut Timings) -> Result<Trained> {
         idx.sort_unstable();
         ds = ds.subset(&idx);
     }
-    let mut split = data::stratified_split(&ds.labels, cfg.data.split, split_seed);
-    if cfg.attack.max_points > 0 && split.test.len() > cfg.attack.max_points {
-        split.test.truncate(cfg.attack.max_points);
-    }
+    let split = data::stratified_split(&ds.labels, cfg.data.split, split_seed);
     crate::progress::log(format!(
         "data: {} ({} images {}x{}, {} classes; split train {} / val {} / test {})",
         ds.source,
@@ -129,73 +149,108 @@ pub fn train_all(cfg: &JobConfig, t: &mut Timings) -> Result<Trained> {
             ));
         }
     }
+    Ok(Prepared { ds, split })
+}
+
+fn train_params(cfg: &JobConfig, which: &str) -> TrainParams {
+    let (c, lr_key) = match which {
+        "cnn" => (&cfg.cnn, "cnn.lr"),
+        _ => unreachable!(),
+    };
+    TrainParams {
+        epochs: c.epochs,
+        batch_size: c.batch_size,
+        lr: c.lr,
+        weight_decay: c.weight_decay,
+        patience: c.patience,
+        seed: key(cfg.seed, &[tag("cnn")]),
+        lr_key,
+        augment_shift: c.augment_shift,
+        cosine_lr: c.lr_schedule == LrSchedule::Cosine,
+    }
+}
+
+/// Train every stage of the pipeline (through `cache` when given).
+pub fn train_all(cfg: &JobConfig, t: &mut Timings, cache: Option<&StageCache>) -> Result<Trained> {
+    let Prepared { ds, split } = prepare_data(cfg, t)?;
+    let (h, w) = (ds.height, ds.width);
     let lab =
         |idx: &[usize]| -> Vec<usize> { idx.iter().map(|&i| ds.labels[i] as usize).collect() };
     let (y_train, y_val, y_test) = (lab(&split.train), lab(&split.val), lab(&split.test));
-    let (x_train, x_val, x_test) = (
-        rows(&ds.images, &split.train),
-        rows(&ds.images, &split.val),
-        rows(&ds.images, &split.test),
-    );
+    let xs = || {
+        [
+            ds.images.select(Axis(0), &split.train),
+            ds.images.select(Axis(0), &split.val),
+            ds.images.select(Axis(0), &split.test),
+        ]
+    };
     let mut curves_out = vec![];
-    let mut cnn_out = None;
     let mut blocks: [Vec<Array2<f32>>; 3] = [vec![], vec![], vec![]];
 
     if cfg.features.cnn {
-        let arch = CnnArch {
-            channels: cfg.cnn.channels.clone(),
-            feature_dim: cfg.cnn.feature_dim,
-            height: h,
-            width: w,
-            classes: ds.num_classes,
-        };
-        let p = TrainParams {
-            epochs: cfg.cnn.epochs,
-            batch_size: cfg.cnn.batch_size,
-            lr: cfg.cnn.lr,
-            weight_decay: cfg.cnn.weight_decay,
-            patience: cfg.cnn.patience,
-            seed: key(cfg.seed, &[tag("cnn")]),
-            lr_key: "cnn.lr",
-            augment_shift: cfg.cnn.augment_shift,
-            cosine_lr: cfg.cnn.lr_schedule == LrSchedule::Cosine,
-        };
-        let (cnn, hist) = t.time("cnn_train", || {
-            train_cnn(&arch, &p, x_train.view(), &y_train, x_val.view(), &y_val)
+        let cnn = stage(cache, t, "cnn", &cnn_key(cfg), || {
+            let arch = CnnArch {
+                channels: cfg.cnn.channels.clone(),
+                feature_dim: cfg.cnn.feature_dim,
+                height: h,
+                width: w,
+                classes: ds.num_classes,
+            };
+            let [xt, xv, xe] = xs();
+            let (cnn, hist) = train_cnn(
+                &arch,
+                &train_params(cfg, "cnn"),
+                xt.view(),
+                &y_train,
+                xv.view(),
+                &y_val,
+            )?;
+            Ok(CnnStage {
+                feats: [
+                    cnn.features(xt.view()),
+                    cnn.features(xv.view()),
+                    cnn.features(xe.view()),
+                ],
+                hist,
+            })
         })?;
-        curves_out.extend(curves("cnn", &hist));
-        t.time("cnn_features", || {
-            for (b, x) in blocks.iter_mut().zip([&x_train, &x_val, &x_test]) {
-                b.push(cnn.features(x.view()));
-            }
-            Ok(())
-        })?;
-        cnn_out = Some(cnn);
+        curves_out.extend(curves("cnn", &cnn.hist));
+        for (b, f) in blocks.iter_mut().zip(cnn.feats) {
+            b.push(f);
+        }
     }
 
     let mut nnmf_out = None;
     if cfg.features.nnmf {
-        let p = NmfParams {
-            k: cfg.nnmf.k,
-            mode: cfg.nnmf.mode,
-            loss: cfg.nnmf.loss,
-            init: cfg.nnmf.init,
-            max_iter: cfg.nnmf.max_iter,
-            tol: cfg.nnmf.tol,
-            seed: key(cfg.seed, &[tag("nnmf")]),
-        };
-        let train_labels: Vec<u8> = split.train.iter().map(|&i| ds.labels[i]).collect();
-        let (model, report) = t.time("nnmf_fit", || nmf::fit(x_train.view(), &train_labels, &p))?;
-        let (hv, ht) = t.time("nnmf_transform", || {
-            Ok((
-                model.transform(x_val.view())?,
-                model.transform(x_test.view())?,
-            ))
+        let st = stage(cache, t, "nnmf", &nnmf_key(cfg), || {
+            let p = NmfParams {
+                k: cfg.nnmf.k,
+                mode: cfg.nnmf.mode,
+                loss: cfg.nnmf.loss,
+                init: cfg.nnmf.init,
+                max_iter: cfg.nnmf.max_iter,
+                tol: cfg.nnmf.tol,
+                seed: key(cfg.seed, &[tag("nnmf")]),
+            };
+            let [xt, xv, xe] = xs();
+            let train_labels: Vec<u8> = split.train.iter().map(|&i| ds.labels[i]).collect();
+            let (model, report) = nmf::fit(xt.view(), &train_labels, &p)?;
+            Ok(NnmfStage {
+                coeffs: [
+                    report.coeffs,
+                    model.transform(xv.view())?,
+                    model.transform(xe.view())?,
+                ],
+                basis: model.basis,
+                objective: report.objective,
+                iterations: report.iterations,
+                converged: report.converged,
+            })
         })?;
-        blocks[0].push(report.coeffs.clone());
-        blocks[1].push(hv);
-        blocks[2].push(ht);
-        nnmf_out = Some((model, report));
+        for (b, c) in blocks.iter_mut().zip(&st.coeffs) {
+            b.push(c.clone());
+        }
+        nnmf_out = Some(st);
     }
 
     let raw: Vec<Array2<f32>> = blocks
@@ -212,66 +267,85 @@ pub fn train_all(cfg: &JobConfig, t: &mut Timings) -> Result<Trained> {
     }
     let [z_train, z_val, z_test]: [Array2<f32>; 3] = z.try_into().expect("three splits");
 
-    let mut sizes = vec![z_train.ncols()];
-    sizes.extend(&cfg.classifier.hidden);
-    sizes.push(ds.num_classes);
-    let p = TrainParams {
-        epochs: cfg.classifier.epochs,
-        batch_size: cfg.classifier.batch_size,
-        lr: cfg.classifier.lr,
-        weight_decay: cfg.classifier.weight_decay,
-        patience: cfg.classifier.patience,
-        seed: key(cfg.seed, &[tag("classifier")]),
-        lr_key: "classifier.lr",
-        augment_shift: 0,
-        cosine_lr: cfg.classifier.lr_schedule == LrSchedule::Cosine,
-    };
-    let (clf, hist) = t.time("classifier_train", || {
-        train_classifier(
+    let clf = stage(cache, t, "classifier", &classifier_key(cfg), || {
+        let mut sizes = vec![z_train.ncols()];
+        sizes.extend(&cfg.classifier.hidden);
+        sizes.push(ds.num_classes);
+        let c = &cfg.classifier;
+        let p = TrainParams {
+            epochs: c.epochs,
+            batch_size: c.batch_size,
+            lr: c.lr,
+            weight_decay: c.weight_decay,
+            patience: c.patience,
+            seed: key(cfg.seed, &[tag("classifier")]),
+            lr_key: "classifier.lr",
+            augment_shift: 0,
+            cosine_lr: c.lr_schedule == LrSchedule::Cosine,
+        };
+        let (mlp, hist) = train_classifier(
             &sizes,
-            cfg.classifier.activation,
+            c.activation,
             &p,
             z_train.view(),
             &y_train,
             z_val.view(),
             &y_val,
-        )
+        )?;
+        Ok(MlpStage { mlp, hist })
     })?;
-    curves_out.extend(curves("classifier", &hist));
+    curves_out.extend(curves("classifier", &clf.hist));
 
-    let (den, dh) = t.time("denoiser_train", || {
-        train_denoiser(
+    let den = stage(cache, t, "denoiser", &denoiser_key(cfg), || {
+        let (d, dh) = train_denoiser(
             &cfg.diffusion,
             key(cfg.seed, &[tag("denoiser")]),
             z_train.view(),
             z_val.view(),
-        )
+        )?;
+        Ok(MlpStage {
+            mlp: d.mlp,
+            hist: TrainHistory {
+                train_loss: dh.train_loss,
+                val_loss: dh.val_loss,
+                ..Default::default()
+            },
+        })
     })?;
-    curves_out.push(Curve {
-        group: "denoiser".into(),
-        name: "train_loss".into(),
-        values: dh.train_loss,
-    });
-    curves_out.push(Curve {
-        group: "denoiser".into(),
-        name: "val_loss".into(),
-        values: dh.val_loss,
-    });
+    curves_out.extend(curves("denoiser", &den.hist));
+    let d = &cfg.diffusion;
+    let den = Denoiser {
+        mlp: den.mlp,
+        sched: Schedule::linear(d.steps, d.beta_start, d.beta_end),
+        emb: time_embedding::<f32>(d.steps, d.time_dim),
+        predict: d.predict,
+    };
+
+    // The evaluated points: the test split, or the validation split for model selection.
+    let (mut ids, mut y_eval, mut z_eval) = match cfg.eval_split {
+        EvalSplit::Test => (split.test.clone(), y_test, z_test),
+        EvalSplit::Val => (split.val.clone(), y_val.clone(), z_val.clone()),
+    };
+    if cfg.attack.max_points > 0 && ids.len() > cfg.attack.max_points {
+        let n = cfg.attack.max_points;
+        ids.truncate(n);
+        y_eval.truncate(n);
+        z_eval = z_eval.slice(ndarray::s![0..n, ..]).to_owned();
+    }
 
     Ok(Trained {
         image_shape: (h, w),
         num_classes: ds.num_classes,
-        test_ids: split.test.iter().map(|&i| i as u64).collect(),
+        test_ids: ids.iter().map(|&i| i as u64).collect(),
         y_train,
         y_val,
-        y_test,
+        y_test: y_eval,
         z_train,
         z_val,
-        z_test,
+        z_test: z_eval,
         nnmf: nnmf_out,
-        cnn: cnn_out,
         scaler,
-        clf,
+        clf: clf.mlp,
         den,
         curves: curves_out,
     })
