@@ -199,7 +199,7 @@ pub fn validate(c: &JobConfig) -> Result<(), String> {
         4096,
         "sinusoidal timestep embedding width",
     )?;
-    if d.time_dim % 2 != 0 {
+    if !d.time_dim.is_multiple_of(2) {
         return Err(format!(
             "`diffusion.time_dim` = {} must be even (sin/cos pairs)",
             d.time_dim

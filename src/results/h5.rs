@@ -192,9 +192,12 @@ fn write_inner(path: &Path, r: &RunResult) -> hdf5::Result<()> {
     Ok(())
 }
 
+/// One tidy metrics row: `(scenario, protocol, eps, metric, value)`.
+pub type MetricRow = (String, String, f64, String, f64);
+
 /// Read back the tidy metrics table of a `result.h5` (used by tests and aggregation).
-pub fn read_metrics(path: &Path) -> Result<Vec<(String, String, f64, String, f64)>> {
-    let inner = || -> hdf5::Result<Vec<(String, String, f64, String, f64)>> {
+pub fn read_metrics(path: &Path) -> Result<Vec<MetricRow>> {
+    let inner = || -> hdf5::Result<Vec<MetricRow>> {
         let f = open_file(path)?;
         let g = f.group("metrics")?;
         let sc = g.dataset("scenario")?.read_1d::<VarLenUnicode>()?;
