@@ -7,6 +7,7 @@ use super::fast::{block_mean, FastDefended};
 use super::Schedule;
 use crate::attack::{loss::loss_and_grad, AttackModel, LossKind, ModelEval};
 use crate::config::Prediction;
+use crate::metrics::argmax;
 use crate::nn::mlp::Mlp;
 use crate::rng::{fill_normal, stream};
 use ndarray::{s, Array1, Array2, ArrayView2, Axis};
@@ -22,16 +23,6 @@ pub fn softmax(logits: ArrayView2<f32>) -> Array2<f64> {
         row /= s;
     }
     p
-}
-
-fn argmax(row: ndarray::ArrayView1<f64>) -> usize {
-    let mut best = 0;
-    for (i, &v) in row.iter().enumerate() {
-        if v > row[best] {
-            best = i;
-        }
-    }
-    best
 }
 
 /// The undefended classifier on feature vectors.

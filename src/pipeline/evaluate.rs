@@ -18,7 +18,7 @@ use crate::attack::{AttackModel, BoxConstraint};
 use crate::config::{BoxKind, JobConfig, Protocol};
 use crate::diffusion::model::{BaseModel, Defended};
 use crate::error::Result;
-use crate::metrics;
+use crate::metrics::{self, argmax};
 use crate::progress::log;
 use crate::results::ScenarioResult;
 use crate::rng::{key, tag};
@@ -28,16 +28,6 @@ use ndarray::{Array1, Array2, ArrayView2, Axis};
 pub struct Evaluation {
     pub scenarios: Vec<ScenarioResult>,
     pub checks: Vec<(String, bool, String)>,
-}
-
-fn argmax(row: ndarray::ArrayView1<f64>) -> usize {
-    let mut b = 0;
-    for (i, &v) in row.iter().enumerate() {
-        if v > row[b] {
-            b = i;
-        }
-    }
-    b
 }
 
 fn scenario(

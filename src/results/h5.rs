@@ -133,15 +133,7 @@ fn write_inner(path: &Path, r: &RunResult) -> hdf5::Result<()> {
             .proba
             .rows()
             .into_iter()
-            .map(|row| {
-                let mut b = 0;
-                for (i, &v) in row.iter().enumerate() {
-                    if v > row[b] {
-                        b = i;
-                    }
-                }
-                b as u8
-            })
+            .map(|row| crate::metrics::argmax(row.mapv(f64::from).view()) as u8)
             .collect();
         ds(&g, "pred", &pred)?;
         ds(&g, "confusion", &s.metrics.confusion)?;
