@@ -115,6 +115,7 @@ fn attack_rows<M: AttackModel>(
     eot: usize,
     seed: u64,
     b: &BoxConstraint,
+    early_stop: bool,
 ) -> (Array2<f32>, u64, Vec<(String, usize)>) {
     let xs = x.select(Axis(0), todo);
     let ys: Vec<usize> = todo.iter().map(|&i| y[i]).collect();
@@ -128,6 +129,7 @@ fn attack_rows<M: AttackModel>(
         rho: 0.75,
         bounds: b.clone(),
         seed,
+        early_stop,
     };
     let out = attack_suite(model, xs.view(), &ys, &is, &cfg.attack.losses, &p);
     let counts = cfg
@@ -194,7 +196,9 @@ pub fn evaluate(cfg: &JobConfig, tr: &Trained, t: &mut Timings) -> Result<Evalua
         if eps > 0.0 && !todo.is_empty() {
             let seed = key(cfg.seed, &[tag("attack-base"), ei as u64]);
             let (adv, ge, fb) = t.time(&format!("attack_base_eps{eps}"), || {
-                Ok(attack_rows(&base, x, y, ids, &todo, cfg, eps, 1, seed, &b))
+                Ok(attack_rows(
+                    &base, x, y, ids, &todo, cfg, eps, 1, seed, &b, false,
+                ))
             })?;
             for (r, &i) in todo.iter().enumerate() {
                 base_c.adv.row_mut(i).assign(&adv.row(r));
@@ -251,6 +255,7 @@ pub fn evaluate(cfg: &JobConfig, tr: &Trained, t: &mut Timings) -> Result<Evalua
                         cfg.attack.eot,
                         seed,
                         &b,
+                        true,
                     ))
                 })?;
                 for (r, &i) in todo.iter().enumerate() {

@@ -60,6 +60,11 @@ pub struct ApgdParams {
     pub rho: f32,
     pub bounds: BoxConstraint,
     pub seed: u64,
+    /// Drop a point from the active set once it is fooled (its outcome cannot change). With
+    /// `false` the run goes on for all N iterations and returns the *latest* misclassified
+    /// iterate, exactly as the reference (Q8) — used for the base attack whose examples are
+    /// transferred to the defence, where further-in iterates transfer better.
+    pub early_stop: bool,
 }
 
 impl ApgdParams {
@@ -73,6 +78,7 @@ impl ApgdParams {
             restarts: 1,
             rho: 0.75,
             bounds: BoxConstraint::None,
+            early_stop: true,
             seed,
         }
     }

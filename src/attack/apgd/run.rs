@@ -194,7 +194,7 @@ pub(super) fn run<M: AttackModel + ?Sized>(
         hist: Array2::zeros((n, n_iter)),
     };
     let mut fooled_now: Vec<bool> = (0..n).map(|r| pred0[r] != st.y[r]).collect();
-    drop_fooled(&mut st, &mut out, &fooled_now);
+    settle_fooled(&mut st, &mut out, &fooled_now, p.early_stop);
 
     let sched = Schedule::new(n_iter);
     let (mut k, mut counter) = (sched.first, 0usize);
@@ -246,10 +246,10 @@ pub(super) fn run<M: AttackModel + ?Sized>(
                 }
             });
         st.g = g;
-        // Step 6: success → the point leaves the active set with this iterate.
+        // Step 6: success → record this iterate (and, with early stopping, retire the point).
         fooled_now.clear();
         fooled_now.extend((0..st.rows.len()).map(|r| pred[r] != st.y[r]));
-        drop_fooled(&mut st, &mut out, &fooled_now);
+        settle_fooled(&mut st, &mut out, &fooled_now, p.early_stop);
         // Step 8 / §4.4: checkpoint.
         counter += 1;
         if counter == k {
@@ -271,6 +271,21 @@ pub(super) fn run<M: AttackModel + ?Sized>(
     }
     out.grad_evals = evals;
     out
+}
+
+/// Record the rows flagged in `fooled` (their current iterate is the adversarial example);
+/// with `early_stop` also remove them from the active set.
+fn settle_fooled(st: &mut State, out: &mut RunOutput, fooled: &[bool], early_stop: bool) {
+    if early_stop {
+        drop_fooled(st, out, fooled);
+        return;
+    }
+    for (r, &row) in st.rows.iter().enumerate() {
+        if fooled[r] {
+            out.fooled[row] = true;
+            out.x_best_adv.row_mut(row).assign(&st.x_adv.row(r));
+        }
+    }
 }
 
 /// Write out and remove the rows flagged in `fooled` (their current iterate is the

@@ -17,6 +17,7 @@ fn params(eps: f32, loss: LossKind, n_iter: usize) -> ApgdParams {
         rho: 0.75,
         bounds: BoxConstraint::None,
         seed: 11,
+        early_stop: true,
     }
 }
 
@@ -381,4 +382,33 @@ fn dlr_needs_three_classes() {
         hi: Array1::ones(2),
     };
     assert!(q.validate(3, 3).is_err());
+}
+
+#[test]
+fn without_early_stop_same_outcome_and_latest_fooling_iterate() {
+    let (x, y, m) = two_layer(5, 6, 16, 60);
+    let stop = apgd(&m, x.view(), &y, &ids(60), &params(0.8, LossKind::Ce, 30));
+    let mut p = params(0.8, LossKind::Ce, 30);
+    p.early_stop = false;
+    let full = apgd(&m, x.view(), &y, &ids(60), &p);
+    assert_eq!(
+        stop.fooled, full.fooled,
+        "early stopping changed who is fooled"
+    );
+    assert!(full.grad_evals > stop.grad_evals);
+    let mut moved = 0;
+    for i in 0..60 {
+        let row = full.adv.slice(s![i..i + 1, ..]);
+        if full.fooled[i] {
+            assert_ne!(m.predict(row), vec![y[i]]);
+            moved += (full.adv.row(i) != stop.adv.row(i)) as usize;
+        }
+        for j in 0..x.ncols() {
+            assert!((full.adv[[i, j]] - x[[i, j]]).abs() <= 0.8 + 1e-6);
+        }
+    }
+    assert!(
+        moved > 0,
+        "the latest fooling iterate should differ from the first for some points"
+    );
 }
