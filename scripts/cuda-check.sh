@@ -3,6 +3,7 @@
 # target/cuda-tools/), clippy with the `cuda` feature, and the cuda tests (every kernel
 # compiles to PTX, ptxas reports no spills, kernel names agree with the Rust side).
 # GPU-only parity tests print "skipped: no CUDA driver" here.
+# `--install-only`: just make sure the wheels are cached (used by gpu-check.sh --stage).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGET="${CARGO_TARGET_DIR:-target}"
@@ -24,6 +25,7 @@ PTXAS="$TOOLS/nvidia/cuda_nvcc/bin/ptxas"
 export LD_LIBRARY_PATH="$NVRTC_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export DIFFNMF_PTXAS="$PTXAS"
 export REQUIRE_NVRTC=1
+if [ "${1:-}" = "--install-only" ]; then exit 0; fi
 
 echo "cuda-check: clippy --features cuda"
 cargo clippy --quiet --all-targets --features cuda -- -D warnings

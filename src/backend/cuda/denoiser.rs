@@ -46,7 +46,11 @@ pub(crate) fn act_code(a: Activation) -> i32 {
 
 impl DevMlp {
     pub fn new(be: &CudaBackend, m: &Mlp<f32>) -> CudaResult<Self> {
-        ensure(!m.layers.is_empty() && m.layers.len() <= MAX_LAYERS, "cuda mlp", || format!("{} layers (1..={MAX_LAYERS} supported)", m.layers.len()))?;
+        ensure(
+            !m.layers.is_empty() && m.layers.len() <= MAX_LAYERS,
+            "cuda mlp",
+            || format!("{} layers (1..={MAX_LAYERS} supported)", m.layers.len()),
+        )?;
         let mut dims = vec![m.layers[0].w.nrows()];
         let mut pack = Vec::new();
         for l in &m.layers {
@@ -57,7 +61,15 @@ impl DevMlp {
         let maxw = *dims.iter().max().expect("non-empty");
         let hsum = dims[1..dims.len() - 1].iter().sum();
         let di: Vec<i32> = dims.iter().map(|&x| x as i32).collect();
-        Ok(DevMlp { w: be.upload(&pack)?, wlen: pack.len(), dims: be.upload(&di)?, dims_host: dims, maxw, hsum, act: act_code(m.act) })
+        Ok(DevMlp {
+            w: be.upload(&pack)?,
+            wlen: pack.len(),
+            dims: be.upload(&di)?,
+            dims_host: dims,
+            maxw,
+            hsum,
+            act: act_code(m.act),
+        })
     }
     fn nl(&self) -> i32 {
         (self.dims_host.len() - 1) as i32
@@ -78,7 +90,14 @@ impl DevMlp {
         } else {
             (0, act, tiles)
         };
-        (LaunchConfig { grid_dim: (grid as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: smem as u32 }, use_smem)
+        (
+            LaunchConfig {
+                grid_dim: (grid as u32, 1, 1),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: smem as u32,
+            },
+            use_smem,
+        )
     }
 }
 
@@ -115,24 +134,53 @@ pub struct CudaChunkOut {
 
 impl CudaDefended {
     /// Same inputs as [`crate::diffusion::model::Defended::new`].
-    pub fn new(be: &CudaBackend, den: &Mlp<f32>, clf: &Mlp<f32>, sched: &Schedule, emb: &Array2<f32>, t_star: usize, predict: Prediction) -> CudaResult<Self> {
+    pub fn new(
+        be: &CudaBackend,
+        den: &Mlp<f32>,
+        clf: &Mlp<f32>,
+        sched: &Schedule,
+        emb: &Array2<f32>,
+        t_star: usize,
+        predict: Prediction,
+    ) -> CudaResult<Self> {
         let d = den.output_dim();
         let first = &den.layers[0];
-        ensure(first.w.nrows() == d + emb.ncols() && t_star >= 1 && t_star < sched.alpha.len() && t_star < emb.nrows(), "cuda defended", || "denoiser input must be [x, emb(t)] and 1 ≤ t* ≤ T".into())?;
-        ensure(clf.input_dim() == d, "cuda defended", || format!("classifier input {} ≠ feature dim {d}", clf.input_dim()))?;
+        ensure(
+            first.w.nrows() == d + emb.ncols()
+                && t_star >= 1
+                && t_star < sched.alpha.len()
+                && t_star < emb.nrows(),
+            "cuda defended",
+            || "denoiser input must be [x, emb(t)] and 1 ≤ t* ≤ T".into(),
+        )?;
+        ensure(clf.input_dim() == d, "cuda defended", || {
+            format!("classifier input {} ≠ feature dim {d}", clf.input_dim())
+        })?;
         let w1e = first.w.slice(s![d.., ..]);
         let h1 = first.w.ncols();
         let (mut steps, mut b1) = (vec![], Vec::with_capacity(t_star * h1));
         for s_ in (1..=t_star).rev() {
-            let (al, ab, ab_prev, beta) = (sched.alpha[s_], sched.alpha_bar[s_], sched.alpha_bar[s_ - 1], sched.beta[s_]);
+            let (al, ab, ab_prev, beta) = (
+                sched.alpha[s_],
+                sched.alpha_bar[s_],
+                sched.alpha_bar[s_ - 1],
+                sched.beta[s_],
+            );
             let (a, b) = match predict {
                 Prediction::Noise => {
                     let inv = 1.0 / al.sqrt();
                     (inv, -inv * beta / (1.0 - ab).sqrt())
                 }
-                Prediction::X0 => (al.sqrt() * (1.0 - ab_prev) / (1.0 - ab), ab_prev.sqrt() * beta / (1.0 - ab)),
+                Prediction::X0 => (
+                    al.sqrt() * (1.0 - ab_prev) / (1.0 - ab),
+                    ab_prev.sqrt() * beta / (1.0 - ab),
+                ),
             };
-            steps.push(StepCoef { a: a as f32, b: b as f32, sigma: if s_ > 1 { sched.sigma[s_] as f32 } else { 0.0 } });
+            steps.push(StepCoef {
+                a: a as f32,
+                b: b as f32,
+                sigma: if s_ > 1 { sched.sigma[s_] as f32 } else { 0.0 },
+            });
             b1.extend((&first.b + &emb.row(s_).dot(&w1e)).iter().copied());
         }
         // The denoiser kernels see only the x-part of the first layer.
@@ -162,22 +210,51 @@ impl CudaDefended {
     /// Purify and classify `x0` (rows = point i, draw e at i·draws + e). `noise`: injected
     /// (`rows × t*·d`) or `None` for Philox keyed by `(key, ids[i], e)`.
     #[allow(clippy::too_many_arguments)]
-    pub fn chunk(&self, x0: ArrayView2<f32>, noise: Option<ArrayView2<f32>>, ids: &[u64], draws: usize, key: u64, y: &[usize], loss: LossKind, grad: bool) -> CudaResult<CudaChunkOut> {
+    pub fn chunk(
+        &self,
+        x0: ArrayView2<f32>,
+        noise: Option<ArrayView2<f32>>,
+        ids: &[u64],
+        draws: usize,
+        key: u64,
+        y: &[usize],
+        loss: LossKind,
+        grad: bool,
+    ) -> CudaResult<CudaChunkOut> {
         let be = &self.be;
         let (rows, d, k) = (x0.nrows(), self.d, self.classes);
         let draws = draws.max(1);
-        ensure(x0.ncols() == d && y.len() == rows && ids.len() * draws >= rows, "cuda defended chunk", || format!("x0 {:?}, {} labels, {} ids × {draws} draws", x0.dim(), y.len(), ids.len()))?;
+        ensure(
+            x0.ncols() == d && y.len() == rows && ids.len() * draws >= rows,
+            "cuda defended chunk",
+            || {
+                format!(
+                    "x0 {:?}, {} labels, {} ids × {draws} draws",
+                    x0.dim(),
+                    y.len(),
+                    ids.len()
+                )
+            },
+        )?;
         if let Some(nz) = &noise {
-            ensure(nz.dim() == (rows, self.noise_len()), "cuda defended chunk", || format!("noise {:?} ≠ ({rows}, {})", nz.dim(), self.noise_len()))?;
+            ensure(
+                nz.dim() == (rows, self.noise_len()),
+                "cuda defended chunk",
+                || format!("noise {:?} ≠ ({rows}, {})", nz.dim(), self.noise_len()),
+            )?;
         }
-        ensure(y.iter().all(|&c| c < k), "cuda defended chunk", || format!("label ≥ {k} classes"))?;
+        ensure(y.iter().all(|&c| c < k), "cuda defended chunk", || {
+            format!("label ≥ {k} classes")
+        })?;
         let dx0 = be.upload(x0.as_standard_layout().as_slice().expect("standard layout"))?;
         let dnoise = match &noise {
-            Some(nz) => Some(be.upload(nz.as_standard_layout().as_slice().expect("standard layout"))?),
+            Some(nz) => {
+                Some(be.upload(nz.as_standard_layout().as_slice().expect("standard layout"))?)
+            }
             None => None,
         };
         let noise_stride = self.noise_len() as i64;
-        let dids = be.upload(&ids.to_vec())?;
+        let dids = be.upload(ids)?;
         let yi: Vec<i32> = y.iter().map(|&c| c as i32).collect();
         let dy = be.upload(&yi)?;
         let (r64, di, dr, key) = (rows as i64, d as i32, draws as i32, key);
@@ -187,7 +264,12 @@ impl CudaDefended {
         let f = be.func(KernelModule::Denoiser, "denoise_start_f32")?;
         let (sab, s1m) = (self.sqrt_ab, self.sqrt_1mab);
         let mut l = be.stream().launch_builder(&f);
-        l.arg(&dx0).arg(&mut x).arg(&r64).arg(&di).arg(&sab).arg(&s1m);
+        l.arg(&dx0)
+            .arg(&mut x)
+            .arg(&r64)
+            .arg(&di)
+            .arg(&sab)
+            .arg(&s1m);
         match &dnoise {
             Some(nz) => l.arg(nz),
             None => l.arg(&null),
@@ -198,22 +280,46 @@ impl CudaDefended {
         unsafe { l.launch(be.cfg_elems(rows * d)) }?;
 
         let dhs = self.den.hsum;
-        let mut dderiv = if grad { Some(be.zeros::<f32>(self.t_star * rows * dhs)?) } else { None };
+        let mut dderiv = if grad {
+            Some(be.zeros::<f32>(self.t_star * rows * dhs)?)
+        } else {
+            None
+        };
         let step_f = be.func(KernelModule::Denoiser, "denoise_step_fwd_f32")?;
         let (cfg, use_smem) = self.den.cfg(be, rows);
-        let (wlen, nl, maxw, act, hs) = (self.den.wlen as i64, self.den.nl(), self.den.maxw as i32, self.den.act, dhs as i32);
+        let (wlen, nl, maxw, act, hs) = (
+            self.den.wlen as i64,
+            self.den.nl(),
+            self.den.maxw as i32,
+            self.den.act,
+            dhs as i32,
+        );
         for (j, c) in self.steps.iter().enumerate() {
             let b1 = self.b1.slice(j * self.h1..(j + 1) * self.h1);
             let ji = j as i32;
             let mut l = be.stream().launch_builder(&step_f);
-            l.arg(&mut x).arg(&r64).arg(&self.den.w).arg(&wlen).arg(&self.den.dims).arg(&nl).arg(&maxw).arg(&use_smem);
-            l.arg(&b1).arg(&act).arg(&c.a).arg(&c.b).arg(&c.sigma).arg(&ji);
+            l.arg(&mut x)
+                .arg(&r64)
+                .arg(&self.den.w)
+                .arg(&wlen)
+                .arg(&self.den.dims)
+                .arg(&nl)
+                .arg(&maxw)
+                .arg(&use_smem);
+            l.arg(&b1)
+                .arg(&act)
+                .arg(&c.a)
+                .arg(&c.b)
+                .arg(&c.sigma)
+                .arg(&ji);
             match &dnoise {
                 Some(nz) => l.arg(nz),
                 None => l.arg(&null),
             };
             l.arg(&noise_stride).arg(&key).arg(&dids).arg(&dr);
-            let mut dv = dderiv.as_mut().map(|dd| dd.slice_mut(j * rows * dhs..(j + 1) * rows * dhs));
+            let mut dv = dderiv
+                .as_mut()
+                .map(|dd| dd.slice_mut(j * rows * dhs..(j + 1) * rows * dhs));
             match dv.as_mut() {
                 Some(v) => l.arg(v),
                 None => l.arg(&null),
@@ -227,18 +333,36 @@ impl CudaDefended {
         }
 
         let chs = self.clf.hsum;
-        let mut cderiv = if grad { Some(be.zeros::<f32>(rows * chs)?) } else { None };
+        let mut cderiv = if grad {
+            Some(be.zeros::<f32>(rows * chs)?)
+        } else {
+            None
+        };
         let mut logits = be.zeros::<f32>(rows * k)?;
         self.mlp_fwd(&x, &mut logits, rows, cderiv.as_mut())?;
         let mut dl = be.zeros::<f32>(rows)?;
         let mut dg = be.zeros::<f32>(rows * k)?;
-        let lf = be.func(KernelModule::Apgd, if loss == LossKind::Ce { "loss_ce_f32" } else { "loss_dlr_f32" })?;
+        let lf = be.func(
+            KernelModule::Apgd,
+            if loss == LossKind::Ce {
+                "loss_ce_f32"
+            } else {
+                "loss_dlr_f32"
+            },
+        )?;
         let ki = k as i32;
         let mut l = be.stream().launch_builder(&lf);
-        l.arg(&logits).arg(&dy).arg(&mut dl).arg(&mut dg).arg(&r64).arg(&ki);
+        l.arg(&logits)
+            .arg(&dy)
+            .arg(&mut dl)
+            .arg(&mut dg)
+            .arg(&r64)
+            .arg(&ki);
         // SAFETY: logits and dg hold rows·K, dy and dl rows entries; labels < K (checked).
         unsafe { l.launch(be.cfg_elems(rows)) }?;
-        let logits_h = Array2::from_shape_vec((rows, k), be.download(&logits)?[..rows * k].to_vec()).expect("rows·K");
+        let logits_h =
+            Array2::from_shape_vec((rows, k), be.download(&logits)?[..rows * k].to_vec())
+                .expect("rows·K");
         let loss_h = Array1::from(be.download(&dl)?[..rows].to_vec());
         let grad = if grad {
             let mut ga = be.zeros::<f32>(rows * d)?;
@@ -257,17 +381,48 @@ impl CudaDefended {
         } else {
             None
         };
-        Ok(CudaChunkOut { logits: logits_h, loss: loss_h, grad })
+        Ok(CudaChunkOut {
+            logits: logits_h,
+            loss: loss_h,
+            grad,
+        })
     }
 
-    fn mlp_fwd(&self, x: &CudaSlice<f32>, y: &mut CudaSlice<f32>, rows: usize, deriv: Option<&mut CudaSlice<f32>>) -> CudaResult<()> {
+    fn mlp_fwd(
+        &self,
+        x: &CudaSlice<f32>,
+        y: &mut CudaSlice<f32>,
+        rows: usize,
+        deriv: Option<&mut CudaSlice<f32>>,
+    ) -> CudaResult<()> {
         let (be, m) = (&self.be, &self.clf);
-        ensure(x.len() >= rows * m.input_dim() && y.len() >= rows * m.output_dim(), "cuda mlp fwd", || "buffers too short".into())?;
+        ensure(
+            x.len() >= rows * m.input_dim() && y.len() >= rows * m.output_dim(),
+            "cuda mlp fwd",
+            || "buffers too short".into(),
+        )?;
         let f = be.func(KernelModule::Denoiser, "mlp_fwd_f32")?;
         let (cfg, use_smem) = m.cfg(be, rows);
-        let (r64, wlen, nl, maxw, act, hs, null) = (rows as i64, m.wlen as i64, m.nl(), m.maxw as i32, m.act, m.hsum as i32, 0u64);
+        let (r64, wlen, nl, maxw, act, hs, null) = (
+            rows as i64,
+            m.wlen as i64,
+            m.nl(),
+            m.maxw as i32,
+            m.act,
+            m.hsum as i32,
+            0u64,
+        );
         let mut l = be.stream().launch_builder(&f);
-        l.arg(x).arg(&mut *y).arg(&r64).arg(&m.w).arg(&wlen).arg(&m.dims).arg(&nl).arg(&maxw).arg(&use_smem).arg(&act);
+        l.arg(x)
+            .arg(&mut *y)
+            .arg(&r64)
+            .arg(&m.w)
+            .arg(&wlen)
+            .arg(&m.dims)
+            .arg(&nl)
+            .arg(&maxw)
+            .arg(&use_smem)
+            .arg(&act);
         match deriv {
             Some(dv) => l.arg(dv),
             None => l.arg(&null),
@@ -280,14 +435,42 @@ impl CudaDefended {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn mlp_bwd(&self, m: &DevMlp, gy: &CudaSlice<f32>, gx: &mut CudaSlice<f32>, rows: usize, deriv: Option<&CudaSlice<f32>>, ca: f32, cb: f32) -> CudaResult<()> {
+    fn mlp_bwd(
+        &self,
+        m: &DevMlp,
+        gy: &CudaSlice<f32>,
+        gx: &mut CudaSlice<f32>,
+        rows: usize,
+        deriv: Option<&CudaSlice<f32>>,
+        ca: f32,
+        cb: f32,
+    ) -> CudaResult<()> {
         let be = &self.be;
-        ensure(gy.len() >= rows * m.output_dim() && gx.len() >= rows * m.input_dim(), "cuda mlp bwd", || "buffers too short".into())?;
+        ensure(
+            gy.len() >= rows * m.output_dim() && gx.len() >= rows * m.input_dim(),
+            "cuda mlp bwd",
+            || "buffers too short".into(),
+        )?;
         let f = be.func(KernelModule::Denoiser, "mlp_bwd_f32")?;
         let (cfg, use_smem) = m.cfg(be, rows);
-        let (r64, wlen, nl, maxw, hs, null) = (rows as i64, m.wlen as i64, m.nl(), m.maxw as i32, m.hsum as i32, 0u64);
+        let (r64, wlen, nl, maxw, hs, null) = (
+            rows as i64,
+            m.wlen as i64,
+            m.nl(),
+            m.maxw as i32,
+            m.hsum as i32,
+            0u64,
+        );
         let mut l = be.stream().launch_builder(&f);
-        l.arg(gy).arg(&mut *gx).arg(&r64).arg(&m.w).arg(&wlen).arg(&m.dims).arg(&nl).arg(&maxw).arg(&use_smem);
+        l.arg(gy)
+            .arg(&mut *gx)
+            .arg(&r64)
+            .arg(&m.w)
+            .arg(&wlen)
+            .arg(&m.dims)
+            .arg(&nl)
+            .arg(&maxw)
+            .arg(&use_smem);
         match deriv {
             Some(dv) => l.arg(dv),
             None => l.arg(&null),
@@ -299,14 +482,40 @@ impl CudaDefended {
         be.debug_sync()
     }
 
-    fn mlp_bwd_view(&self, gy: &CudaSlice<f32>, gx: &mut CudaSlice<f32>, rows: usize, deriv: &cudarc::driver::CudaView<'_, f32>, ca: f32, cb: f32) -> CudaResult<()> {
+    fn mlp_bwd_view(
+        &self,
+        gy: &CudaSlice<f32>,
+        gx: &mut CudaSlice<f32>,
+        rows: usize,
+        deriv: &cudarc::driver::CudaView<'_, f32>,
+        ca: f32,
+        cb: f32,
+    ) -> CudaResult<()> {
         let (be, m) = (&self.be, &self.den);
-        ensure(gy.len() >= rows * self.d && gx.len() >= rows * self.d && deriv.len() >= rows * m.hsum, "cuda denoiser bwd", || "buffers too short".into())?;
+        ensure(
+            gy.len() >= rows * self.d && gx.len() >= rows * self.d && deriv.len() >= rows * m.hsum,
+            "cuda denoiser bwd",
+            || "buffers too short".into(),
+        )?;
         let f = be.func(KernelModule::Denoiser, "mlp_bwd_f32")?;
         let (cfg, use_smem) = m.cfg(be, rows);
-        let (r64, wlen, nl, maxw, hs) = (rows as i64, m.wlen as i64, m.nl(), m.maxw as i32, m.hsum as i32);
+        let (r64, wlen, nl, maxw, hs) = (
+            rows as i64,
+            m.wlen as i64,
+            m.nl(),
+            m.maxw as i32,
+            m.hsum as i32,
+        );
         let mut l = be.stream().launch_builder(&f);
-        l.arg(gy).arg(&mut *gx).arg(&r64).arg(&m.w).arg(&wlen).arg(&m.dims).arg(&nl).arg(&maxw).arg(&use_smem);
+        l.arg(gy)
+            .arg(&mut *gx)
+            .arg(&r64)
+            .arg(&m.w)
+            .arg(&wlen)
+            .arg(&m.dims)
+            .arg(&nl)
+            .arg(&maxw)
+            .arg(&use_smem);
         l.arg(deriv).arg(&hs).arg(&ca).arg(&cb);
         // SAFETY: gy, gx ≥ rows·d and deriv ≥ rows·hsum (checked); denoiser in = out = d.
         unsafe { l.launch(cfg) }?;
@@ -332,24 +541,53 @@ impl AttackModel for CudaDefended {
         true
     }
     /// Panics with the CUDA error message on a device failure (the trait has no `Result`).
-    fn evaluate(&self, x: ArrayView2<f32>, y: &[usize], ids: &[u64], loss: LossKind, draws: usize, key: u64, want_grad: bool) -> ModelEval {
+    fn evaluate(
+        &self,
+        x: ArrayView2<f32>,
+        y: &[usize],
+        ids: &[u64],
+        loss: LossKind,
+        draws: usize,
+        key: u64,
+        want_grad: bool,
+    ) -> ModelEval {
         let (n, d, k) = (x.nrows(), x.ncols(), self.classes);
         let draws = draws.max(1);
         let pp = (CHUNK_ROWS / draws).max(1);
-        let mut out = ModelEval { loss: Array1::zeros(n), logits: Array2::zeros((n, k)), pred: vec![0; n], grad: want_grad.then(|| Array2::zeros((n, d))) };
+        let mut out = ModelEval {
+            loss: Array1::zeros(n),
+            logits: Array2::zeros((n, k)),
+            pred: vec![0; n],
+            grad: want_grad.then(|| Array2::zeros((n, d))),
+        };
         for start in (0..n).step_by(pp) {
             let end = (start + pp).min(n);
             let rep = crate::diffusion::model::repeat_rows(x.slice(s![start..end, ..]), draws);
-            let yrep: Vec<usize> = y[start..end].iter().flat_map(|&c| std::iter::repeat_n(c, draws)).collect();
+            let yrep: Vec<usize> = y[start..end]
+                .iter()
+                .flat_map(|&c| std::iter::repeat_n(c, draws))
+                .collect();
             let o = self
-                .chunk(rep.view(), None, &ids[start..end], draws, key, &yrep, loss, want_grad)
+                .chunk(
+                    rep.view(),
+                    None,
+                    &ids[start..end],
+                    draws,
+                    key,
+                    &yrep,
+                    loss,
+                    want_grad,
+                )
                 .unwrap_or_else(|e| panic!("cuda defended evaluate: {e}"));
             let p = softmax(o.logits.view());
             for i in 0..end - start {
                 let last = i * draws + draws - 1;
                 out.loss[start + i] = o.loss[last];
                 out.logits.row_mut(start + i).assign(&o.logits.row(last));
-                let mean = p.slice(s![i * draws..(i + 1) * draws, ..]).mean_axis(Axis(0)).expect("draws ≥ 1");
+                let mean = p
+                    .slice(s![i * draws..(i + 1) * draws, ..])
+                    .mean_axis(Axis(0))
+                    .expect("draws ≥ 1");
                 out.pred[start + i] = argmax(mean.view());
             }
             if let (Some(all), Some(g)) = (out.grad.as_mut(), o.grad) {

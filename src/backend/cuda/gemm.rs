@@ -16,10 +16,18 @@ pub struct Mat {
 
 impl Mat {
     pub fn n(rows: usize, cols: usize) -> Self {
-        Mat { rows, cols, trans: false }
+        Mat {
+            rows,
+            cols,
+            trans: false,
+        }
     }
     pub fn t(rows: usize, cols: usize) -> Self {
-        Mat { rows, cols, trans: true }
+        Mat {
+            rows,
+            cols,
+            trans: true,
+        }
     }
     fn op_dims(self) -> (usize, usize) {
         if self.trans {
@@ -46,22 +54,38 @@ pub fn gemm(
 ) -> CudaResult<()> {
     let (m, k) = am.op_dims();
     let (k2, n) = bm.op_dims();
-    ensure(k == k2, "gemm", || format!("inner dimensions differ: {k} vs {k2}"))?;
-    ensure(a.len() >= am.rows * am.cols, "gemm", || format!("A has {} < {} elements", a.len(), am.rows * am.cols))?;
-    ensure(b.len() >= bm.rows * bm.cols, "gemm", || format!("B has {} < {} elements", b.len(), bm.rows * bm.cols))?;
-    ensure(c.len() >= m * n, "gemm", || format!("C has {} < {m}×{n} elements", c.len()))?;
+    ensure(k == k2, "gemm", || {
+        format!("inner dimensions differ: {k} vs {k2}")
+    })?;
+    ensure(a.len() >= am.rows * am.cols, "gemm", || {
+        format!("A has {} < {} elements", a.len(), am.rows * am.cols)
+    })?;
+    ensure(b.len() >= bm.rows * bm.cols, "gemm", || {
+        format!("B has {} < {} elements", b.len(), bm.rows * bm.cols)
+    })?;
+    ensure(c.len() >= m * n, "gemm", || {
+        format!("C has {} < {m}×{n} elements", c.len())
+    })?;
     if m == 0 || n == 0 {
         return Ok(());
     }
     let tiles = m.div_ceil(TILE) * n.div_ceil(TILE);
     let target = 2 * be.sm_count() as usize;
-    let mut splits = if beta == 0.0 && tiles < target { (target / tiles).min(k.div_ceil(256)) } else { 1 };
+    let mut splits = if beta == 0.0 && tiles < target {
+        (target / tiles).min(k.div_ceil(256))
+    } else {
+        1
+    };
     splits = splits.clamp(1, 64);
     let k_per = k.div_ceil(splits).div_ceil(16) * 16;
     let splits = k.div_ceil(k_per.max(1)).max(1);
     let f = be.func(KernelModule::Gemm, "gemm_tiled_f32")?;
     let cfg = LaunchConfig {
-        grid_dim: (n.div_ceil(TILE) as u32, m.div_ceil(TILE) as u32, splits as u32),
+        grid_dim: (
+            n.div_ceil(TILE) as u32,
+            m.div_ceil(TILE) as u32,
+            splits as u32,
+        ),
         block_dim: (256, 1, 1),
         shared_mem_bytes: 0,
     };
@@ -72,8 +96,21 @@ pub fn gemm(
     if splits == 1 {
         let stride = 0i64;
         let mut l = be.stream().launch_builder(&f);
-        l.arg(&mi).arg(&ni).arg(&ki).arg(a).arg(&lda).arg(&ta).arg(b).arg(&ldb).arg(&tb);
-        l.arg(&mut *c).arg(&ldc).arg(&alpha).arg(&beta).arg(&kps).arg(&stride);
+        l.arg(&mi)
+            .arg(&ni)
+            .arg(&ki)
+            .arg(a)
+            .arg(&lda)
+            .arg(&ta)
+            .arg(b)
+            .arg(&ldb)
+            .arg(&tb);
+        l.arg(&mut *c)
+            .arg(&ldc)
+            .arg(&alpha)
+            .arg(&beta)
+            .arg(&kps)
+            .arg(&stride);
         // SAFETY: A holds ≥ rows·cols of its stored shape, B likewise and C ≥ M·N (checked
         // above); the kernel reads/writes only inside those bounds (one split, stride 0).
         unsafe { l.launch(cfg) }?;
@@ -82,8 +119,21 @@ pub fn gemm(
         let mut parts = be.zeros::<f32>(splits * len)?;
         let stride = len as i64;
         let mut l = be.stream().launch_builder(&f);
-        l.arg(&mi).arg(&ni).arg(&ki).arg(a).arg(&lda).arg(&ta).arg(b).arg(&ldb).arg(&tb);
-        l.arg(&mut parts).arg(&ldc).arg(&alpha).arg(&beta).arg(&kps).arg(&stride);
+        l.arg(&mi)
+            .arg(&ni)
+            .arg(&ki)
+            .arg(a)
+            .arg(&lda)
+            .arg(&ta)
+            .arg(b)
+            .arg(&ldb)
+            .arg(&tb);
+        l.arg(&mut parts)
+            .arg(&ldc)
+            .arg(&alpha)
+            .arg(&beta)
+            .arg(&kps)
+            .arg(&stride);
         // SAFETY: as above; `parts` holds splits·M·N elements, split z writes z·M·N + [0, M·N).
         unsafe { l.launch(cfg) }?;
         let g = be.func(KernelModule::Gemm, "gemm_sum_splits_f32")?;

@@ -119,9 +119,10 @@ pub fn compile(module: KernelModule) -> CudaResult<String> {
         Ok(ptx) => Ok(ptx.to_src()),
         Err(e) => {
             let (msg, log) = match &e {
-                cudarc::nvrtc::CompileError::CompileError { log, .. } => {
-                    ("compilation failed".to_string(), log.to_string_lossy().into_owned())
-                }
+                cudarc::nvrtc::CompileError::CompileError { log, .. } => (
+                    "compilation failed".to_string(),
+                    log.to_string_lossy().into_owned(),
+                ),
                 other => (format!("{other:?}"), String::new()),
             };
             Err(CudaError::Compile { module, msg, log })

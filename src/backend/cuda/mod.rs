@@ -20,8 +20,10 @@ mod tests;
 pub use error::{CudaError, CudaResult};
 pub use kernels::KernelModule;
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, LaunchConfig};
 use cudarc::driver::ValidAsZeroBits;
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, LaunchConfig,
+};
 use std::sync::{Arc, OnceLock};
 
 /// True when libcuda can be loaded and reports at least one device.
@@ -60,7 +62,9 @@ impl CudaBackend {
         let ctx = CudaContext::new(ordinal)?;
         let stream = ctx.new_stream()?;
         let sm_count = ctx
-            .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?
+            .attribute(
+                cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+            )?
             .max(1) as u32;
         Ok(CudaBackend {
             ctx,
@@ -72,7 +76,9 @@ impl CudaBackend {
 
     /// Device name, e.g. "NVIDIA H100 80GB HBM3".
     pub fn name(&self) -> String {
-        self.ctx.name().unwrap_or_else(|_| "unknown CUDA device".into())
+        self.ctx
+            .name()
+            .unwrap_or_else(|_| "unknown CUDA device".into())
     }
 
     pub fn stream(&self) -> &Arc<CudaStream> {
@@ -104,7 +110,10 @@ impl CudaBackend {
     }
 
     /// Copy a device buffer to the host (synchronises the stream).
-    pub fn download<T: DeviceRepr + Default + Clone>(&self, dev: &CudaSlice<T>) -> CudaResult<Vec<T>> {
+    pub fn download<T: DeviceRepr + Default + Clone>(
+        &self,
+        dev: &CudaSlice<T>,
+    ) -> CudaResult<Vec<T>> {
         Ok(self.stream.clone_dtoh(dev)?)
     }
 

@@ -18,11 +18,22 @@ const SMEM_DEFAULT: usize = 48 * 1024;
 const DOT_BLOCKS: usize = 256;
 
 /// `Σ a∘b` over the first `len` elements, accumulated in f64.
-pub fn dot(be: &CudaBackend, a: &CudaSlice<f32>, b: &CudaSlice<f32>, len: usize) -> CudaResult<f64> {
-    ensure(a.len() >= len && b.len() >= len, "nmf dot", || format!("buffers shorter than {len}"))?;
+pub fn dot(
+    be: &CudaBackend,
+    a: &CudaSlice<f32>,
+    b: &CudaSlice<f32>,
+    len: usize,
+) -> CudaResult<f64> {
+    ensure(a.len() >= len && b.len() >= len, "nmf dot", || {
+        format!("buffers shorter than {len}")
+    })?;
     let f = be.func(KernelModule::Nmf, "nmf_dot_partial_f32")?;
     let mut part = be.zeros::<f64>(DOT_BLOCKS)?;
-    let cfg = LaunchConfig { grid_dim: (DOT_BLOCKS as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+    let cfg = LaunchConfig {
+        grid_dim: (DOT_BLOCKS as u32, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
     let l64 = len as i64;
     let mut l = be.stream().launch_builder(&f);
     l.arg(a).arg(b).arg(&l64).arg(&mut part);
@@ -46,10 +57,16 @@ fn update(
     k: usize,
 ) -> CudaResult<()> {
     let len = a * b;
-    ensure(x.len() >= len && num.len() >= len && out.len() >= len && g.len() >= k * k, "nmf update", || {
-        format!("buffers too short for {a}×{b} with K = {k}")
-    })?;
-    let name = if w_update { "nmf_update_w_f32" } else { "nmf_update_h_f32" };
+    ensure(
+        x.len() >= len && num.len() >= len && out.len() >= len && g.len() >= k * k,
+        "nmf update",
+        || format!("buffers too short for {a}×{b} with K = {k}"),
+    )?;
+    let name = if w_update {
+        "nmf_update_w_f32"
+    } else {
+        "nmf_update_h_f32"
+    };
     let f = be.func(KernelModule::Nmf, name)?;
     let smem = k * k * 4;
     let use_smem = (smem <= SMEM_DEFAULT) as i32;
@@ -57,7 +74,13 @@ fn update(
     cfg.shared_mem_bytes = if use_smem == 1 { smem as u32 } else { 0 };
     let (ai, bi) = (a as i32, b as i32);
     let mut l = be.stream().launch_builder(&f);
-    l.arg(x).arg(num).arg(g).arg(&mut *out).arg(&ai).arg(&bi).arg(&use_smem);
+    l.arg(x)
+        .arg(num)
+        .arg(g)
+        .arg(&mut *out)
+        .arg(&ai)
+        .arg(&bi)
+        .arg(&use_smem);
     // SAFETY: x, num, out hold ≥ a·b and g ≥ K·K elements (checked); K is the inner size
     // (a for the W update, b for the H update) and shared memory holds K·K floats if used.
     unsafe { l.launch(cfg) }?;
@@ -77,7 +100,11 @@ pub fn mu_frobenius(
     let (n, p) = v.dim();
     let k = w.nrows();
     if h.dim() != (n, k) || w.ncols() != p {
-        return Err(Error::ShapeMismatch { op: "cuda nnmf (H·W vs V)", lhs: vec![n, k, k, p], rhs: vec![h.nrows(), h.ncols(), w.nrows(), w.ncols()] });
+        return Err(Error::ShapeMismatch {
+            op: "cuda nnmf (H·W vs V)",
+            lhs: vec![n, k, k, p],
+            rhs: vec![h.nrows(), h.ncols(), w.nrows(), w.ncols()],
+        });
     }
     let dv = be.upload(v.as_standard_layout().as_slice().expect("standard layout"))?;
     let mut dh = be.upload(h.as_standard_layout().as_slice().expect("standard layout"))?;
@@ -124,12 +151,21 @@ pub fn mu_frobenius(
     }
     *h = Array2::from_shape_vec((n, k), be.download(&dh)?).expect("n·k elements");
     *w = Array2::from_shape_vec((k, p), be.download(&dw)?).expect("k·p elements");
-    Ok(MuHistory { initial, iterations: objective.len(), objective, converged })
+    Ok(MuHistory {
+        initial,
+        iterations: objective.len(),
+        objective,
+        converged,
+    })
 }
 
 /// [`crate::nmf::fit`] on the GPU for the Frobenius loss in global mode (other settings
 /// return a typed error naming the key to change).
-pub fn fit(be: &CudaBackend, v: ArrayView2<f32>, params: &NmfParams) -> Result<(NmfModel, NmfFitReport)> {
+pub fn fit(
+    be: &CudaBackend,
+    v: ArrayView2<f32>,
+    params: &NmfParams,
+) -> Result<(NmfModel, NmfFitReport)> {
     if params.loss != NmfLoss::Frobenius || params.mode != NmfMode::Global {
         return Err(Error::param("nnmf", "the CUDA NNMF supports `loss: frobenius` with `mode: global`; use `device: cpu` for other settings"));
     }
@@ -138,8 +174,18 @@ pub fn fit(be: &CudaBackend, v: ArrayView2<f32>, params: &NmfParams) -> Result<(
     }
     let (mut h, mut w) = init_factors(v, params.k, params.init, params.seed)?;
     let hist = mu_frobenius(be, v, &mut h, &mut w, params.max_iter, params.tol)?;
-    let model = NmfModel { basis: w, loss: params.loss, max_iter: params.max_iter, tol: params.tol };
-    let report = NmfFitReport { coeffs: h, objective: hist.objective, iterations: hist.iterations, converged: hist.converged };
+    let model = NmfModel {
+        basis: w,
+        loss: params.loss,
+        max_iter: params.max_iter,
+        tol: params.tol,
+    };
+    let report = NmfFitReport {
+        coeffs: h,
+        objective: hist.objective,
+        iterations: hist.iterations,
+        converged: hist.converged,
+    };
     Ok((model, report))
 }
 
@@ -149,20 +195,40 @@ pub fn transform(be: &CudaBackend, model: &NmfModel, v: ArrayView2<f32>) -> Resu
     let (n, p) = v.dim();
     let k = model.basis.nrows();
     if model.loss != NmfLoss::Frobenius {
-        return Err(Error::param("nnmf.loss", "the CUDA transform supports `frobenius` only; use `device: cpu`"));
+        return Err(Error::param(
+            "nnmf.loss",
+            "the CUDA transform supports `frobenius` only; use `device: cpu`",
+        ));
     }
     if p != model.basis.ncols() {
-        return Err(Error::ShapeMismatch { op: "cuda nnmf transform", lhs: vec![n, p], rhs: vec![k, model.basis.ncols()] });
+        return Err(Error::ShapeMismatch {
+            op: "cuda nnmf transform",
+            lhs: vec![n, p],
+            rhs: vec![k, model.basis.ncols()],
+        });
     }
     if k > 1024 {
-        return Err(Error::param("nnmf.k", "the CUDA transform supports K ≤ 1024 components"));
+        return Err(Error::param(
+            "nnmf.k",
+            "the CUDA transform supports K ≤ 1024 components",
+        ));
     }
     let vs = v.as_standard_layout();
-    let vn: Vec<f64> = vs.rows().into_iter().map(|r| r.iter().map(|&x| x as f64 * x as f64).sum()).collect();
+    let vn: Vec<f64> = vs
+        .rows()
+        .into_iter()
+        .map(|r| r.iter().map(|&x| x as f64 * x as f64).sum())
+        .collect();
     let g = model.basis.dot(&model.basis.t());
     let gsum: f64 = g.iter().map(|&x| x as f64).sum();
     let dv = be.upload(vs.as_slice().expect("standard layout"))?;
-    let dw = be.upload(model.basis.as_standard_layout().as_slice().expect("standard layout"))?;
+    let dw = be.upload(
+        model
+            .basis
+            .as_standard_layout()
+            .as_slice()
+            .expect("standard layout"),
+    )?;
     let dg = be.upload(g.as_standard_layout().as_slice().expect("standard layout"))?;
     let dvn = be.upload(&vn)?;
     let mut b = be.zeros::<f32>(n * k)?;
@@ -171,11 +237,29 @@ pub fn transform(be: &CudaBackend, model: &NmfModel, v: ArrayView2<f32>) -> Resu
     if n > 0 {
         let f = be.func(KernelModule::Nmf, "nmf_project_frob_f32")?;
         let threads = k.div_ceil(32) * 32;
-        let cfg = LaunchConfig { grid_dim: (n as u32, 1, 1), block_dim: (threads as u32, 1, 1), shared_mem_bytes: (k * 4) as u32 };
-        let (ni, ki, it, ce) = (n as i32, k as i32, model.max_iter as i32, crate::nmf::CHECK_EVERY as i32);
+        let cfg = LaunchConfig {
+            grid_dim: (n as u32, 1, 1),
+            block_dim: (threads as u32, 1, 1),
+            shared_mem_bytes: (k * 4) as u32,
+        };
+        let (ni, ki, it, ce) = (
+            n as i32,
+            k as i32,
+            model.max_iter as i32,
+            crate::nmf::CHECK_EVERY as i32,
+        );
         let tol = model.tol;
         let mut l = be.stream().launch_builder(&f);
-        l.arg(&b).arg(&dg).arg(&dvn).arg(&gsum).arg(&mut out).arg(&ni).arg(&ki).arg(&it).arg(&tol).arg(&ce);
+        l.arg(&b)
+            .arg(&dg)
+            .arg(&dvn)
+            .arg(&gsum)
+            .arg(&mut out)
+            .arg(&ni)
+            .arg(&ki)
+            .arg(&it)
+            .arg(&tol)
+            .arg(&ce);
         // SAFETY: b, out hold n·K, g K·K, vn n elements; one block per row (grid n), blockDim
         // ≥ K (multiple of 32, ≤ 1024 checked) and K floats of dynamic shared memory.
         unsafe { l.launch(cfg) }.map_err(super::CudaError::from)?;

@@ -18,12 +18,20 @@ fn every_kernel_file_is_a_module_and_back() {
         .filter(|n| n.ends_with(".cu"))
         .collect();
     on_disk.sort();
-    let mut listed: Vec<String> = KernelModule::ALL.iter().map(|m| m.file_name().to_string()).collect();
+    let mut listed: Vec<String> = KernelModule::ALL
+        .iter()
+        .map(|m| m.file_name().to_string())
+        .collect();
     listed.sort();
     assert_eq!(on_disk, listed, "kernels/*.cu and KernelModule::ALL differ");
     for m in KernelModule::ALL {
         let disk = std::fs::read_to_string(kernels_dir().join(m.file_name())).unwrap();
-        assert_eq!(disk, m.source(), "{} embedded source is stale", m.file_name());
+        assert_eq!(
+            disk,
+            m.source(),
+            "{} embedded source is stale",
+            m.file_name()
+        );
     }
 }
 
@@ -41,17 +49,28 @@ fn every_launched_kernel_is_defined_in_its_source() {
     for m in KernelModule::ALL {
         assert!(!m.kernel_names().is_empty());
         for name in m.kernel_names() {
-            assert!(defines(m.source(), name), "{name} is not an extern \"C\" __global__ in kernels/{}", m.file_name());
+            assert!(
+                defines(m.source(), name),
+                "{name} is not an extern \"C\" __global__ in kernels/{}",
+                m.file_name()
+            );
             assert!(name.ends_with("_f32"), "{name}: kernel names end in _f32");
         }
         // And every entry point in the source is launched from Rust.
         for (i, _) in m.source().match_indices("__global__ void ") {
             let rest = &m.source()[i + "__global__ void ".len()..];
             let name = &rest[..rest.find('(').unwrap()];
-            assert!(m.kernel_names().contains(&name), "kernels/{}: {name} is never launched (add it to kernel_names)", m.file_name());
+            assert!(
+                m.kernel_names().contains(&name),
+                "kernels/{}: {name} is never launched (add it to kernel_names)",
+                m.file_name()
+            );
         }
     }
-    assert!(!defines("extern \"C\" __global__ void foo_f32(int x);\n bar_f32(", "bar_f32"));
+    assert!(!defines(
+        "extern \"C\" __global__ void foo_f32(int x);\n bar_f32(",
+        "bar_f32"
+    ));
 }
 
 /// Registers and spills per kernel from `ptxas -v` output.
@@ -64,13 +83,20 @@ fn parse_ptxas(log: &str) -> Vec<(String, u32, u32)> {
             current = rest[..rest.find('\'').unwrap_or(rest.len())].to_string();
         }
         if line.contains("bytes spill stores") {
-            let nums: Vec<u32> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|t| t.parse().ok()).collect();
+            let nums: Vec<u32> = line
+                .split(|c: char| !c.is_ascii_digit())
+                .filter_map(|t| t.parse().ok())
+                .collect();
             // "N bytes stack frame, S bytes spill stores, L bytes spill loads"
             let spill = nums.get(1).copied().unwrap_or(0) + nums.get(2).copied().unwrap_or(0);
             out.push((current.clone(), 0, spill));
         }
         if let Some(i) = line.find("Used ") {
-            let regs: u32 = line[i + 5..].split_whitespace().next().and_then(|t| t.parse().ok()).unwrap_or(0);
+            let regs: u32 = line[i + 5..]
+                .split_whitespace()
+                .next()
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0);
             if let Some(last) = out.last_mut() {
                 last.1 = regs;
             }
@@ -82,7 +108,10 @@ fn parse_ptxas(log: &str) -> Vec<(String, u32, u32)> {
 #[test]
 fn every_module_compiles_with_nvrtc_and_ptxas_reports_no_spills() {
     if !nvrtc_present() {
-        assert!(std::env::var("REQUIRE_NVRTC").as_deref() != Ok("1"), "REQUIRE_NVRTC=1 but libnvrtc.so.12 cannot be loaded (set LD_LIBRARY_PATH)");
+        assert!(
+            std::env::var("REQUIRE_NVRTC").as_deref() != Ok("1"),
+            "REQUIRE_NVRTC=1 but libnvrtc.so.12 cannot be loaded (set LD_LIBRARY_PATH)"
+        );
         println!("skipped: libnvrtc.so.12 not found (run scripts/cuda-check.sh)");
         return;
     }
@@ -90,9 +119,17 @@ fn every_module_compiles_with_nvrtc_and_ptxas_reports_no_spills() {
     let dir = tempfile::tempdir().unwrap();
     for m in KernelModule::ALL {
         let ptx = compile(m).unwrap_or_else(|e| panic!("{e}"));
-        assert!(ptx.contains(".target sm_90"), "{}: PTX not for compute_90", m.file_name());
+        assert!(
+            ptx.contains(".target sm_90"),
+            "{}: PTX not for compute_90",
+            m.file_name()
+        );
         for name in m.kernel_names() {
-            assert!(ptx.contains(&format!(".entry {name}(")), "{}: {name} missing from PTX", m.file_name());
+            assert!(
+                ptx.contains(&format!(".entry {name}(")),
+                "{}: {name} missing from PTX",
+                m.file_name()
+            );
         }
         let Some(ptxas) = &ptxas else { continue };
         let path = dir.path().join(format!("{}.ptx", m.file_name()));
@@ -103,12 +140,24 @@ fn every_module_compiles_with_nvrtc_and_ptxas_reports_no_spills() {
             .arg(&path)
             .output()
             .expect("run ptxas");
-        let log = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "ptxas failed on {}:\n{log}", m.file_name());
+        let log = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "ptxas failed on {}:\n{log}",
+            m.file_name()
+        );
         let rows = parse_ptxas(&log);
-        assert_eq!(rows.len(), m.kernel_names().len(), "ptxas output not understood:\n{log}");
+        assert_eq!(
+            rows.len(),
+            m.kernel_names().len(),
+            "ptxas output not understood:\n{log}"
+        );
         for (name, regs, spill) in rows {
-            println!("ptxas sm_90 {:<14} {name:<26} registers {regs:>3}  spill bytes {spill}", m.file_name());
+            println!(
+                "ptxas sm_90 {:<14} {name:<26} registers {regs:>3}  spill bytes {spill}",
+                m.file_name()
+            );
             assert_eq!(spill, 0, "{name} spills registers:\n{log}");
         }
     }
