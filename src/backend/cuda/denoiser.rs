@@ -11,20 +11,19 @@
 
 use super::error::{ensure, CudaResult};
 use super::{CudaBackend, KernelModule};
-use crate::attack::{AttackModel, LossKind, ModelEval};
+use crate::attack::LossKind;
 use crate::config::Prediction;
-use crate::diffusion::model::softmax;
 use crate::diffusion::Schedule;
 use crate::nn::mlp::{Activation, Mlp};
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
-use ndarray::{s, Array1, Array2, ArrayView2, Axis};
+use ndarray::{s, Array1, Array2, ArrayView2};
 
 /// Rows per tile of the MLP kernels (`MLP_ROWS` in denoiser.cu).
 const MLP_ROWS: usize = 4;
 const MAX_LAYERS: usize = 16;
 const SMEM_DEFAULT: usize = 48 * 1024;
 /// Rows (points × draws) per device chunk (bounds the stored activation derivatives).
-const CHUNK_ROWS: usize = 16_384;
+pub(crate) const CHUNK_ROWS: usize = 16_384;
 
 /// An MLP packed for the kernels: per layer `W_l` then `b_l`.
 pub struct DevMlp {
@@ -200,6 +199,10 @@ impl CudaDefended {
             clf: DevMlp::new(be, clf)?,
             classes: clf.output_dim(),
         })
+    }
+
+    pub(crate) fn num_classes_(&self) -> usize {
+        self.classes
     }
 
     /// Noise values per row when injected (`t* · d`, same layout as the CPU).
@@ -520,81 +523,5 @@ impl CudaDefended {
         // SAFETY: gy, gx ≥ rows·d and deriv ≥ rows·hsum (checked); denoiser in = out = d.
         unsafe { l.launch(cfg) }?;
         be.debug_sync()
-    }
-}
-
-fn argmax(row: ndarray::ArrayView1<f64>) -> usize {
-    let mut best = 0;
-    for (i, &v) in row.iter().enumerate() {
-        if v > row[best] {
-            best = i;
-        }
-    }
-    best
-}
-
-impl AttackModel for CudaDefended {
-    fn num_classes(&self) -> usize {
-        self.classes
-    }
-    fn stochastic(&self) -> bool {
-        true
-    }
-    /// Panics with the CUDA error message on a device failure (the trait has no `Result`).
-    fn evaluate(
-        &self,
-        x: ArrayView2<f32>,
-        y: &[usize],
-        ids: &[u64],
-        loss: LossKind,
-        draws: usize,
-        key: u64,
-        want_grad: bool,
-    ) -> ModelEval {
-        let (n, d, k) = (x.nrows(), x.ncols(), self.classes);
-        let draws = draws.max(1);
-        let pp = (CHUNK_ROWS / draws).max(1);
-        let mut out = ModelEval {
-            loss: Array1::zeros(n),
-            logits: Array2::zeros((n, k)),
-            pred: vec![0; n],
-            grad: want_grad.then(|| Array2::zeros((n, d))),
-        };
-        for start in (0..n).step_by(pp) {
-            let end = (start + pp).min(n);
-            let rep = crate::diffusion::model::repeat_rows(x.slice(s![start..end, ..]), draws);
-            let yrep: Vec<usize> = y[start..end]
-                .iter()
-                .flat_map(|&c| std::iter::repeat_n(c, draws))
-                .collect();
-            let o = self
-                .chunk(
-                    rep.view(),
-                    None,
-                    &ids[start..end],
-                    draws,
-                    key,
-                    &yrep,
-                    loss,
-                    want_grad,
-                )
-                .unwrap_or_else(|e| panic!("cuda defended evaluate: {e}"));
-            let p = softmax(o.logits.view());
-            for i in 0..end - start {
-                let last = i * draws + draws - 1;
-                out.loss[start + i] = o.loss[last];
-                out.logits.row_mut(start + i).assign(&o.logits.row(last));
-                let mean = p
-                    .slice(s![i * draws..(i + 1) * draws, ..])
-                    .mean_axis(Axis(0))
-                    .expect("draws ≥ 1");
-                out.pred[start + i] = argmax(mean.view());
-            }
-            if let (Some(all), Some(g)) = (out.grad.as_mut(), o.grad) {
-                let gm = crate::diffusion::fast::block_mean(g.view(), draws);
-                all.slice_mut(s![start..end, ..]).assign(&gm);
-            }
-        }
-        out
     }
 }

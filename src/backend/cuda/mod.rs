@@ -9,6 +9,7 @@
 
 pub mod apgd;
 pub mod cnn;
+mod defended_eval;
 pub mod denoiser;
 pub mod error;
 pub mod gemm;
