@@ -1,0 +1,527 @@
+//! The defended pipeline on the GPU ([`CudaDefended`], an [`AttackModel`]): the same
+//! computation as [`crate::diffusion::fast::FastDefended`] (forward diffusion to t*, t*
+//! reverse steps with the time embedding folded into a per-step first-layer bias, the
+//! classifier, CE/DLR loss, input gradient through every step) with one fused kernel per
+//! reverse step for the whole batch (`kernels/denoiser.cu`).
+//!
+//! **Noise**: without injected noise the kernels draw Philox normals keyed by
+//! `(key, ids[i], draw)`, so results do not depend on batching, but the GPU streams differ
+//! from the CPU's (xoshiro) streams; parity with the CPU is checked by injecting the CPU
+//! noise ([`CudaDefended::chunk`] with `noise: Some(..)`).
+
+use super::error::{ensure, CudaResult};
+use super::{CudaBackend, KernelModule};
+use crate::attack::LossKind;
+use crate::config::Prediction;
+use crate::diffusion::Schedule;
+use crate::nn::mlp::{Activation, Mlp};
+use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use ndarray::{s, Array1, Array2, ArrayView2};
+
+/// Rows per tile of the MLP kernels (`MLP_ROWS` in denoiser.cu).
+const MLP_ROWS: usize = 4;
+const MAX_LAYERS: usize = 16;
+const SMEM_DEFAULT: usize = 48 * 1024;
+/// Rows (points × draws) per device chunk (bounds the stored activation derivatives).
+pub(crate) const CHUNK_ROWS: usize = 16_384;
+
+/// An MLP packed for the kernels: per layer `W_l` then `b_l`.
+pub struct DevMlp {
+    w: CudaSlice<f32>,
+    wlen: usize,
+    dims: CudaSlice<i32>,
+    dims_host: Vec<usize>,
+    maxw: usize,
+    hsum: usize,
+    act: i32,
+}
+
+pub(crate) fn act_code(a: Activation) -> i32 {
+    match a {
+        Activation::Relu => 0,
+        Activation::Silu => 1,
+    }
+}
+
+impl DevMlp {
+    pub fn new(be: &CudaBackend, m: &Mlp<f32>) -> CudaResult<Self> {
+        ensure(
+            !m.layers.is_empty() && m.layers.len() <= MAX_LAYERS,
+            "cuda mlp",
+            || format!("{} layers (1..={MAX_LAYERS} supported)", m.layers.len()),
+        )?;
+        let mut dims = vec![m.layers[0].w.nrows()];
+        let mut pack = Vec::new();
+        for l in &m.layers {
+            dims.push(l.w.ncols());
+            pack.extend(l.w.as_standard_layout().iter().copied());
+            pack.extend(l.b.iter().copied());
+        }
+        let maxw = *dims.iter().max().expect("non-empty");
+        let hsum = dims[1..dims.len() - 1].iter().sum();
+        let di: Vec<i32> = dims.iter().map(|&x| x as i32).collect();
+        Ok(DevMlp {
+            w: be.upload(&pack)?,
+            wlen: pack.len(),
+            dims: be.upload(&di)?,
+            dims_host: dims,
+            maxw,
+            hsum,
+            act: act_code(m.act),
+        })
+    }
+    fn nl(&self) -> i32 {
+        (self.dims_host.len() - 1) as i32
+    }
+    pub fn input_dim(&self) -> usize {
+        self.dims_host[0]
+    }
+    pub fn output_dim(&self) -> usize {
+        *self.dims_host.last().expect("non-empty")
+    }
+    /// Launch shape: weights staged in shared memory when they fit (persistent grid).
+    fn cfg(&self, be: &CudaBackend, rows: usize) -> (LaunchConfig, i32) {
+        let act = 2 * MLP_ROWS * self.maxw * 4;
+        let with_w = act + self.wlen * 4;
+        let tiles = rows.div_ceil(MLP_ROWS).max(1);
+        let (use_smem, smem, grid) = if with_w <= SMEM_DEFAULT {
+            (1, with_w, tiles.min(be.sm_count() as usize * 4))
+        } else {
+            (0, act, tiles)
+        };
+        (
+            LaunchConfig {
+                grid_dim: (grid as u32, 1, 1),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: smem as u32,
+            },
+            use_smem,
+        )
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct StepCoef {
+    a: f32,
+    b: f32,
+    sigma: f32,
+}
+
+/// The defended model on a CUDA device.
+pub struct CudaDefended {
+    be: CudaBackend,
+    d: usize,
+    t_star: usize,
+    sqrt_ab: f32,
+    sqrt_1mab: f32,
+    steps: Vec<StepCoef>,
+    /// Per-step first-layer bias, `t* × h1` (step j runs s = t* − j).
+    b1: CudaSlice<f32>,
+    h1: usize,
+    den: DevMlp,
+    clf: DevMlp,
+    classes: usize,
+}
+
+/// Output of one device chunk (rows = points × draws).
+pub struct CudaChunkOut {
+    pub logits: Array2<f32>,
+    pub loss: Array1<f32>,
+    /// Input gradient per row (not averaged over draws), when asked.
+    pub grad: Option<Array2<f32>>,
+}
+
+impl CudaDefended {
+    /// Same inputs as [`crate::diffusion::model::Defended::new`].
+    pub fn new(
+        be: &CudaBackend,
+        den: &Mlp<f32>,
+        clf: &Mlp<f32>,
+        sched: &Schedule,
+        emb: &Array2<f32>,
+        t_star: usize,
+        predict: Prediction,
+    ) -> CudaResult<Self> {
+        let d = den.output_dim();
+        let first = &den.layers[0];
+        ensure(
+            first.w.nrows() == d + emb.ncols()
+                && t_star >= 1
+                && t_star < sched.alpha.len()
+                && t_star < emb.nrows(),
+            "cuda defended",
+            || "denoiser input must be [x, emb(t)] and 1 ≤ t* ≤ T".into(),
+        )?;
+        ensure(clf.input_dim() == d, "cuda defended", || {
+            format!("classifier input {} ≠ feature dim {d}", clf.input_dim())
+        })?;
+        let w1e = first.w.slice(s![d.., ..]);
+        let h1 = first.w.ncols();
+        let (mut steps, mut b1) = (vec![], Vec::with_capacity(t_star * h1));
+        for s_ in (1..=t_star).rev() {
+            let (al, ab, ab_prev, beta) = (
+                sched.alpha[s_],
+                sched.alpha_bar[s_],
+                sched.alpha_bar[s_ - 1],
+                sched.beta[s_],
+            );
+            let (a, b) = match predict {
+                Prediction::Noise => {
+                    let inv = 1.0 / al.sqrt();
+                    (inv, -inv * beta / (1.0 - ab).sqrt())
+                }
+                Prediction::X0 => (
+                    al.sqrt() * (1.0 - ab_prev) / (1.0 - ab),
+                    ab_prev.sqrt() * beta / (1.0 - ab),
+                ),
+            };
+            steps.push(StepCoef {
+                a: a as f32,
+                b: b as f32,
+                sigma: if s_ > 1 { sched.sigma[s_] as f32 } else { 0.0 },
+            });
+            b1.extend((&first.b + &emb.row(s_).dot(&w1e)).iter().copied());
+        }
+        // The denoiser kernels see only the x-part of the first layer.
+        let mut den_x = den.clone();
+        den_x.layers[0].w = first.w.slice(s![0..d, ..]).to_owned();
+        let ab = sched.alpha_bar[t_star];
+        Ok(CudaDefended {
+            be: be.clone(),
+            d,
+            t_star,
+            sqrt_ab: ab.sqrt() as f32,
+            sqrt_1mab: (1.0 - ab).sqrt() as f32,
+            steps,
+            b1: be.upload(&b1)?,
+            h1,
+            den: DevMlp::new(be, &den_x)?,
+            clf: DevMlp::new(be, clf)?,
+            classes: clf.output_dim(),
+        })
+    }
+
+    pub(crate) fn num_classes_(&self) -> usize {
+        self.classes
+    }
+
+    /// Noise values per row when injected (`t* · d`, same layout as the CPU).
+    pub fn noise_len(&self) -> usize {
+        self.t_star * self.d
+    }
+
+    /// Purify and classify `x0` (rows = point i, draw e at i·draws + e). `noise`: injected
+    /// (`rows × t*·d`) or `None` for Philox keyed by `(key, ids[i], e)`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn chunk(
+        &self,
+        x0: ArrayView2<f32>,
+        noise: Option<ArrayView2<f32>>,
+        ids: &[u64],
+        draws: usize,
+        key: u64,
+        y: &[usize],
+        loss: LossKind,
+        grad: bool,
+    ) -> CudaResult<CudaChunkOut> {
+        let be = &self.be;
+        let (rows, d, k) = (x0.nrows(), self.d, self.classes);
+        let draws = draws.max(1);
+        ensure(
+            x0.ncols() == d && y.len() == rows && ids.len() * draws >= rows,
+            "cuda defended chunk",
+            || {
+                format!(
+                    "x0 {:?}, {} labels, {} ids × {draws} draws",
+                    x0.dim(),
+                    y.len(),
+                    ids.len()
+                )
+            },
+        )?;
+        if let Some(nz) = &noise {
+            ensure(
+                nz.dim() == (rows, self.noise_len()),
+                "cuda defended chunk",
+                || format!("noise {:?} ≠ ({rows}, {})", nz.dim(), self.noise_len()),
+            )?;
+        }
+        ensure(y.iter().all(|&c| c < k), "cuda defended chunk", || {
+            format!("label ≥ {k} classes")
+        })?;
+        let dx0 = be.upload(x0.as_standard_layout().as_slice().expect("standard layout"))?;
+        let dnoise = match &noise {
+            Some(nz) => {
+                Some(be.upload(nz.as_standard_layout().as_slice().expect("standard layout"))?)
+            }
+            None => None,
+        };
+        let noise_stride = self.noise_len() as i64;
+        let dids = be.upload(ids)?;
+        let yi: Vec<i32> = y.iter().map(|&c| c as i32).collect();
+        let dy = be.upload(&yi)?;
+        let (r64, di, dr, key) = (rows as i64, d as i32, draws as i32, key);
+        let null = 0u64;
+
+        let mut x = be.zeros::<f32>(rows * d)?;
+        let f = be.func(KernelModule::Denoiser, "denoise_start_f32")?;
+        let (sab, s1m) = (self.sqrt_ab, self.sqrt_1mab);
+        let mut l = be.stream().launch_builder(&f);
+        l.arg(&dx0)
+            .arg(&mut x)
+            .arg(&r64)
+            .arg(&di)
+            .arg(&sab)
+            .arg(&s1m);
+        match &dnoise {
+            Some(nz) => l.arg(nz),
+            None => l.arg(&null),
+        };
+        l.arg(&noise_stride).arg(&key).arg(&dids).arg(&dr);
+        // SAFETY: x0 and x hold rows·d elements, injected noise rows·t*·d (checked above),
+        // ids ≥ rows/draws entries; the kernel indexes rows·d elements, noise columns < d.
+        unsafe { l.launch(be.cfg_elems(rows * d)) }?;
+
+        let dhs = self.den.hsum;
+        let mut dderiv = if grad {
+            Some(be.zeros::<f32>(self.t_star * rows * dhs)?)
+        } else {
+            None
+        };
+        let step_f = be.func(KernelModule::Denoiser, "denoise_step_fwd_f32")?;
+        let (cfg, use_smem) = self.den.cfg(be, rows);
+        let (wlen, nl, maxw, act, hs) = (
+            self.den.wlen as i64,
+            self.den.nl(),
+            self.den.maxw as i32,
+            self.den.act,
+            dhs as i32,
+        );
+        for (j, c) in self.steps.iter().enumerate() {
+            let b1 = self.b1.slice(j * self.h1..(j + 1) * self.h1);
+            let ji = j as i32;
+            let mut l = be.stream().launch_builder(&step_f);
+            l.arg(&mut x)
+                .arg(&r64)
+                .arg(&self.den.w)
+                .arg(&wlen)
+                .arg(&self.den.dims)
+                .arg(&nl)
+                .arg(&maxw)
+                .arg(&use_smem);
+            l.arg(&b1)
+                .arg(&act)
+                .arg(&c.a)
+                .arg(&c.b)
+                .arg(&c.sigma)
+                .arg(&ji);
+            match &dnoise {
+                Some(nz) => l.arg(nz),
+                None => l.arg(&null),
+            };
+            l.arg(&noise_stride).arg(&key).arg(&dids).arg(&dr);
+            let mut dv = dderiv
+                .as_mut()
+                .map(|dd| dd.slice_mut(j * rows * dhs..(j + 1) * rows * dhs));
+            match dv.as_mut() {
+                Some(v) => l.arg(v),
+                None => l.arg(&null),
+            };
+            l.arg(&hs);
+            // SAFETY: x holds rows·d; weights wlen and dims nl+1 entries as packed by DevMlp
+            // (widths ≤ maxw, shared memory sized by DevMlp::cfg); b1 slice h1 entries;
+            // derivative slice rows·hsum; noise/ids as for the start kernel.
+            unsafe { l.launch(cfg) }?;
+            be.debug_sync()?;
+        }
+
+        let chs = self.clf.hsum;
+        let mut cderiv = if grad {
+            Some(be.zeros::<f32>(rows * chs)?)
+        } else {
+            None
+        };
+        let mut logits = be.zeros::<f32>(rows * k)?;
+        self.mlp_fwd(&x, &mut logits, rows, cderiv.as_mut())?;
+        let mut dl = be.zeros::<f32>(rows)?;
+        let mut dg = be.zeros::<f32>(rows * k)?;
+        let lf = be.func(
+            KernelModule::Apgd,
+            if loss == LossKind::Ce {
+                "loss_ce_f32"
+            } else {
+                "loss_dlr_f32"
+            },
+        )?;
+        let ki = k as i32;
+        let mut l = be.stream().launch_builder(&lf);
+        l.arg(&logits)
+            .arg(&dy)
+            .arg(&mut dl)
+            .arg(&mut dg)
+            .arg(&r64)
+            .arg(&ki);
+        // SAFETY: logits and dg hold rows·K, dy and dl rows entries; labels < K (checked).
+        unsafe { l.launch(be.cfg_elems(rows)) }?;
+        let logits_h =
+            Array2::from_shape_vec((rows, k), be.download(&logits)?[..rows * k].to_vec())
+                .expect("rows·K");
+        let loss_h = Array1::from(be.download(&dl)?[..rows].to_vec());
+        let grad = if grad {
+            let mut ga = be.zeros::<f32>(rows * d)?;
+            self.mlp_bwd(&self.clf, &dg, &mut ga, rows, cderiv.as_ref(), 0.0, 1.0)?;
+            let mut gb = be.zeros::<f32>(rows * d)?;
+            let dd = dderiv.as_ref().expect("allocated when grad");
+            for (j, c) in self.steps.iter().enumerate().rev() {
+                let dj = dd.slice(j * rows * dhs..(j + 1) * rows * dhs);
+                self.mlp_bwd_view(&ga, &mut gb, rows, &dj, c.a, c.b)?;
+                std::mem::swap(&mut ga, &mut gb);
+            }
+            let g = be.download(&ga)?;
+            let mut g = Array2::from_shape_vec((rows, d), g[..rows * d].to_vec()).expect("rows·d");
+            g.mapv_inplace(|v| v * self.sqrt_ab);
+            Some(g)
+        } else {
+            None
+        };
+        Ok(CudaChunkOut {
+            logits: logits_h,
+            loss: loss_h,
+            grad,
+        })
+    }
+
+    fn mlp_fwd(
+        &self,
+        x: &CudaSlice<f32>,
+        y: &mut CudaSlice<f32>,
+        rows: usize,
+        deriv: Option<&mut CudaSlice<f32>>,
+    ) -> CudaResult<()> {
+        let (be, m) = (&self.be, &self.clf);
+        ensure(
+            x.len() >= rows * m.input_dim() && y.len() >= rows * m.output_dim(),
+            "cuda mlp fwd",
+            || "buffers too short".into(),
+        )?;
+        let f = be.func(KernelModule::Denoiser, "mlp_fwd_f32")?;
+        let (cfg, use_smem) = m.cfg(be, rows);
+        let (r64, wlen, nl, maxw, act, hs, null) = (
+            rows as i64,
+            m.wlen as i64,
+            m.nl(),
+            m.maxw as i32,
+            m.act,
+            m.hsum as i32,
+            0u64,
+        );
+        let mut l = be.stream().launch_builder(&f);
+        l.arg(x)
+            .arg(&mut *y)
+            .arg(&r64)
+            .arg(&m.w)
+            .arg(&wlen)
+            .arg(&m.dims)
+            .arg(&nl)
+            .arg(&maxw)
+            .arg(&use_smem)
+            .arg(&act);
+        match deriv {
+            Some(dv) => l.arg(dv),
+            None => l.arg(&null),
+        };
+        l.arg(&hs);
+        // SAFETY: x ≥ rows·in, y ≥ rows·out (checked); deriv (when given) rows·hsum as
+        // allocated by the caller; weights/dims/shared memory as packed by DevMlp.
+        unsafe { l.launch(cfg) }?;
+        be.debug_sync()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn mlp_bwd(
+        &self,
+        m: &DevMlp,
+        gy: &CudaSlice<f32>,
+        gx: &mut CudaSlice<f32>,
+        rows: usize,
+        deriv: Option<&CudaSlice<f32>>,
+        ca: f32,
+        cb: f32,
+    ) -> CudaResult<()> {
+        let be = &self.be;
+        ensure(
+            gy.len() >= rows * m.output_dim() && gx.len() >= rows * m.input_dim(),
+            "cuda mlp bwd",
+            || "buffers too short".into(),
+        )?;
+        let f = be.func(KernelModule::Denoiser, "mlp_bwd_f32")?;
+        let (cfg, use_smem) = m.cfg(be, rows);
+        let (r64, wlen, nl, maxw, hs, null) = (
+            rows as i64,
+            m.wlen as i64,
+            m.nl(),
+            m.maxw as i32,
+            m.hsum as i32,
+            0u64,
+        );
+        let mut l = be.stream().launch_builder(&f);
+        l.arg(gy)
+            .arg(&mut *gx)
+            .arg(&r64)
+            .arg(&m.w)
+            .arg(&wlen)
+            .arg(&m.dims)
+            .arg(&nl)
+            .arg(&maxw)
+            .arg(&use_smem);
+        match deriv {
+            Some(dv) => l.arg(dv),
+            None => l.arg(&null),
+        };
+        l.arg(&hs).arg(&ca).arg(&cb);
+        // SAFETY: gy ≥ rows·out, gx ≥ rows·in (checked); deriv rows·hsum (allocated by the
+        // forward with the same rows); weights/dims/shared memory as packed by DevMlp.
+        unsafe { l.launch(cfg) }?;
+        be.debug_sync()
+    }
+
+    fn mlp_bwd_view(
+        &self,
+        gy: &CudaSlice<f32>,
+        gx: &mut CudaSlice<f32>,
+        rows: usize,
+        deriv: &cudarc::driver::CudaView<'_, f32>,
+        ca: f32,
+        cb: f32,
+    ) -> CudaResult<()> {
+        let (be, m) = (&self.be, &self.den);
+        ensure(
+            gy.len() >= rows * self.d && gx.len() >= rows * self.d && deriv.len() >= rows * m.hsum,
+            "cuda denoiser bwd",
+            || "buffers too short".into(),
+        )?;
+        let f = be.func(KernelModule::Denoiser, "mlp_bwd_f32")?;
+        let (cfg, use_smem) = m.cfg(be, rows);
+        let (r64, wlen, nl, maxw, hs) = (
+            rows as i64,
+            m.wlen as i64,
+            m.nl(),
+            m.maxw as i32,
+            m.hsum as i32,
+        );
+        let mut l = be.stream().launch_builder(&f);
+        l.arg(gy)
+            .arg(&mut *gx)
+            .arg(&r64)
+            .arg(&m.w)
+            .arg(&wlen)
+            .arg(&m.dims)
+            .arg(&nl)
+            .arg(&maxw)
+            .arg(&use_smem);
+        l.arg(deriv).arg(&hs).arg(&ca).arg(&cb);
+        // SAFETY: gy, gx ≥ rows·d and deriv ≥ rows·hsum (checked); denoiser in = out = d.
+        unsafe { l.launch(cfg) }?;
+        be.debug_sync()
+    }
+}
