@@ -10,3 +10,5 @@ echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --all-targets
+echo "== CUDA checks without a GPU (NVRTC compile + ptxas spills + clippy --features cuda)"
+bash scripts/cuda-check.sh

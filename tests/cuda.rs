@@ -308,6 +308,7 @@ fn apgd_iterations_match_cpu_from_a_fixed_start() {
                 rho: 0.75,
                 bounds: bounds.clone(),
                 seed: 3,
+                early_stop: true,
             };
             let c = single_run(&model, x.view(), &y, &ids, &p, 0, Some(x0.view()));
             let g =
