@@ -158,6 +158,8 @@ pub struct CnnKey<'a> {
 #[derive(Serialize)]
 pub struct NnmfKey<'a> {
     v: u32,
+    /// GPU and CPU fits differ in rounding: keep their entries apart.
+    device: crate::config::DevicePref,
     data: DataConfig,
     nnmf: &'a crate::config::NnmfConfig,
     seed: u64,
@@ -183,6 +185,7 @@ pub fn cnn_key(cfg: &JobConfig) -> CnnKey<'_> {
 pub fn nnmf_key(cfg: &JobConfig) -> NnmfKey<'_> {
     NnmfKey {
         v: CACHE_VERSION,
+        device: cfg.device,
         data: data_key(cfg),
         nnmf: &cfg.nnmf,
         seed: cfg.seed,

@@ -15,6 +15,7 @@ use super::stages::Trained;
 use super::Timings;
 use crate::attack::apgd::{attack_suite, ApgdParams};
 use crate::attack::{AttackModel, BoxConstraint};
+use crate::backend::DeviceCtx;
 use crate::config::{BoxKind, JobConfig, Protocol};
 use crate::diffusion::model::{BaseModel, Defended};
 use crate::error::Result;
@@ -147,7 +148,13 @@ fn attack_rows<M: AttackModel>(
 }
 
 /// Run every scenario of the job.
-pub fn evaluate(cfg: &JobConfig, tr: &Trained, t: &mut Timings) -> Result<Evaluation> {
+pub fn evaluate(
+    cfg: &JobConfig,
+    tr: &Trained,
+    t: &mut Timings,
+    ctx: &DeviceCtx,
+) -> Result<Evaluation> {
+    let _ = ctx;
     let (x, y, ids) = (tr.z_test.view(), &tr.y_test[..], &tr.test_ids[..]);
     let base = BaseModel { clf: &tr.clf };
     let def = Defended::new(
@@ -244,6 +251,32 @@ pub fn evaluate(cfg: &JobConfig, tr: &Trained, t: &mut Timings) -> Result<Evalua
             if eps > 0.0 && !todo.is_empty() {
                 let seed = key(cfg.seed, &[tag("attack-adaptive"), ei as u64]);
                 let (adv, ge, fb) = t.time(&format!("attack_adaptive_eps{eps}"), || {
+                    #[cfg(feature = "cuda")]
+                    if let Some(be) = &ctx.cuda {
+                        let cd = crate::backend::cuda::denoiser::CudaDefended::new(
+                            be,
+                            &tr.den.mlp,
+                            &tr.clf,
+                            &tr.den.sched,
+                            &tr.den.emb,
+                            cfg.diffusion.t_star,
+                            tr.den.predict,
+                        )
+                        .map_err(|e| crate::Error::Cuda(e.to_string()))?;
+                        return Ok(attack_rows(
+                            &cd,
+                            x,
+                            y,
+                            ids,
+                            &todo,
+                            cfg,
+                            eps,
+                            cfg.attack.eot,
+                            seed,
+                            &b,
+                            true,
+                        ));
+                    }
                     Ok(attack_rows(
                         &def,
                         x,

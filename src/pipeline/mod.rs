@@ -9,7 +9,7 @@ pub mod cached;
 pub mod evaluate;
 pub mod stages;
 
-use crate::backend::{self, Device};
+use crate::backend;
 use crate::config::LoadedJob;
 use crate::error::Result;
 use crate::progress::log;
@@ -67,7 +67,7 @@ pub fn run_job_cached(
 ) -> Result<(RunResult, PathBuf)> {
     let cfg = &job.config;
     let device = backend::select(cfg.device)?;
-    debug_assert_eq!(device, Device::Cpu);
+    let ctx = backend::DeviceCtx::open(device.clone())?;
     let out = opts
         .out
         .clone()
@@ -84,8 +84,8 @@ pub fn run_job_cached(
     ));
     let total = Instant::now();
     let mut timings = Timings::default();
-    let trained = stages::train_all(cfg, &mut timings, cache)?;
-    let eval = evaluate::evaluate(cfg, &trained, &mut timings)?;
+    let trained = stages::train_all(cfg, &mut timings, cache, &ctx)?;
+    let eval = evaluate::evaluate(cfg, &trained, &mut timings, &ctx)?;
     timings
         .0
         .push(("total".into(), total.elapsed().as_secs_f64()));

@@ -4,6 +4,7 @@
 
 use super::cached::*;
 use super::Timings;
+use crate::backend::DeviceCtx;
 use crate::cache::{Cacheable, StageCache};
 use crate::config::{DataFormat, EvalSplit, JobConfig, LrSchedule};
 use crate::data::{self, DataSource, Dataset};
@@ -171,7 +172,13 @@ fn train_params(cfg: &JobConfig, which: &str) -> TrainParams {
 }
 
 /// Train every stage of the pipeline (through `cache` when given).
-pub fn train_all(cfg: &JobConfig, t: &mut Timings, cache: Option<&StageCache>) -> Result<Trained> {
+pub fn train_all(
+    cfg: &JobConfig,
+    t: &mut Timings,
+    cache: Option<&StageCache>,
+    ctx: &DeviceCtx,
+) -> Result<Trained> {
+    let _ = ctx;
     let Prepared { ds, split } = prepare_data(cfg, t)?;
     let (h, w) = (ds.height, ds.width);
     let lab =
@@ -234,6 +241,26 @@ pub fn train_all(cfg: &JobConfig, t: &mut Timings, cache: Option<&StageCache>) -
             };
             let [xt, xv, xe] = xs();
             let train_labels: Vec<u8> = split.train.iter().map(|&i| ds.labels[i]).collect();
+            #[cfg(feature = "cuda")]
+            if let Some(be) = &ctx.cuda {
+                use crate::nmf::{NmfLoss, NmfMode};
+                if p.loss == NmfLoss::Frobenius && p.mode == NmfMode::Global {
+                    let cu = crate::backend::cuda::nmf::fit(be, xt.view(), &p)?;
+                    let (model, report) = cu;
+                    let tv = crate::backend::cuda::nmf::transform(be, &model, xv.view())?;
+                    let te = crate::backend::cuda::nmf::transform(be, &model, xe.view())?;
+                    return Ok(NnmfStage {
+                        coeffs: [report.coeffs, tv, te],
+                        basis: model.basis,
+                        objective: report.objective,
+                        iterations: report.iterations,
+                        converged: report.converged,
+                    });
+                }
+                crate::progress::log(
+                    "nnmf: the CUDA NNMF covers frobenius/global only; fitting on the CPU",
+                );
+            }
             let (model, report) = nmf::fit(xt.view(), &train_labels, &p)?;
             Ok(NnmfStage {
                 coeffs: [
