@@ -106,6 +106,9 @@ pub struct StatusArgs {
     /// Print only the counts.
     #[arg(long)]
     pub summary: bool,
+    /// Also open every done cell's result.h5 and read its metrics (unreadable → failed).
+    #[arg(long)]
+    pub verify: bool,
 }
 
 fn counts(st: &[Status]) -> String {
@@ -279,7 +282,17 @@ pub fn run_status(a: StatusArgs) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&csv)
         .with_context(|| format!("reading {} (is this a sweep folder?)", csv.display()))?;
     let ids = layout::read_cell_ids(&a.dir)?;
-    let st = status::cell_statuses(&a.dir, &ids);
+    let mut st = status::cell_statuses(&a.dir, &ids);
+    if a.verify {
+        for (id, s) in ids.iter().zip(st.iter_mut()) {
+            if s.status == Status::Done {
+                if let Err(e) = crate::results::h5::read_metrics(&paths::cell_result(&a.dir, id)) {
+                    s.status = Status::Failed;
+                    s.detail = format!("result.h5 unreadable: {e}");
+                }
+            }
+        }
+    }
     let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
     for (line, s) in lines.iter_mut().skip(1).zip(&st) {
         if let Some(cut) = line.rfind(',') {
