@@ -14,8 +14,11 @@
 //! only evaluate (e.g. the other ε values). Waiting on a lock holds a worker (or a Slurm
 //! allocation) idle, so the cells that build shared stages start first; the cheaper cells
 //! that reuse them follow and mostly hit the cache. One array task per cell (not one per
-//! (k, seed)) keeps the expensive per-ε attacks parallel. Measurements are in
-//! `docs/sweeps.md`.
+//! (k, seed)) keeps the expensive per-ε attacks parallel. Measured (debug build, 2 shared
+//! cores, 3 k × 3 ε on jobs/smoke.yaml with heavier training, `--jobs 2`): index order
+//! 6.4 / 6.7 s, owners-first 6.4 / 5.7 s: within noise on a tiny grid, and the stage counts
+//! are identical (locks guarantee them); the order matters where a waiting task holds a
+//! Slurm allocation. The real one-node cluster runs the 8-cell smoke array in ~6 s.
 
 pub mod cell;
 pub mod expand;

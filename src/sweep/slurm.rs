@@ -106,7 +106,7 @@ pub fn render_sbatch(
     let logs = paths::slurm_logs(dir).join("%A_%a.out");
     let mut out = vec![
         "#!/bin/bash".to_string(),
-        format!("# diffnmf {} sweep `{sweep_name}`: one array task per cell (rendered by `diffnmf sweep --executor slurm`)", env!("CARGO_PKG_VERSION")),
+        format!("# diffnmf sweep `{sweep_name}`: one array task per cell (rendered by `diffnmf sweep --executor slurm`)"),
         format!("#SBATCH --job-name={}", sbatch_value("name", &format!("diffnmf-{sweep_name}"))?),
         format!("#SBATCH --array=0-{}{par}", n_tasks - 1),
         format!("#SBATCH --output={}", sbatch_value("sweep dir", &logs.display().to_string())?),
