@@ -1,0 +1,426 @@
+//! Sweep files (`sweeps/*.yaml`): parsing and validation of the grid (axes, seeds, fixed
+//! overrides) and of the `slurm:` block. Every error names the sweep file and the key.
+
+use crate::error::{Error, Result};
+use serde::Serialize;
+use serde_yaml_ng::{Mapping, Value};
+use std::path::{Path, PathBuf};
+
+/// One axis of the grid: a dotted job key and the values it takes, in order.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Axis {
+    pub key: String,
+    pub values: Vec<Value>,
+}
+
+/// The `slurm:` block. Every value is a single line (checked) and is shell-quoted when
+/// rendered; `setup` lines run verbatim at the top of each task (module loads, env).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct SlurmSpec {
+    pub partition: Option<String>,
+    pub account: Option<String>,
+    pub qos: Option<String>,
+    pub time: Option<String>,
+    pub cpus_per_task: Option<String>,
+    pub mem: Option<String>,
+    pub gpus: Option<String>,
+    /// Array parallelism `%P` (default: all tasks at once).
+    pub parallelism: Option<usize>,
+    /// Extra `#SBATCH` options, each `--name` or `--name=value`.
+    pub extra_sbatch: Vec<String>,
+    /// Shell lines run before the cell (e.g. `module load hdf5`).
+    pub setup: Vec<String>,
+}
+
+/// A parsed sweep file.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SweepSpec {
+    pub name: String,
+    /// The sweep file itself.
+    pub path: PathBuf,
+    /// The base job, resolved to an absolute path.
+    pub base: PathBuf,
+    pub axes: Vec<Axis>,
+    pub seeds: Vec<u64>,
+    /// Fixed overrides applied to every cell (sweep file `set:` then `--set`).
+    pub set: Vec<(String, Value)>,
+    pub slurm: SlurmSpec,
+}
+
+fn err(path: &Path, msg: impl Into<String>) -> Error {
+    Error::Config {
+        path: path.to_path_buf(),
+        msg: msg.into(),
+    }
+}
+
+const TOP_KEYS: [&str; 6] = ["name", "base", "axes", "seeds", "set", "slurm"];
+
+/// Read and parse a sweep file; `cli_set` are extra `key=value` overrides for every cell.
+pub fn load_sweep(path: &Path, cli_set: &[String]) -> Result<SweepSpec> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    parse_sweep(path, &text, cli_set)
+}
+
+/// Parse sweep text; `path` locates the base job and names the file in errors.
+pub fn parse_sweep(path: &Path, text: &str, cli_set: &[String]) -> Result<SweepSpec> {
+    let raw: Value =
+        serde_yaml_ng::from_str(text).map_err(|e| err(path, format!("invalid YAML: {e}")))?;
+    let map = raw.as_mapping().ok_or_else(|| {
+        err(
+            path,
+            "a sweep file must be a YAML mapping (base, axes, seeds, …)",
+        )
+    })?;
+    for k in map.keys() {
+        let k = k.as_str().unwrap_or("?");
+        if !TOP_KEYS.contains(&k) {
+            return Err(err(
+                path,
+                format!("unknown key `{k}`; allowed: {}", TOP_KEYS.join(", ")),
+            ));
+        }
+    }
+    let get = |k: &str| map.get(Value::String(k.into()));
+    let name = match get("name") {
+        Some(v) => scalar(path, "name", v)?,
+        None => path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("sweep")
+            .to_string(),
+    };
+    if name.is_empty() || name.contains(['/', '\\', '\n']) || name.starts_with('.') {
+        return Err(err(
+            path,
+            format!("`name`: `{name}` must be a plain folder name"),
+        ));
+    }
+    let base_rel = match get("base") {
+        Some(v) => scalar(path, "base", v)?,
+        None => {
+            return Err(err(
+                path,
+                "`base` is missing: name a job file, e.g. base: jobs/paper.yaml",
+            ))
+        }
+    };
+    let base = resolve_base(path, &base_rel)?;
+    let axes = match get("axes") {
+        Some(Value::Mapping(m)) => parse_axes(path, m)?,
+        Some(Value::Null) | None => vec![],
+        Some(_) => {
+            return Err(err(
+                path,
+                "`axes` must be a mapping of dotted job keys to values",
+            ))
+        }
+    };
+    let seeds = match get("seeds") {
+        None | Some(Value::Null) => vec![],
+        Some(Value::Sequence(s)) if s.is_empty() => {
+            return Err(err(
+                path,
+                "`seeds` is empty: list at least one seed or omit it",
+            ))
+        }
+        Some(Value::Sequence(s)) => s
+            .iter()
+            .map(|v| {
+                v.as_u64().ok_or_else(|| {
+                    err(
+                        path,
+                        format!("`seeds`: `{}` is not a non-negative integer", show(v)),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>>>()?,
+        Some(v) => match v.as_u64() {
+            Some(s) => vec![s],
+            None => {
+                return Err(err(
+                    path,
+                    "`seeds` must be a list of non-negative integers, e.g. [0, 1, 2]",
+                ))
+            }
+        },
+    };
+    let mut set = vec![];
+    match get("set") {
+        None | Some(Value::Null) => {}
+        Some(Value::Mapping(m)) => {
+            for (k, v) in m {
+                set.push((key_str(path, "set", k)?, v.clone()));
+            }
+        }
+        Some(_) => {
+            return Err(err(
+                path,
+                "`set` must be a mapping of dotted job keys to values",
+            ))
+        }
+    }
+    for ov in cli_set {
+        let (k, v) = ov
+            .split_once('=')
+            .ok_or_else(|| err(path, format!("--set `{ov}`: expected key=value")))?;
+        let v: Value = serde_yaml_ng::from_str(v)
+            .map_err(|e| err(path, format!("--set {k}: `{v}` is not valid YAML: {e}")))?;
+        set.push((k.trim().to_string(), v));
+    }
+    let slurm = match get("slurm") {
+        None | Some(Value::Null) => SlurmSpec::default(),
+        Some(Value::Mapping(m)) => parse_slurm(path, m)?,
+        Some(_) => return Err(err(path, "`slurm` must be a mapping (partition, time, …)")),
+    };
+    Ok(SweepSpec {
+        name,
+        path: path.to_path_buf(),
+        base,
+        axes,
+        seeds,
+        set,
+        slurm,
+    })
+}
+
+/// `base` relative to the sweep file's folder, else to the working directory.
+fn resolve_base(path: &Path, rel: &str) -> Result<PathBuf> {
+    let rel = Path::new(rel);
+    let mut tries = vec![];
+    if rel.is_absolute() {
+        tries.push(rel.to_path_buf());
+    } else {
+        if let Some(dir) = path.parent() {
+            tries.push(dir.join(rel));
+        }
+        tries.push(rel.to_path_buf());
+    }
+    for t in &tries {
+        if t.is_file() {
+            return std::path::absolute(t).map_err(|e| Error::io(t, e));
+        }
+    }
+    Err(err(
+        path,
+        format!(
+            "`base`: job file `{}` not found (looked relative to the sweep file and to the working directory)",
+            rel.display()
+        ),
+    ))
+}
+
+fn show(v: &Value) -> String {
+    serde_yaml_ng::to_string(v)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| format!("{v:?}"))
+}
+
+fn scalar(path: &Path, key: &str, v: &Value) -> Result<String> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(n) => Ok(n.to_string()),
+        Value::Bool(b) => Ok(b.to_string()),
+        _ => Err(err(
+            path,
+            format!("`{key}` must be a single value, not `{}`", show(v)),
+        )),
+    }
+}
+
+fn key_str(path: &Path, section: &str, k: &Value) -> Result<String> {
+    k.as_str().map(str::to_string).ok_or_else(|| {
+        err(
+            path,
+            format!(
+                "`{section}`: key `{}` must be a dotted name like nnmf.k",
+                show(k)
+            ),
+        )
+    })
+}
+
+fn parse_axes(path: &Path, m: &Mapping) -> Result<Vec<Axis>> {
+    let mut axes = vec![];
+    for (k, v) in m {
+        let key = key_str(path, "axes", k)?;
+        let values = axis_values(path, &key, v)?;
+        if values.is_empty() {
+            return Err(err(
+                path,
+                format!("axis `{key}` is empty: give it at least one value"),
+            ));
+        }
+        axes.push(Axis { key, values });
+    }
+    Ok(axes)
+}
+
+/// A list, `{range: [lo, hi], step: s}` (integers, inclusive) or `{log: [lo, hi], num: n}`.
+fn axis_values(path: &Path, key: &str, v: &Value) -> Result<Vec<Value>> {
+    let bad = |msg: String| err(path, format!("axis `{key}`: {msg}"));
+    match v {
+        Value::Sequence(s) => Ok(s.clone()),
+        Value::Mapping(m) => {
+            let f = |n: &str| m.get(Value::String(n.into()));
+            let pair = |n: &str| -> Result<(Value, Value)> {
+                match f(n) {
+                    Some(Value::Sequence(s)) if s.len() == 2 => Ok((s[0].clone(), s[1].clone())),
+                    _ => Err(bad(format!("`{n}` must be a pair [lo, hi]"))),
+                }
+            };
+            if let Some(other) = m
+                .keys()
+                .find(|k| !matches!(k.as_str(), Some("range" | "step" | "log" | "num")))
+            {
+                return Err(bad(format!(
+                    "unknown field `{}` (use range+step or log+num)",
+                    show(other)
+                )));
+            }
+            if f("range").is_some() {
+                let (lo, hi) = pair("range")?;
+                let (lo, hi) = match (lo.as_i64(), hi.as_i64()) {
+                    (Some(a), Some(b)) => (a, b),
+                    _ => return Err(bad("`range` bounds must be integers".into())),
+                };
+                let step = f("step").map_or(Some(1), Value::as_i64);
+                let step = step.ok_or_else(|| bad("`step` must be an integer".into()))?;
+                if step <= 0 {
+                    return Err(bad(format!("`step` = {step} must be > 0")));
+                }
+                if hi < lo {
+                    return Err(bad(format!("`range` [{lo}, {hi}] is empty (hi < lo)")));
+                }
+                Ok((lo..=hi).step_by(step as usize).map(Value::from).collect())
+            } else if f("log").is_some() {
+                let (lo, hi) = pair("log")?;
+                let (lo, hi) = match (lo.as_f64(), hi.as_f64()) {
+                    (Some(a), Some(b)) => (a, b),
+                    _ => return Err(bad("`log` bounds must be numbers".into())),
+                };
+                if !(lo > 0.0 && hi >= lo && hi.is_finite()) {
+                    return Err(bad(format!("`log` [{lo}, {hi}] needs 0 < lo <= hi")));
+                }
+                let num = f("num").and_then(Value::as_u64).ok_or_else(|| {
+                    bad("`num` (a positive integer) is required with `log`".into())
+                })?;
+                if num == 0 {
+                    return Err(bad("`num` = 0: give at least one point".into()));
+                }
+                Ok(log_points(lo, hi, num as usize)
+                    .into_iter()
+                    .map(Value::from)
+                    .collect())
+            } else {
+                Err(bad(
+                    "a mapping axis needs `range: [lo, hi]` (+ `step`) or `log: [lo, hi]` + `num`"
+                        .into(),
+                ))
+            }
+        }
+        _ => Err(bad(format!(
+            "`{}` is not a list of values or a range",
+            show(v)
+        ))),
+    }
+}
+
+/// `num` geometrically spaced points from `lo` to `hi` inclusive, rounded to 6 significant
+/// digits so that the values print (and hash) the same everywhere.
+pub fn log_points(lo: f64, hi: f64, num: usize) -> Vec<f64> {
+    (0..num)
+        .map(|i| {
+            let t = if num == 1 {
+                0.0
+            } else {
+                i as f64 / (num - 1) as f64
+            };
+            let x = (lo.ln() + t * (hi.ln() - lo.ln())).exp();
+            let s = 10f64.powi(5 - x.log10().floor() as i32);
+            (x * s).round() / s
+        })
+        .collect()
+}
+
+const SLURM_KEYS: [&str; 10] = [
+    "partition",
+    "account",
+    "qos",
+    "time",
+    "cpus_per_task",
+    "mem",
+    "gpus",
+    "parallelism",
+    "extra_sbatch",
+    "setup",
+];
+
+fn parse_slurm(path: &Path, m: &Mapping) -> Result<SlurmSpec> {
+    let mut s = SlurmSpec::default();
+    for (k, v) in m {
+        let key = key_str(path, "slurm", k)?;
+        let full = format!("slurm.{key}");
+        if v.is_null() {
+            continue;
+        }
+        let one = || -> Result<Option<String>> {
+            let val = scalar(path, &full, v)?;
+            check_line(path, &full, &val)?;
+            Ok(Some(val))
+        };
+        let lines = || -> Result<Vec<String>> {
+            let items: Vec<Value> = match v {
+                Value::Sequence(s) => s.clone(),
+                other => vec![other.clone()],
+            };
+            items
+                .iter()
+                .map(|x| {
+                    let val = scalar(path, &full, x)?;
+                    check_line(path, &full, &val)?;
+                    Ok(val)
+                })
+                .collect()
+        };
+        match key.as_str() {
+            "partition" => s.partition = one()?,
+            "account" => s.account = one()?,
+            "qos" => s.qos = one()?,
+            "time" => s.time = one()?,
+            "cpus_per_task" => s.cpus_per_task = one()?,
+            "mem" => s.mem = one()?,
+            "gpus" => s.gpus = one()?,
+            "parallelism" => {
+                let p = v.as_u64().filter(|&p| p > 0).ok_or_else(|| {
+                    err(
+                        path,
+                        format!("`{full}` must be a positive integer (tasks running at once)"),
+                    )
+                })?;
+                s.parallelism = Some(p as usize);
+            }
+            "extra_sbatch" => s.extra_sbatch = lines()?,
+            "setup" => s.setup = lines()?,
+            _ => {
+                return Err(err(
+                    path,
+                    format!("unknown key `{full}`; allowed: {}", SLURM_KEYS.join(", ")),
+                ))
+            }
+        }
+    }
+    Ok(s)
+}
+
+/// Values end up on one `#SBATCH` or shell line: no newlines, NULs or other control
+/// characters.
+pub fn check_line(path: &Path, key: &str, v: &str) -> Result<()> {
+    if v.chars().any(|c| c.is_control()) {
+        return Err(err(
+            path,
+            format!("`{key}`: value {v:?} contains a newline or control character; give one line"),
+        ));
+    }
+    Ok(())
+}
