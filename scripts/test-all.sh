@@ -10,5 +10,7 @@ echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --all-targets
+echo "== slurm suite (real one-node cluster: sweeps/smoke.yaml as a job array, scancel + --resume)"
+bash scripts/slurm-suite.sh
 echo "== CUDA checks without a GPU (NVRTC compile + ptxas spills + clippy --features cuda)"
 bash scripts/cuda-check.sh
