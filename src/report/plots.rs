@@ -104,6 +104,15 @@ pub struct LineFig {
     pub y_range: Option<(f64, f64)>,
 }
 
+/// Compact tick label: integers without decimals, others with ≤ 4 significant decimals.
+fn tick(v: f64) -> String {
+    if (v - v.round()).abs() < 1e-9 * v.abs().max(1.0) {
+        return format!("{}", v.round());
+    }
+    let s = format!("{v:.4}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
 fn range_of(vals: impl Iterator<Item = f64>) -> (f64, f64) {
     let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
     for v in vals.filter(|v| v.is_finite()) {
@@ -140,6 +149,8 @@ impl LineFig {
             .build_cartesian_2d(x0..x1, y0..y1)?;
         chart
             .configure_mesh()
+            .x_label_formatter(&|v| tick(*v))
+            .y_label_formatter(&|v| tick(*v))
             .x_desc(&self.x_desc)
             .y_desc(&self.y_desc)
             .label_style(("sans-serif", fs - 2))
@@ -157,7 +168,7 @@ impl LineFig {
                 poly.extend(band.iter().rev().map(|p| (p.0, p.2.max(y0))));
                 chart.draw_series(std::iter::once(Polygon::new(
                     poly,
-                    s.color.mix(0.18).filled(),
+                    s.color.mix(0.15).filled(),
                 )))?;
             }
             let line: Vec<(f64, f64)> = s.points.iter().map(|p| (p.0, p.1)).collect();
@@ -328,22 +339,21 @@ impl Figure for ConfusionFig {
                 .margin(12)
                 .x_label_area_size(44)
                 .y_label_area_size(50)
-                .build_cartesian_2d((0..c).into_segmented(), (0..c).into_segmented())?;
-            let lab = move |v: &SegmentValue<i32>| match v {
-                SegmentValue::CenterOf(i) => i.to_string(),
-                _ => String::new(),
+                .build_cartesian_2d(-0.5..c as f64 - 0.5, -0.5..c as f64 - 0.5)?;
+            // Integer ticks only; the y axis shows true class 0 at the top.
+            let int = move |v: f64| {
+                let r = v.round();
+                ((v - r).abs() < 1e-6 && r >= 0.0 && r < c as f64).then_some(r as i32)
             };
-            let rev = move |v: &SegmentValue<i32>| match v {
-                SegmentValue::CenterOf(i) => (c - 1 - i).to_string(),
-                _ => String::new(),
-            };
+            let lab = move |v: &f64| int(*v).map_or(String::new(), |i| i.to_string());
+            let rev = move |v: &f64| int(*v).map_or(String::new(), |i| (c - 1 - i).to_string());
             chart
                 .configure_mesh()
                 .disable_mesh()
                 .x_desc("predicted class")
                 .y_desc("true class")
-                .x_labels(c as usize)
-                .y_labels(c as usize)
+                .x_labels(c as usize + 1)
+                .y_labels(c as usize + 1)
                 .x_label_formatter(&lab)
                 .y_label_formatter(&rev)
                 .label_style(("sans-serif", 13))
@@ -359,21 +369,18 @@ impl Figure for ConfusionFig {
                         0.0
                     };
                     let shade = |a: u8| (255.0 - rate * (255.0 - a as f64)) as u8;
-                    let y = c - 1 - t;
+                    let (x, y) = (p as f64, (c - 1 - t) as f64);
                     let fill = RGBColor(shade(8), shade(48), shade(107));
                     chart.draw_series(std::iter::once(Rectangle::new(
-                        [
-                            (SegmentValue::Exact(p), SegmentValue::Exact(y)),
-                            (SegmentValue::Exact(p + 1), SegmentValue::Exact(y + 1)),
-                        ],
+                        [(x - 0.5, y - 0.5), (x + 0.5, y + 0.5)],
                         fill.filled(),
                     )))?;
                     if v > 0 {
                         let color = if rate > 0.5 { WHITE } else { BLACK };
                         chart.draw_series(std::iter::once(Text::new(
                             v.to_string(),
-                            (SegmentValue::CenterOf(p), SegmentValue::CenterOf(y)),
-                            ("sans-serif", 11)
+                            (x, y),
+                            ("sans-serif", 12)
                                 .into_font()
                                 .color(&color)
                                 .pos(Pos::new(HPos::Center, VPos::Center)),
@@ -381,6 +388,10 @@ impl Figure for ConfusionFig {
                     }
                 }
             }
+            chart.draw_series(std::iter::once(Rectangle::new(
+                [(-0.5, -0.5), (c as f64 - 0.5, c as f64 - 0.5)],
+                RGBColor(120, 120, 120),
+            )))?;
         }
         Ok(())
     }

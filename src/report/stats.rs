@@ -196,6 +196,14 @@ mod tests {
     }
 
     #[test]
+    fn two_dof_quantile_matches_closed_form() {
+        for p in [0.6, 0.9, 0.975, 0.995] {
+            let want = (2.0 * p - 1.0) * (2.0 / (4.0 * p * (1.0 - p))).sqrt();
+            assert!((t_quantile(p, 2.0) - want).abs() < 1e-11 * want, "p = {p}");
+        }
+    }
+
+    #[test]
     fn cdf_of_one_dof_is_cauchy_and_gamma_is_factorial() {
         for t in [-3.0, -0.5, 0.0, 0.7, 4.0] {
             let cauchy = 0.5 + f64::atan(t) / std::f64::consts::PI;

@@ -22,6 +22,7 @@ pub struct Plot {
 pub fn slug(s: &str) -> String {
     let mut out: String = s
         .chars()
+        .filter(|&c| c != '=')
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '.' {
                 c
