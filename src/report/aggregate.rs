@@ -138,8 +138,11 @@ pub fn read_sweep(dir: &Path) -> Result<Sweep> {
     })
 }
 
+/// One tidy metric row: (scenario, protocol, ε, metric, value).
+pub type MetricRow = (String, String, f64, String, f64);
+
 /// Tidy metric rows of a finished cell: `metrics.csv`, or `result.h5` when the CSV is absent.
-pub fn cell_metrics(cell: &Cell) -> Result<Vec<(String, String, f64, String, f64)>> {
+pub fn cell_metrics(cell: &Cell) -> Result<Vec<MetricRow>> {
     let csv = cell.dir.join(crate::results::paths::METRICS_CSV);
     if !csv.exists() {
         return h5::read_metrics(&cell.dir.join(crate::results::paths::RESULT_H5));

@@ -197,7 +197,7 @@ mod tests {
 
     #[test]
     fn two_dof_quantile_matches_closed_form() {
-        for p in [0.6, 0.9, 0.975, 0.995] {
+        for p in [0.6f64, 0.9, 0.975, 0.995] {
             let want = (2.0 * p - 1.0) * (2.0 / (4.0 * p * (1.0 - p))).sqrt();
             assert!((t_quantile(p, 2.0) - want).abs() < 1e-11 * want, "p = {p}");
         }
