@@ -1,22 +1,134 @@
-//! Aggregation across seeds, rank optimisation, plots and the paper-style report
-//! (OWNER: report helper).
+//! Aggregation across seeds, rank optimisation, plots and the paper-style report.
+//!
+//! - [`aggregate`]: read a sweep folder, statistics per (axis values, scenario, protocol, ε,
+//!   metric) across seeds → `summary.csv`, `summary.h5`, `tables.md`.
+//! - [`stats`]: mean, sample std, Student-t 95 % CI.
+//! - [`plots`] / [`sweep_plots`]: PNG + SVG figures with an embedded font.
+//! - [`optimize`] / [`objective`]: choosing the NNMF rank on validation data only.
+//! - [`report`]: `report.md` with the paper's tables beside ours and the sanity checks.
+
+pub mod aggregate;
+pub mod objective;
+pub mod optimize;
+mod optimize_out;
+pub mod plots;
+#[allow(clippy::module_inception)]
+pub mod report;
+pub mod stats;
+pub mod sweep_plots;
+
+use crate::progress::log;
+use anyhow::Context;
+use std::path::PathBuf;
 
 /// Arguments of `diffnmf aggregate`.
 #[derive(clap::Args, Debug)]
-pub struct AggregateArgs {}
+pub struct AggregateArgs {
+    /// Sweep folder (holds cells.csv and cells/<id>/).
+    pub dir: PathBuf,
+    /// Skip the plots (tables only).
+    #[arg(long)]
+    pub no_plots: bool,
+}
+
 /// Arguments of `diffnmf optimize-rank`.
 #[derive(clap::Args, Debug)]
-pub struct OptimizeArgs {}
+pub struct OptimizeArgs {
+    /// Job file (e.g. jobs/paper.yaml).
+    pub job: PathBuf,
+    /// Candidate ranks: `8..128` (step 8), `8..128:16`, or `8,16,32`.
+    #[arg(long)]
+    pub k: String,
+    /// clean_def | clean_base | robust_base@EPS | robust_def_transfer@EPS |
+    /// robust_def_adaptive@EPS | weighted:W*TERM+W*TERM (validation accuracy).
+    #[arg(long, default_value = "robust_def_adaptive@0.25")]
+    pub objective: String,
+    /// grid (every k), golden (golden-section, assumes a unimodal curve), halving
+    /// (successive halving over training budgets).
+    #[arg(long, value_enum, default_value = "grid")]
+    pub search: optimize::Search,
+    /// Override a job key (repeatable), e.g. --set attack.iterations=50.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Output folder (default results/<job name>_optimize).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Threads (default: SLURM_CPUS_PER_TASK if set, else all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
 /// Arguments of `diffnmf report`.
 #[derive(clap::Args, Debug)]
-pub struct ReportArgs {}
+pub struct ReportArgs {
+    /// Sweep folder.
+    pub dir: PathBuf,
+    /// The k of Table 1 (a value of the sweep's nnmf.k axis; default: the first one).
+    #[arg(long)]
+    pub k_fixed: Option<String>,
+    /// Output folder of `diffnmf optimize-rank` (Table 2).
+    #[arg(long)]
+    pub optimize: Option<PathBuf>,
+}
 
-pub fn run_aggregate(_a: AggregateArgs) -> anyhow::Result<()> {
-    anyhow::bail!("diffnmf aggregate is not available in this build yet")
+pub fn run_aggregate(a: AggregateArgs) -> anyhow::Result<()> {
+    let s =
+        aggregate::aggregate(&a.dir).with_context(|| format!("aggregating {}", a.dir.display()))?;
+    aggregate::write_outputs(&s)?;
+    let mut n_plots = 0;
+    if !a.no_plots {
+        n_plots = sweep_plots::sweep_plots(&s)?.len();
+    }
+    if !s.missing.is_empty() {
+        log(format!(
+            "aggregate: {} of {} cells missing: {}",
+            s.missing.len(),
+            s.sweep.cells.len(),
+            s.missing.join(", ")
+        ));
+    }
+    log(format!(
+        "aggregate: {} rows from {} finished cells → {}/{{summary.csv, summary.h5, tables.md}}, {n_plots} plots in plots/",
+        s.rows.len(),
+        s.sweep.cells.len() - s.missing.len(),
+        a.dir.display()
+    ));
+    Ok(())
 }
-pub fn run_optimize(_a: OptimizeArgs) -> anyhow::Result<()> {
-    anyhow::bail!("diffnmf optimize-rank is not available in this build yet")
+
+pub fn run_optimize(a: OptimizeArgs) -> anyhow::Result<()> {
+    let threads = crate::backend::thread_count(a.threads);
+    crate::backend::init_threads(threads);
+    let name = crate::config::load_job(&a.job, &a.set)
+        .with_context(|| format!("loading job {}", a.job.display()))?
+        .config
+        .name;
+    let opts = optimize::OptimizeOptions {
+        ks: optimize::parse_k(&a.k)?,
+        objective: objective::Objective::parse(&a.objective)?,
+        search: a.search,
+        overrides: a.set,
+        out: a
+            .out
+            .unwrap_or_else(|| crate::results::paths::default_out(&format!("{name}_optimize"))),
+        threads,
+        final_run: true,
+    };
+    let o = optimize::optimize(&a.job, &opts).context("optimize-rank")?;
+    println!(
+        "chosen k = {} (validation {} = {:.4}, {} fits); Table 2: {}",
+        o.chosen_k,
+        opts.objective.spec,
+        o.chosen_objective,
+        o.trace.len(),
+        opts.out.join("table2.md").display()
+    );
+    Ok(())
 }
-pub fn run_report(_a: ReportArgs) -> anyhow::Result<()> {
-    anyhow::bail!("diffnmf report is not available in this build yet")
+
+pub fn run_report(a: ReportArgs) -> anyhow::Result<()> {
+    let p = report::write_report(&a.dir, a.k_fixed.as_deref(), a.optimize.as_deref())
+        .with_context(|| format!("report for {}", a.dir.display()))?;
+    log(format!("wrote {}", p.display()));
+    Ok(())
 }

@@ -1,0 +1,440 @@
+//! The plots of an aggregated sweep (`<sweep dir>/plots/`): per config, robust accuracy vs ε
+//! with confidence bands across seeds; accuracy vs k when the sweep has an `nnmf.k` axis; and
+//! from one representative cell (the first finished seed) the NNMF basis, confusion matrices
+//! and training / NNMF objective curves.
+
+use super::aggregate::{configs, Cell, Summary};
+use super::plots::*;
+use crate::error::{Error, Result};
+use hdf5::types::VarLenUnicode;
+use ndarray::Array2;
+use std::path::{Path, PathBuf};
+
+/// A written plot: kind, config label, PNG path (the SVG sits beside it).
+#[derive(Clone, Debug)]
+pub struct Plot {
+    pub kind: &'static str,
+    pub label: String,
+    pub png: PathBuf,
+}
+
+/// File-name-safe form of a label.
+pub fn slug(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .filter(|&c| c != '=')
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    while out.contains("__") {
+        out = out.replace("__", "_");
+    }
+    out.trim_matches('_').to_string()
+}
+
+fn series(
+    s: &Summary,
+    cfg: &[String],
+    sc: &str,
+    pr: &str,
+    label: &str,
+    color: RGBColorAlias,
+) -> Series {
+    let points = s
+        .eps_values(cfg)
+        .into_iter()
+        .filter_map(|e| {
+            s.get(cfg, sc, pr, e, "accuracy")
+                .map(|st| (e, st.mean, st.mean - st.ci95, st.mean + st.ci95))
+        })
+        .collect();
+    Series {
+        label: label.into(),
+        color,
+        points,
+    }
+}
+
+type RGBColorAlias = plotters::style::RGBColor;
+
+/// Everything a cell's `result.h5` offers for plotting.
+pub struct CellData {
+    pub basis: Option<(Array2<f32>, usize, usize)>,
+    /// (scenario, protocol, ε, confusion)
+    pub confusions: Vec<(String, String, f64, Array2<u64>)>,
+    /// (group, name, values)
+    pub curves: Vec<(String, String, Vec<f64>)>,
+    pub objective: Vec<f64>,
+}
+
+/// Read the plot inputs of `<cell>/result.h5`.
+pub fn read_cell(path: &Path) -> Result<CellData> {
+    let inner = || -> hdf5::Result<CellData> {
+        let f = crate::results::h5::open_file(path)?;
+        let n = f.group("nnmf")?;
+        let basis = match n.dataset("W") {
+            Ok(d) => {
+                let h = n.attr("image_height")?.read_scalar::<u64>()? as usize;
+                let w = n.attr("image_width")?.read_scalar::<u64>()? as usize;
+                Some((d.read_2d::<f32>()?, h, w))
+            }
+            Err(_) => None,
+        };
+        let objective = n.dataset("objective")?.read_raw::<f64>()?;
+        let mut confusions = vec![];
+        let sg = f.group("scenarios")?;
+        for name in sg.member_names()? {
+            let g = sg.group(&name)?;
+            let s = g
+                .attr("scenario")?
+                .read_scalar::<VarLenUnicode>()?
+                .to_string();
+            let p = g
+                .attr("protocol")?
+                .read_scalar::<VarLenUnicode>()?
+                .to_string();
+            let e = g.attr("eps")?.read_scalar::<f64>()?;
+            confusions.push((s, p, e, g.dataset("confusion")?.read_2d::<u64>()?));
+        }
+        let mut curves = vec![];
+        let tg = f.group("training")?;
+        for gname in tg.member_names()? {
+            let g = tg.group(&gname)?;
+            for dname in g.member_names()? {
+                curves.push((
+                    gname.clone(),
+                    dname.clone(),
+                    g.dataset(&dname)?.read_raw::<f64>()?,
+                ));
+            }
+        }
+        Ok(CellData {
+            basis,
+            confusions,
+            curves,
+            objective,
+        })
+    };
+    inner().map_err(|e| Error::Results {
+        path: path.to_path_buf(),
+        msg: format!("hdf5: {e}"),
+    })
+}
+
+fn curve_panels(d: &CellData) -> Vec<LineFig> {
+    let mut panels = vec![];
+    for (group, title) in [
+        ("cnn", "CNN"),
+        ("classifier", "MLP classifier"),
+        ("denoiser", "feature denoiser (MSE)"),
+    ] {
+        let mut ser = vec![];
+        for (name, color) in [("train_loss", TRANSFER), ("val_loss", BASE)] {
+            if let Some(c) = d.curves.iter().find(|c| c.0 == group && c.1 == name) {
+                ser.push(Series {
+                    label: name.replace('_', " "),
+                    color,
+                    points: c
+                        .2
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &v)| ((i + 1) as f64, v, f64::NAN, f64::NAN))
+                        .collect(),
+                });
+            }
+        }
+        if !ser.is_empty() {
+            panels.push(LineFig {
+                title: format!("{title} loss"),
+                x_desc: "epoch".into(),
+                y_desc: "loss".into(),
+                series: ser,
+                y_range: None,
+            });
+        }
+    }
+    let acc: Vec<Series> = [
+        ("cnn", "CNN", ORANGE),
+        ("classifier", "MLP classifier", ADAPTIVE),
+    ]
+    .iter()
+    .filter_map(|(g, l, c)| {
+        d.curves
+            .iter()
+            .find(|x| x.0 == *g && x.1 == "val_accuracy")
+            .map(|x| Series {
+                label: l.to_string(),
+                color: *c,
+                points: x
+                    .2
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| ((i + 1) as f64, v, f64::NAN, f64::NAN))
+                    .collect(),
+            })
+    })
+    .collect();
+    if !acc.is_empty() {
+        panels.push(LineFig {
+            title: "validation accuracy".into(),
+            x_desc: "epoch".into(),
+            y_desc: "accuracy".into(),
+            series: acc,
+            y_range: None,
+        });
+    }
+    if !d.objective.is_empty() {
+        panels.push(LineFig {
+            title: "NNMF objective".into(),
+            x_desc: "multiplicative-update iteration".into(),
+            y_desc: "objective".into(),
+            series: vec![Series {
+                label: "objective".into(),
+                color: CLEAN_BASE,
+                points: d
+                    .objective
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| ((i + 1) as f64, v, f64::NAN, f64::NAN))
+                    .collect(),
+            }],
+            y_range: None,
+        });
+    }
+    panels
+}
+
+fn cell_plots(dir: &Path, label: &str, cell: &Cell, out: &mut Vec<Plot>) -> Result<()> {
+    let d = read_cell(&cell.dir.join(crate::results::paths::RESULT_H5))?;
+    let tag = slug(label);
+    let who = format!("{label}, seed {}", cell.seed);
+    if let Some((w, h, wd)) = &d.basis {
+        let fig = BasisFig {
+            title: format!("NNMF basis W: {} parts of {h}×{wd} ({who})", w.nrows()),
+            w: w.clone(),
+            height: *h,
+            width: *wd,
+        };
+        out.push(Plot {
+            kind: "basis",
+            label: label.into(),
+            png: render(dir, &format!("basis_{tag}"), &fig)?,
+        });
+    }
+    let mut pos: Vec<f64> = d
+        .confusions
+        .iter()
+        .map(|c| c.2)
+        .filter(|&e| e > 0.0)
+        .collect();
+    pos.sort_by(f64::total_cmp);
+    pos.dedup();
+    let mid = pos.get(pos.len().saturating_sub(1) / 2).copied();
+    let mut panels = vec![];
+    for (s, p, e) in [
+        ("clean_base", "none", None),
+        ("clean_def", "none", None),
+        ("robust_base", "none", mid),
+        ("robust_def", "adaptive", mid),
+        ("robust_def", "transfer", mid),
+    ] {
+        if panels.len() == 4 {
+            break;
+        }
+        if let Some(c) = d
+            .confusions
+            .iter()
+            .find(|c| c.0 == s && c.1 == p && e.is_none_or(|e| c.2 == e))
+        {
+            let name = super::aggregate::row_label(s, p);
+            let title = match e {
+                Some(e) => format!("{name}, ε = {e}"),
+                None => name,
+            };
+            panels.push((title, c.3.clone()));
+        }
+    }
+    if !panels.is_empty() {
+        let fig = ConfusionFig {
+            title: format!("Confusion matrices ({who})"),
+            panels,
+        };
+        out.push(Plot {
+            kind: "confusion",
+            label: label.into(),
+            png: render(dir, &format!("confusion_{tag}"), &fig)?,
+        });
+    }
+    let panels = curve_panels(&d);
+    if !panels.is_empty() {
+        let fig = PanelsFig {
+            title: format!("Training curves ({who})"),
+            panels,
+        };
+        out.push(Plot {
+            kind: "curves",
+            label: label.into(),
+            png: render(dir, &format!("curves_{tag}"), &fig)?,
+        });
+    }
+    Ok(())
+}
+
+/// Write every plot of the summary into `<sweep dir>/plots/`.
+pub fn sweep_plots(s: &Summary) -> Result<Vec<Plot>> {
+    let dir = s.sweep.dir.join("plots");
+    let mut out = vec![];
+    let cfgs = configs(s);
+    for cfg in &cfgs {
+        let label = s.config_label(cfg);
+        let n = s
+            .get(cfg, "clean_base", "none", 0.0, "accuracy")
+            .map_or(0, |st| st.n);
+        let fig = LineFig {
+            title: format!("Robust accuracy vs ε ({label}; n = {n} seeds, band = 95% CI)"),
+            x_desc: "ε (L∞ budget on the z-scored hybrid features)".into(),
+            y_desc: "accuracy".into(),
+            series: vec![
+                series(s, cfg, "robust_base", "none", "base (undefended)", BASE),
+                series(
+                    s,
+                    cfg,
+                    "robust_def",
+                    "transfer",
+                    "defended, transfer attack",
+                    TRANSFER,
+                ),
+                series(
+                    s,
+                    cfg,
+                    "robust_def",
+                    "adaptive",
+                    "defended, adaptive attack (EOT)",
+                    ADAPTIVE,
+                ),
+            ]
+            .into_iter()
+            .filter(|x| !x.points.is_empty())
+            .collect(),
+            y_range: Some((0.0, 1.02)),
+        };
+        out.push(Plot {
+            kind: "robust_vs_eps",
+            label: label.clone(),
+            png: render(&dir, &format!("robust_vs_eps_{}", slug(&label)), &fig)?,
+        });
+        if let Some(cell) = s
+            .sweep
+            .cells
+            .iter()
+            .find(|c| c.done && &c.axis_values == cfg)
+        {
+            cell_plots(&dir, &label, cell, &mut out)?;
+        }
+    }
+    // Accuracy vs k, for each combination of the other axes and each ε > 0.
+    if let Some(ki) = s
+        .sweep
+        .axes
+        .iter()
+        .position(|a| a == "nnmf.k" || a.ends_with(".k"))
+    {
+        let mut others: Vec<Vec<String>> = vec![];
+        for c in &cfgs {
+            let mut o = c.clone();
+            o.remove(ki);
+            if !others.contains(&o) {
+                others.push(o);
+            }
+        }
+        for o in others {
+            let mut group: Vec<(f64, &Vec<String>)> = cfgs
+                .iter()
+                .filter(|c| {
+                    let mut x = (*c).clone();
+                    x.remove(ki);
+                    x == o
+                })
+                .filter_map(|c| c[ki].trim().parse::<f64>().ok().map(|k| (k, c)))
+                .collect();
+            group.sort_by(|a, b| a.0.total_cmp(&b.0));
+            if group.len() < 2 {
+                continue;
+            }
+            let mut eps: Vec<f64> = group
+                .iter()
+                .flat_map(|g| s.eps_values(g.1))
+                .filter(|&e| e > 0.0)
+                .collect();
+            eps.sort_by(f64::total_cmp);
+            eps.dedup();
+            let rest: Vec<String> = s
+                .sweep
+                .axes
+                .iter()
+                .zip(&o)
+                .filter(|(a, _)| *a != &s.sweep.axes[ki])
+                .map(|(a, v)| format!("{a}={v}"))
+                .collect();
+            for e in eps {
+                let line = |sc: &str, pr: &str, label: String, color| Series {
+                    label,
+                    color,
+                    points: group
+                        .iter()
+                        .filter_map(|(k, c)| {
+                            s.get(c, sc, pr, e, "accuracy")
+                                .map(|st| (*k, st.mean, st.mean - st.ci95, st.mean + st.ci95))
+                        })
+                        .collect(),
+                };
+                let fig = LineFig {
+                    title: format!(
+                        "Accuracy vs NNMF rank k (robust at ε = {e}{}{})",
+                        if rest.is_empty() { "" } else { "; " },
+                        rest.join(", ")
+                    ),
+                    x_desc: "NNMF rank k".into(),
+                    y_desc: "accuracy".into(),
+                    series: vec![
+                        line("clean_base", "none", "Clean_Base".into(), CLEAN_BASE),
+                        line("clean_def", "none", "Clean_Def".into(), CLEAN_DEF),
+                        line("robust_base", "none", "Robust_Base".into(), BASE),
+                        line(
+                            "robust_def",
+                            "transfer",
+                            "Robust_Def (transfer)".into(),
+                            TRANSFER,
+                        ),
+                        line(
+                            "robust_def",
+                            "adaptive",
+                            "Robust_Def (adaptive)".into(),
+                            ADAPTIVE,
+                        ),
+                    ]
+                    .into_iter()
+                    .filter(|x| !x.points.is_empty())
+                    .collect(),
+                    y_range: Some((0.0, 1.02)),
+                };
+                let name = format!(
+                    "accuracy_vs_k_eps{e}{}{}",
+                    if rest.is_empty() { "" } else { "_" },
+                    slug(&rest.join("_"))
+                );
+                out.push(Plot {
+                    kind: "accuracy_vs_k",
+                    label: format!("ε = {e}"),
+                    png: render(&dir, &name, &fig)?,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
