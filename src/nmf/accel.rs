@@ -19,9 +19,11 @@
 use super::mu::{dot64, nan_error, MuHistory, Stopper, EPS};
 use super::sparse::Csr;
 use crate::error::Result;
+use crate::linalg::gemm_seq;
 use crate::progress::Progress;
 use ndarray::linalg::general_mat_mul;
-use ndarray::{Array2, ArrayView2, Zip};
+use ndarray::{Array2, ArrayView2, Axis, Zip};
+use rayon::prelude::*;
 
 /// Use sparse products when the fraction of non-zero data entries is below this.
 pub const SPARSE_BELOW: f64 = 0.4;
@@ -71,35 +73,62 @@ impl Data<'_> {
     }
 }
 
-/// `x ← x ⊙ num ⊘ (den + ε)` in one parallel pass; returns `‖Δx‖²`.
-fn step_with_change(x: &mut Array2<f32>, num: &Array2<f32>, den: &Array2<f32>) -> f64 {
+/// Rows per rayon task in the inner updates and Gram products.
+const CHUNK: usize = 256;
+
+/// `x ← x ⊙ num ⊘ (x·g + ε)` fused per row chunk (a sequential GEMM into a chunk-sized
+/// buffer, then the update while it is in cache); returns `‖Δx‖²`.
+fn mu_step_fused(x: &mut Array2<f32>, num: &Array2<f32>, g: &Array2<f32>) -> f64 {
     let eps = EPS as f32;
-    Zip::from(x).and(num).and(den).par_fold(
-        || 0.0f64,
-        |s, x, &a, &b| {
-            let new = *x * a / (b + eps);
-            let d = (new - *x) as f64;
-            *x = new;
-            s + d * d
-        },
-        |a, b| a + b,
-    )
+    let k = x.ncols();
+    x.axis_chunks_iter_mut(Axis(0), CHUNK)
+        .into_par_iter()
+        .zip(num.axis_chunks_iter(Axis(0), CHUNK))
+        .map(|(mut xc, nc)| {
+            let mut den = Array2::<f32>::zeros((xc.nrows(), k));
+            gemm_seq(den.view_mut(), xc.view(), g.view(), false);
+            let mut s = 0.0f64;
+            Zip::from(&mut xc).and(&nc).and(&den).for_each(|x, &a, &b| {
+                let new = *x * a / (b + eps);
+                let d = (new - *x) as f64;
+                *x = new;
+                s += d * d;
+            });
+            s
+        })
+        .sum()
+}
+
+/// `out = xᵀx` (`K × K`), summed over row chunks in parallel.
+fn gram(x: &Array2<f32>, out: &mut Array2<f32>) {
+    let k = x.ncols();
+    let parts: Vec<Array2<f32>> = x
+        .axis_chunks_iter(Axis(0), 4 * CHUNK)
+        .into_par_iter()
+        .map(|c| {
+            let mut o = Array2::<f32>::zeros((k, k));
+            gemm_seq(o.view_mut(), c.t(), c, false);
+            o
+        })
+        .collect();
+    out.fill(0.0);
+    for p in &parts {
+        *out += p;
+    }
 }
 
 /// Up to `max_inner` MU steps of `x` for the fixed `num` and Gram matrix `g` (`x·g` is the
-/// denominator); `buf` has the shape of `x`. Returns the number of steps taken.
+/// denominator). Returns the number of steps taken.
 fn inner_updates(
     x: &mut Array2<f32>,
     num: &Array2<f32>,
     g: &Array2<f32>,
-    buf: &mut Array2<f32>,
     max_inner: usize,
     delta: f64,
 ) -> usize {
     let mut first = 0.0;
     for t in 0..max_inner {
-        general_mat_mul(1.0, &*x, g, 0.0, buf);
-        let change = step_with_change(x, num, buf);
+        let change = mu_step_fused(x, num, g);
         if t == 0 {
             first = change;
         } else if change <= delta * delta * first {
@@ -148,15 +177,13 @@ pub fn accel_fit(
     let vv = dot64(v, v);
     let mut wt = w.t().as_standard_layout().into_owned(); // p × K
     let mut vth = Array2::<f32>::zeros((p, k));
-    let mut wbuf = Array2::<f32>::zeros((p, k));
     let mut vwt = Array2::<f32>::zeros((n, k));
-    let mut hbuf = Array2::<f32>::zeros((n, k));
     let mut hth = Array2::<f32>::zeros((k, k));
     let mut wtw = Array2::<f32>::zeros((k, k));
 
     data.vt_h(h, &mut vth);
-    general_mat_mul(1.0, &h.t(), &*h, 0.0, &mut hth);
-    general_mat_mul(1.0, &wt.t(), &wt, 0.0, &mut wtw);
+    gram(h, &mut hth);
+    gram(&wt, &mut wtw);
     let initial =
         (0.5 * (vv - 2.0 * dot64(vth.view(), wt.view()) + dot64(hth.view(), wtw.view()))).max(0.0);
     if !initial.is_finite() {
@@ -170,12 +197,12 @@ pub fn accel_fit(
             data.vt_h(h, &mut vth);
         }
         // Basis: Wᵀ ← Wᵀ ⊙ (VᵀH) ⊘ (Wᵀ·HᵀH + ε), repeated with the same VᵀH and HᵀH.
-        inner_updates(&mut wt, &vth, &hth, &mut wbuf, inner_w, params.delta);
-        general_mat_mul(1.0, &wt.t(), &wt, 0.0, &mut wtw);
+        inner_updates(&mut wt, &vth, &hth, inner_w, params.delta);
+        gram(&wt, &mut wtw);
         data.v_wt(&wt, &mut vwt);
         // Coefficients: H ← H ⊙ (VWᵀ) ⊘ (H·WWᵀ + ε), repeated.
-        inner_updates(h, &vwt, &wtw, &mut hbuf, inner_h, params.delta);
-        general_mat_mul(1.0, &h.t(), &*h, 0.0, &mut hth);
+        inner_updates(h, &vwt, &wtw, inner_h, params.delta);
+        gram(h, &mut hth);
         let obj = 0.5 * (vv - 2.0 * dot64(h.view(), vwt.view()) + dot64(hth.view(), wtw.view()));
         if !obj.is_finite() {
             return Err(nan_error(obj, it + 1));
