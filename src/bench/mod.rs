@@ -1,10 +1,341 @@
 //! `diffnmf bench`: the CPU benchmark harness (OWNER: bench helper).
+//!
+//! Runs every stage of the pipeline on the embedded digits (or synthetic data of the same
+//! shape) and prints one Markdown table: stage, size, threads, median time of `repeats`
+//! runs after one warm-up, throughput (GFLOP/s where the FLOP count is known, else items/s)
+//! and the fraction of the machine's SGEMM peak, measured first with the GEMM the NNMF uses
+//! (ndarray's matrixmultiply; faer's is reported beside it). Stages are in [`stages`] and
+//! [`nets`]; the whole-pipeline run and the thread scaling re-spawn this binary
+//! ([`spawn`]), because matrixmultiply reads its thread count once per process.
+//!
+//! Data split used by every stage (reproduced by `scripts/compare`): embedded image `i` is
+//! training when `i % 20 < 14` (7,000 images), validation when `14 ≤ i % 20 < 17` (1,500)
+//! and test otherwise (1,500).
+
+mod nets;
+mod spawn;
+mod stages;
+#[cfg(test)]
+mod tests;
+
+use crate::backend;
+use crate::data::{self, DataSource, Dataset};
+use ndarray::linalg::general_mat_mul;
+use ndarray::{Array2, Axis};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Every stage name, in run order.
+pub const STAGES: &[&str] = &[
+    "nnmf_fit",
+    "nnmf_accel",
+    "nnmf_transform",
+    "cnn_epoch",
+    "classifier_epoch",
+    "denoiser_epoch",
+    "defended_inference",
+    "apgd_base",
+    "apgd_adaptive",
+    "scaling_size",
+    "scaling_threads",
+    "pipeline",
+];
 
 /// Arguments of `diffnmf bench`.
-#[derive(clap::Args, Debug)]
-pub struct BenchArgs {}
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct BenchArgs {
+    /// Small sizes and 2 repeats (CI smoke test; numbers are not meaningful).
+    #[arg(long)]
+    pub quick: bool,
+    /// Timed runs per row after one warm-up (default 5; 2 with --quick).
+    #[arg(long)]
+    pub repeats: Option<usize>,
+    /// Threads (default: SLURM_CPUS_PER_TASK if set, else all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Comma-separated subset of: nnmf_fit, nnmf_accel, nnmf_transform, cnn_epoch,
+    /// classifier_epoch, denoiser_epoch, defended_inference, apgd_base, apgd_adaptive,
+    /// scaling_size, scaling_threads, pipeline (default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub stages: Vec<String>,
+    /// NNMF component counts for nnmf_fit / nnmf_accel (default 16,32,64).
+    #[arg(long, value_delimiter = ',')]
+    pub k: Vec<usize>,
+    /// Attack points of apgd_adaptive (default 300, timed once; the paper size is 1500).
+    #[arg(long)]
+    pub adaptive_points: Option<usize>,
+    /// Also write the rows as tab-separated values to this file (read by scripts/compare).
+    #[arg(long)]
+    pub tsv: Option<PathBuf>,
+}
+
+/// One table row.
+#[derive(Clone, Debug)]
+pub struct Row {
+    pub stage: String,
+    pub size: String,
+    pub threads: usize,
+    /// Median seconds.
+    pub median: f64,
+    pub min: f64,
+    pub runs: usize,
+    /// `Some(flops per run)` when the FLOP count is known.
+    pub flops: Option<f64>,
+    /// `Some((items per run, unit))` for items/s.
+    pub items: Option<(f64, &'static str)>,
+    pub note: String,
+}
+
+/// Shared state of one bench invocation.
+pub struct Ctx {
+    pub quick: bool,
+    pub repeats: usize,
+    pub threads: usize,
+    /// Measured SGEMM peak in FLOP/s (matrixmultiply).
+    pub peak: f64,
+    pub data: Dataset,
+    pub ks: Vec<usize>,
+    pub adaptive_points: usize,
+    pub rows: Vec<Row>,
+    /// Exact-MU results per `k` on the 7,000 training images: (200-iteration objective,
+    /// median seconds of the iterations), for the accelerated solver's target and speed-up.
+    pub mu_runs: std::collections::BTreeMap<usize, (f64, f64)>,
+}
+
+/// Median and minimum of timed runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    pub median: f64,
+    pub min: f64,
+    pub runs: usize,
+}
+
+/// Run `f` `warmup` times untimed, then `repeats` times timed; the last result is returned.
+pub fn time_it<R>(
+    warmup: usize,
+    repeats: usize,
+    mut f: impl FnMut() -> anyhow::Result<R>,
+) -> anyhow::Result<(Timing, R)> {
+    for _ in 0..warmup {
+        f()?;
+    }
+    let mut times = Vec::with_capacity(repeats.max(1));
+    let mut last = None;
+    for _ in 0..repeats.max(1) {
+        let t = Instant::now();
+        let r = f()?;
+        times.push(t.elapsed().as_secs_f64());
+        last = Some(r);
+    }
+    times.sort_by(f64::total_cmp);
+    let n = times.len();
+    let median = if n % 2 == 1 {
+        times[n / 2]
+    } else {
+        0.5 * (times[n / 2 - 1] + times[n / 2])
+    };
+    let last = last.expect("at least one timed run");
+    Ok((
+        Timing {
+            median,
+            min: times[0],
+            runs: n,
+        },
+        last,
+    ))
+}
+
+impl Ctx {
+    /// Append a row from a timing.
+    pub fn push(&mut self, stage: &str, size: String, t: Timing, flops: Option<f64>) -> &mut Row {
+        self.rows.push(Row {
+            stage: stage.into(),
+            size,
+            threads: self.threads,
+            median: t.median,
+            min: t.min,
+            runs: t.runs,
+            flops,
+            items: None,
+            note: String::new(),
+        });
+        self.rows.last_mut().expect("just pushed")
+    }
+
+    /// The fixed split of the embedded data: (train, validation, test) row indices.
+    pub fn split(&self) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
+        split_indices(self.data.len())
+    }
+}
+
+/// Train / validation / test indices by `i % 20` (see the module doc).
+pub fn split_indices(n: usize) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
+    let (mut a, mut b, mut c) = (vec![], vec![], vec![]);
+    for i in 0..n {
+        match i % 20 {
+            0..=13 => a.push(i),
+            14..=16 => b.push(i),
+            _ => c.push(i),
+        }
+    }
+    (a, b, c)
+}
+
+/// Rows `idx` of the images.
+pub fn images(ds: &Dataset, idx: &[usize]) -> Array2<f32> {
+    ds.images.select(Axis(0), idx)
+}
+
+/// SGEMM FLOP/s of matrixmultiply (`general_mat_mul`) and faer (rayon) at size `n`.
+fn measure_peak(n: usize, repeats: usize, threads: usize) -> anyhow::Result<(Timing, Timing)> {
+    let a = Array2::from_shape_fn((n, n), |(i, j)| ((i * 7 + j * 3) % 11) as f32 * 0.1);
+    let b = a.t().to_owned();
+    let mut c = Array2::<f32>::zeros((n, n));
+    let (mm, _) = time_it(1, repeats, || {
+        general_mat_mul(1.0, &a, &b, 0.0, &mut c);
+        Ok(())
+    })?;
+    let fa = faer::Mat::<f32>::from_fn(n, n, |i, j| a[[i, j]]);
+    let fb = faer::Mat::<f32>::from_fn(n, n, |i, j| b[[i, j]]);
+    let mut fc = faer::Mat::<f32>::zeros(n, n);
+    let (fr, _) = time_it(1, repeats, || {
+        faer::linalg::matmul::matmul(
+            fc.as_mut(),
+            faer::Accum::Replace,
+            fa.as_ref(),
+            fb.as_ref(),
+            1.0f32,
+            faer::Par::rayon(threads),
+        );
+        Ok(())
+    })?;
+    Ok((mm, fr))
+}
+
+fn selected(args: &BenchArgs) -> anyhow::Result<Vec<String>> {
+    if args.stages.is_empty() {
+        return Ok(STAGES.iter().map(|s| s.to_string()).collect());
+    }
+    for s in &args.stages {
+        if !STAGES.contains(&s.as_str()) {
+            anyhow::bail!(
+                "unknown bench stage `{s}`; choose from {}",
+                STAGES.join(", ")
+            );
+        }
+    }
+    Ok(args.stages.clone())
+}
 
 /// Run the benchmarks and print the table.
-pub fn run(_args: BenchArgs) -> anyhow::Result<()> {
-    anyhow::bail!("diffnmf bench is not available in this build yet")
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let threads = backend::thread_count(args.threads);
+    backend::init_threads(threads);
+    crate::progress::set_quiet(true);
+    let table = bench(&args, threads)?;
+    println!("{table}");
+    Ok(())
+}
+
+/// Run the selected stages in the current process (rayon's global pool already sized) and
+/// return the Markdown table (also written as TSV when asked).
+pub fn bench(args: &BenchArgs, threads: usize) -> anyhow::Result<String> {
+    let stages = selected(args)?;
+    let quick = args.quick;
+    let repeats = args.repeats.unwrap_or(if quick { 2 } else { 5 }).max(1);
+    let pn = if quick { 256 } else { 2048 };
+    let (mm, fr) = measure_peak(pn, repeats.min(3), threads)?;
+    let flops = 2.0 * (pn as f64).powi(3);
+    let data = data::load(&DataSource::Embedded, 28, 28)?;
+    let mut ctx = Ctx {
+        quick,
+        repeats,
+        threads,
+        peak: flops / mm.min,
+        data,
+        ks: if args.k.is_empty() {
+            if quick {
+                vec![16]
+            } else {
+                vec![16, 32, 64]
+            }
+        } else {
+            args.k.clone()
+        },
+        adaptive_points: args.adaptive_points.unwrap_or(if quick { 20 } else { 300 }),
+        rows: vec![],
+        mu_runs: Default::default(),
+    };
+    let size = format!("{pn}×{pn}·{pn}");
+    ctx.push("peak_sgemm_matrixmultiply", size.clone(), mm, Some(flops))
+        .note = "reference peak (the GEMM the NNMF uses); best run".into();
+    ctx.push("peak_sgemm_faer", size, fr, Some(flops)).note = "faer, rayon".into();
+    for s in &stages {
+        match s.as_str() {
+            "nnmf_fit" => stages::nnmf_fit(&mut ctx)?,
+            "nnmf_accel" => stages::nnmf_accel(&mut ctx)?,
+            "nnmf_transform" => stages::nnmf_transform(&mut ctx)?,
+            "cnn_epoch" => nets::cnn_epoch(&mut ctx, None)?,
+            "classifier_epoch" => nets::classifier_epoch(&mut ctx)?,
+            "denoiser_epoch" => nets::denoiser_epoch(&mut ctx)?,
+            "defended_inference" => nets::defended_inference(&mut ctx)?,
+            "apgd_base" => nets::apgd_base(&mut ctx)?,
+            "apgd_adaptive" => nets::apgd_adaptive(&mut ctx)?,
+            "scaling_size" => stages::scaling_size(&mut ctx)?,
+            "scaling_threads" => spawn::scaling_threads(&mut ctx)?,
+            "pipeline" => spawn::pipeline(&mut ctx)?,
+            _ => unreachable!("checked in selected()"),
+        }
+    }
+    if let Some(path) = &args.tsv {
+        let mut f = std::fs::File::create(path)?;
+        for r in &ctx.rows {
+            writeln!(
+                f,
+                "{}\t{}\t{}\t{:.6}\t{:.6}\t{}\t{}",
+                r.stage,
+                r.size,
+                r.threads,
+                r.median,
+                r.min,
+                r.runs,
+                r.note.replace('\t', " ")
+            )?;
+        }
+    }
+    Ok(markdown(&ctx))
+}
+
+/// The table.
+pub fn markdown(ctx: &Ctx) -> String {
+    let mut s = format!(
+        "SGEMM peak (matrixmultiply, {} threads): {:.1} GFLOP/s\n\n",
+        ctx.threads,
+        ctx.peak / 1e9
+    );
+    s.push_str(
+        "| stage | size | threads | median s | min s | runs | throughput | % of peak | note |\n",
+    );
+    s.push_str("|---|---|---|---|---|---|---|---|---|\n");
+    for r in &ctx.rows {
+        let (thr, frac) = match (r.flops, r.items) {
+            (Some(f), _) if r.median > 0.0 => {
+                let rate = f / r.median;
+                (
+                    format!("{:.1} GFLOP/s", rate / 1e9),
+                    format!("{:.0} %", 100.0 * rate / ctx.peak),
+                )
+            }
+            (_, Some((n, unit))) if r.median > 0.0 => {
+                (format!("{:.0} {unit}/s", n / r.median), "–".into())
+            }
+            _ => ("–".into(), "–".into()),
+        };
+        s.push_str(&format!(
+            "| {} | {} | {} | {:.3} | {:.3} | {} | {} | {} | {} |\n",
+            r.stage, r.size, r.threads, r.median, r.min, r.runs, thr, frac, r.note
+        ));
+    }
+    s
 }

@@ -13,6 +13,10 @@
 //!    every [`CHECK_EVERY`] iterations the run stops when the relative decrease since the
 //!    previous check is below `tol` (`tol = 0` ⇒ exactly `max_iter` iterations).
 //!
+//! Solvers ([`NmfSolver`]): `mu` (default, the exact iteration above) and `accelerated`
+//! ([`accel`], Frobenius only): Gillis–Glineur accelerated MU with sparse data products
+//! ([`sparse`]), which reaches the same objective in a fraction of the time.
+//!
 //! Variants: `global` (one basis of `k` parts, training coefficients = the fitted `H`) and
 //! `per_class` ("category-aware": `k` parts fitted on each class's rows, classes in label
 //! order and in parallel, concatenated to `K = k·classes`; training coefficients are then
@@ -25,9 +29,11 @@
 //! References: Lee & Seung, "Algorithms for non-negative matrix factorization", NIPS 2000;
 //! Boutsidis & Gallopoulos, "SVD based initialization", Pattern Recognition 41, 2008.
 
+pub mod accel;
 pub mod init;
 pub mod mu;
 pub mod project;
+pub mod sparse;
 #[cfg(test)]
 mod tests;
 
@@ -55,6 +61,18 @@ pub enum NmfLoss {
 pub enum NmfInit {
     Nndsvda,
     Random,
+}
+
+/// Fitting algorithm. `Mu` (default) is the exact Lee–Seung iteration the paper uses;
+/// `Accelerated` is [`accel`] (Frobenius only): several cheap updates per expensive product
+/// and sparse data products; it reaches a given objective in fewer, cheaper iterations
+/// (`max_iter` then counts outer iterations).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NmfSolver {
+    #[default]
+    Mu,
+    Accelerated,
 }
 
 /// `global`: one basis of `k` parts; `per_class`: `k` parts per class, concatenated.
@@ -106,11 +124,50 @@ pub fn fit(
     labels: &[u8],
     params: &NmfParams,
 ) -> Result<(NmfModel, NmfFitReport)> {
+    fit_with_solver(v, labels, params, NmfSolver::Mu)
+}
+
+/// [`fit`] with an explicit solver. [`NmfSolver::Accelerated`] needs the Frobenius loss.
+pub fn fit_with_solver(
+    v: ArrayView2<f32>,
+    labels: &[u8],
+    params: &NmfParams,
+    solver: NmfSolver,
+) -> Result<(NmfModel, NmfFitReport)> {
     check_params(params)?;
+    if solver == NmfSolver::Accelerated && params.loss != NmfLoss::Frobenius {
+        return Err(Error::param(
+            "nnmf.solver",
+            "the accelerated solver supports `nnmf.loss: frobenius` only; use `nnmf.solver: mu` for KL",
+        ));
+    }
     check_data(v, false)?;
     match params.mode {
-        NmfMode::Global => fit_global(v, params),
-        NmfMode::PerClass => fit_per_class(v, labels, params),
+        NmfMode::Global => fit_global(v, params, solver),
+        NmfMode::PerClass => fit_per_class(v, labels, params, solver),
+    }
+}
+
+/// One factorisation with the chosen solver (Frobenius checked for `Accelerated`).
+fn solve(
+    v: ArrayView2<f32>,
+    h: &mut Array2<f32>,
+    w: &mut Array2<f32>,
+    params: &NmfParams,
+    solver: NmfSolver,
+    pb: Option<&Progress>,
+) -> Result<MuHistory> {
+    match solver {
+        NmfSolver::Mu => mu::mu_fit(v, h, w, params.loss, params.max_iter, params.tol, pb),
+        NmfSolver::Accelerated => accel::accel_fit(
+            v,
+            h,
+            w,
+            params.max_iter,
+            params.tol,
+            &accel::AccelParams::default(),
+            pb,
+        ),
     }
 }
 
@@ -170,18 +227,14 @@ pub fn mu_from_init<T: Scalar>(
     mu::mu_fit(v, h, w, loss, max_iter, tol, None)
 }
 
-fn fit_global(v: ArrayView2<f32>, params: &NmfParams) -> Result<(NmfModel, NmfFitReport)> {
+fn fit_global(
+    v: ArrayView2<f32>,
+    params: &NmfParams,
+    solver: NmfSolver,
+) -> Result<(NmfModel, NmfFitReport)> {
     let (mut h, mut w) = init_factors(v, params.k, params.init, params.seed)?;
     let pb = Progress::new("nnmf fit", params.max_iter as u64);
-    let hist = mu::mu_fit(
-        v,
-        &mut h,
-        &mut w,
-        params.loss,
-        params.max_iter,
-        params.tol,
-        Some(&pb),
-    )?;
+    let hist = solve(v, &mut h, &mut w, params, solver, Some(&pb))?;
     pb.finish(summary(&hist.objective, hist.converged));
     let model = NmfModel {
         basis: w,
@@ -202,6 +255,7 @@ fn fit_per_class(
     v: ArrayView2<f32>,
     labels: &[u8],
     params: &NmfParams,
+    solver: NmfSolver,
 ) -> Result<(NmfModel, NmfFitReport)> {
     let (n, p) = v.dim();
     if labels.len() != n {
@@ -226,15 +280,7 @@ fn fit_per_class(
             let vc = v.select(Axis(0), rows);
             let seed = key(params.seed, &[tag("nnmf.class"), *c as u64]);
             let (mut h, mut w) = init_factors(vc.view(), params.k, params.init, seed)?;
-            let hist = mu::mu_fit(
-                vc.view(),
-                &mut h,
-                &mut w,
-                params.loss,
-                params.max_iter,
-                params.tol,
-                Some(&pb),
-            )?;
+            let hist = solve(vc.view(), &mut h, &mut w, params, solver, Some(&pb))?;
             Ok((w, hist))
         })
         .collect::<Result<Vec<_>>>()?;

@@ -1,0 +1,230 @@
+"""Run the same work as `diffnmf bench` with scikit-learn and PyTorch (CPU) and print the
+ratios next to ours in one Markdown table. Called by run.sh (inside its venv).
+
+Comparability checks (a ratio is printed only when they pass): the NNMF objective after 200
+iterations agrees within 1e-3 relative; the networks have the same layer sizes, batch sizes
+and optimiser (checked by parameter counts printed beside them).
+"""
+import argparse, gzip, os, statistics, subprocess, sys, tempfile, time
+import numpy as np
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--threads", type=int, default=os.cpu_count())
+ap.add_argument("--repeats", type=int, default=5)
+ap.add_argument("--bin", default="target/release/diffnmf")
+ap.add_argument("--k", type=int, default=32)
+ap.add_argument("--skip-rust", action="store_true")
+args = ap.parse_args()
+os.environ["OMP_NUM_THREADS"] = str(args.threads)
+
+
+def load():
+    with gzip.open("data/digits-images-idx3-ubyte.gz") as f:
+        raw = f.read()
+    n = int.from_bytes(raw[4:8], "big")
+    x = np.frombuffer(raw, np.uint8, offset=16).reshape(n, 784).astype(np.float32) / 255.0
+    with gzip.open("data/digits-labels-idx1-ubyte.gz") as f:
+        y = np.frombuffer(f.read(), np.uint8, offset=8).astype(np.int64)
+    i = np.arange(n) % 20
+    return x, y, i < 14, (i >= 14) & (i < 17), i >= 17
+
+
+def timed(fn, repeats, warmup=1):
+    for _ in range(warmup):
+        fn()
+    ts, out = [], None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = fn()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts), out
+
+
+X, Y, TR, VA, TE = load()
+rows = []  # (stage, python median, check)
+
+# ---- scikit-learn NMF (float32, MU, nndsvda, 200 iterations, tol 0) ----
+from sklearn.decomposition import NMF
+from sklearn.decomposition._nmf import _initialize_nmf
+from threadpoolctl import threadpool_limits
+
+with threadpool_limits(args.threads):
+    xtr = X[TR]
+    t_init, _ = timed(lambda: _initialize_nmf(xtr, args.k, init="nndsvda"), args.repeats)
+    def sk():
+        m = NMF(args.k, init="nndsvda", solver="mu", beta_loss="frobenius", max_iter=200, tol=0)
+        m.fit_transform(xtr)
+        return m
+    t_sk, m = timed(sk, args.repeats)
+    sk_obj = 0.5 * m.reconstruction_err_ ** 2
+rows.append(("nnmf_fit", t_sk - t_init, sk_obj))
+rows.append(("nnmf_fit_init", t_init, None))
+print(f"sklearn NMF k={args.k}: {t_sk:.3f}s total, init {t_init:.3f}s, objective {sk_obj:.6e}", file=sys.stderr)
+
+# ---- PyTorch ----
+try:
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+    torch.set_num_threads(args.threads)
+    have_torch = True
+except Exception as e:  # noqa: BLE001
+    print(f"PyTorch unavailable ({e}); only the scikit-learn rows are compared", file=sys.stderr)
+    have_torch = False
+
+if have_torch:
+    torch.manual_seed(0)
+
+    def cnn():
+        return nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(), nn.Flatten(),
+            nn.Linear(7 * 7 * 32, 64), nn.ReLU(), nn.Linear(64, 10))
+
+    def mlp(sizes, act):
+        layers = []
+        for a, b in zip(sizes[:-1], sizes[1:]):
+            layers += [nn.Linear(a, b), act()]
+        return nn.Sequential(*layers[:-1])
+
+    def epoch(model, x, y, xv, yv, batch, lr, loss_fn):
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        model.train()
+        perm = torch.randperm(len(x))
+        for s in range(0, len(x), batch):
+            idx = perm[s:s + batch]
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x[idx]), y[idx])
+            loss.backward()
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            loss_fn(model(xv), yv)
+
+    xi = torch.from_numpy(X[TR]).reshape(-1, 1, 28, 28)
+    yi = torch.from_numpy(Y[TR])
+    xv, yv = torch.from_numpy(X[VA][:100]).reshape(-1, 1, 28, 28), torch.from_numpy(Y[VA][:100])
+    t, _ = timed(lambda: epoch(cnn(), xi, yi, xv, yv, 64, 2e-3, F.cross_entropy), args.repeats)
+    rows.append(("cnn_epoch", t, sum(p.numel() for p in cnn().parameters())))
+
+    # synthetic 96-d hybrid vectors: class mean + N(0,1)
+    g = torch.Generator().manual_seed(0)
+    means = torch.randn(10, 96, generator=g)
+    feat = lambda y: means[y] + torch.randn(len(y), 96, generator=g)
+    ztr, zva, zte = feat(yi), feat(torch.from_numpy(Y[VA])), feat(torch.from_numpy(Y[TE]))
+    yva, yte = torch.from_numpy(Y[VA]), torch.from_numpy(Y[TE])
+    t, _ = timed(lambda: epoch(mlp([96, 64, 10], nn.ReLU), ztr, yi, zva, yva, 64, 1e-3, F.cross_entropy), args.repeats)
+    rows.append(("classifier_epoch", t, 96 * 64 + 64 + 64 * 10 + 10))
+
+    ab = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 100), 0)
+    half = 8
+    freqs = torch.exp(-np.log(10000.0) * torch.arange(half) / half)
+    emb = torch.cat([torch.sin(torch.arange(1, 101)[:, None] * freqs), torch.cos(torch.arange(1, 101)[:, None] * freqs)], 1)
+
+    def den_epoch(den, x):
+        opt = torch.optim.Adam(den.parameters(), lr=1e-3)
+        perm = torch.randperm(len(x))
+        for s in range(0, len(x), 128):
+            xb = x[perm[s:s + 128]]
+            t_ = torch.randint(0, 100, (len(xb),))
+            noise = torch.randn_like(xb)
+            a = ab[t_][:, None]
+            xt = a.sqrt() * xb + (1 - a).sqrt() * noise
+            opt.zero_grad(set_to_none=True)
+            loss = F.mse_loss(den(torch.cat([xt, emb[t_]], 1)), noise)
+            loss.backward()
+            opt.step()
+
+    t, _ = timed(lambda: den_epoch(mlp([112, 128, 128, 96], nn.SiLU), ztr), args.repeats)
+    rows.append(("denoiser_epoch", t, None))
+
+    # ---- APGD-CE (Linf, N=100, no box), minimal port of the reference (APGD.md §2-§6) ----
+    def apgd_ce(model, x, y, eps, n_iter=100, rho=0.75):
+        n2, nmin, dec = max(int(0.22 * n_iter), 1), max(int(0.06 * n_iter), 1), max(int(0.03 * n_iter), 1)
+        t_ = 2 * torch.rand_like(x) - 1
+        xk = x + eps * t_ / (t_.abs().amax(1, keepdim=True) + 1e-12)
+
+        def grad(v):
+            v = v.clone().requires_grad_(True)
+            logits = model(v)
+            l = F.cross_entropy(logits, y, reduction="none")
+            g, = torch.autograd.grad(l.sum(), v)
+            return g.detach(), l.detach(), logits.detach()
+
+        proj = lambda v: torch.min(torch.max(v, x - eps), x + eps)
+        g, l, logits = grad(xk)
+        acc = logits.argmax(1) == y
+        x_adv = xk.clone()
+        x_best, g_best, l_best = xk.clone(), g.clone(), l.clone()
+        step = torch.full((len(x), 1), 2 * eps)
+        x_prev = xk.clone()
+        hist = torch.zeros(n_iter, len(x))
+        k, counter, l_check, reduced = n2, 0, l_best.clone(), torch.ones(len(x), dtype=torch.bool)
+        for i in range(n_iter):
+            a = 1.0 if i == 0 else 0.75
+            m = xk - x_prev
+            x_prev = xk
+            z = proj(xk + step * torch.sign(g))
+            xk = proj(xk + a * (z - xk) + (1 - a) * m)
+            g, l, logits = grad(xk)
+            ok = logits.argmax(1) == y
+            x_adv[~ok] = xk[~ok]
+            acc &= ok
+            hist[i] = l
+            better = l > l_best
+            x_best[better], g_best[better], l_best[better] = xk[better], g[better], l[better]
+            counter += 1
+            if counter == k:
+                inc = sum((hist[i - s] > hist[i - s - 1]).float() for s in range(k))
+                flag = (inc <= rho * k) | (~reduced & (l_check >= l_best))
+                reduced, l_check = flag, l_best.clone()
+                step[flag] /= 2
+                xk = torch.where(flag[:, None], x_best, xk)
+                g = torch.where(flag[:, None], g_best, g)
+                counter, k = 0, max(k - dec, nmin)
+        return x_adv, acc
+
+    clf = mlp([96, 64, 10], nn.ReLU)
+    for _ in range(2):
+        epoch(clf, ztr, yi, zva, yva, 64, 1e-3, F.cross_entropy)
+    clf.eval()
+    for p_ in clf.parameters():
+        p_.requires_grad_(False)
+    t, (_, acc) = timed(lambda: apgd_ce(clf, zte, yte, 0.1), args.repeats)
+    rows.append(("apgd_base", t, f"{int((~acc).sum())} fooled, 150,000 point-grads"))
+
+# ---- ours ----
+ours = {}
+if not args.skip_rust:
+    tsv = tempfile.mktemp(suffix=".tsv")
+    stages = "nnmf_fit,nnmf_accel" + (",cnn_epoch,classifier_epoch,denoiser_epoch,apgd_base" if have_torch else "")
+    subprocess.run([args.bin, "bench", "--stages", stages, "--k", str(args.k), "--threads", str(args.threads),
+                    "--repeats", str(args.repeats), "--tsv", tsv], check=True, stdout=subprocess.DEVNULL)
+    for line in open(tsv):
+        f = line.rstrip("\n").split("\t")
+        ours.setdefault(f[0], (float(f[3]), f[6]))
+    os.remove(tsv)
+
+print(f"\nthreads {args.threads}, median of {args.repeats} after 1 warm-up; ratio = Python time / diffnmf time\n")
+print("| stage | diffnmf s | Python s | ratio | check |")
+print("|---|---|---|---|---|")
+for stage, t, chk in rows:
+    o = ours.get(stage)
+    check = ""
+    if stage == "nnmf_fit" and o:
+        import re
+        ro = float(re.search(r"objective ([0-9.e+-]+)", o[1]).group(1))
+        rel = abs(ro - chk) / chk
+        check = f"objective ours {ro:.6e} vs sklearn {chk:.6e}: rel {rel:.1e} ({'OK' if rel <= 1e-3 else 'MISMATCH'})"
+        if rel > 1e-3:
+            o = None
+    elif chk is not None:
+        check = f"{chk}" + (" params" if isinstance(chk, int) else "")
+    ratio = f"{t / o[0]:.2f}×" if o else "–"
+    print(f"| {stage} | {o[0] if o else float('nan'):.3f} | {t:.3f} | {ratio} | {check} |")
+if "nnmf_accel" in ours:
+    a = ours["nnmf_accel"][0]
+    print(f"| nnmf_accel vs sklearn MU (iterations only) | {a:.3f} | {rows[0][1]:.3f} | {rows[0][1] / a:.2f}× | {ours['nnmf_accel'][1]} |")
+    tot = rows[0][1] + rows[1][1]
+    print(f"| nnmf_accel vs sklearn MU (incl. its init) | {a:.3f} | {tot:.3f} | {tot / a:.2f}× | target ≥ 3× |")

@@ -1,0 +1,56 @@
+//! Smoke tests of the harness (no timing assertions).
+
+use super::*;
+
+#[test]
+fn quick_nnmf_bench_prints_rows_and_reaches_target() {
+    crate::progress::set_quiet(true);
+    let args = BenchArgs {
+        quick: true,
+        repeats: Some(1),
+        stages: vec!["nnmf_fit".into(), "nnmf_accel".into()],
+        ..BenchArgs::default()
+    };
+    let table = bench(&args, 2).unwrap();
+    let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("| nnmf")).collect();
+    assert_eq!(rows.len(), 3, "{table}"); // init, fit, accel for k = 16
+    assert!(rows
+        .iter()
+        .any(|r| r.starts_with("| nnmf_fit |") && r.contains("GFLOP/s")));
+    let accel = rows
+        .iter()
+        .find(|r| r.starts_with("| nnmf_accel |"))
+        .unwrap();
+    assert!(accel.contains("(reached"), "{accel}");
+    assert!(table.contains("| peak_sgemm_matrixmultiply |"));
+}
+
+#[test]
+fn unknown_stage_is_refused() {
+    let args = BenchArgs {
+        quick: true,
+        stages: vec!["nnmf_fitt".into()],
+        ..BenchArgs::default()
+    };
+    let e = bench(&args, 1).unwrap_err().to_string();
+    assert!(e.contains("nnmf_fitt") && e.contains("nnmf_fit,"), "{e}");
+}
+
+#[test]
+fn time_it_runs_warmup_and_repeats() {
+    let mut calls = 0;
+    let (t, last) = time_it(1, 5, || {
+        calls += 1;
+        Ok(calls)
+    })
+    .unwrap();
+    assert_eq!((calls, last, t.runs), (6, 6, 5));
+    assert!(t.min <= t.median);
+}
+
+#[test]
+fn split_sizes_match_the_paper_fractions() {
+    let (a, b, c) = split_indices(10_000);
+    assert_eq!((a.len(), b.len(), c.len()), (7_000, 1_500, 1_500));
+    assert!(a.iter().chain(&b).chain(&c).all(|&i| i < 10_000));
+}
