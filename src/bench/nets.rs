@@ -241,6 +241,7 @@ fn attack_params(eot: usize) -> ApgdParams {
         rho: 0.75,
         bounds: BoxConstraint::None,
         seed: 0,
+        early_stop: true,
     }
 }
 

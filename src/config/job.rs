@@ -2,7 +2,7 @@
 //! messages that name the key and the allowed range.
 
 use crate::attack::LossKind;
-use crate::nmf::{NmfInit, NmfLoss, NmfMode};
+use crate::nmf::{NmfInit, NmfLoss, NmfMode, NmfSolver};
 use crate::nn::mlp::Activation;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -89,6 +89,7 @@ pub struct NnmfConfig {
     pub init: NmfInit,
     pub max_iter: usize,
     pub tol: f64,
+    pub solver: NmfSolver,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -241,6 +242,7 @@ impl Default for NnmfConfig {
             init: NmfInit::Nndsvda,
             max_iter: 200,
             tol: 1e-4,
+            solver: NmfSolver::Mu,
         }
     }
 }

@@ -261,7 +261,8 @@ pub fn train_all(
                     "nnmf: the CUDA NNMF covers frobenius/global only; fitting on the CPU",
                 );
             }
-            let (model, report) = nmf::fit(xt.view(), &train_labels, &p)?;
+            let (model, report) =
+                nmf::fit_with_solver(xt.view(), &train_labels, &p, cfg.nnmf.solver)?;
             Ok(NnmfStage {
                 coeffs: [
                     report.coeffs,
