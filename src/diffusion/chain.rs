@@ -28,7 +28,7 @@ pub struct ChainCache<F> {
 }
 
 /// Coefficients of one reverse step `x_{s−1} = a·x_s + b·D(x_s, s) + σ_s z`.
-fn step_coefs(sched: &Schedule, predict: Prediction, s: usize) -> (f64, f64) {
+pub fn step_coefs(sched: &Schedule, predict: Prediction, s: usize) -> (f64, f64) {
     let (al, ab, ab_prev, beta) = (
         sched.alpha[s],
         sched.alpha_bar[s],

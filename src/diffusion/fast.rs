@@ -154,22 +154,7 @@ impl FastDefended {
         let mut steps = vec![];
         let mut b1 = vec![];
         for s_ in (1..=t_star).rev() {
-            let (al, ab, ab_prev, beta) = (
-                sched.alpha[s_],
-                sched.alpha_bar[s_],
-                sched.alpha_bar[s_ - 1],
-                sched.beta[s_],
-            );
-            let (a, b) = match predict {
-                Prediction::Noise => {
-                    let inv = 1.0 / al.sqrt();
-                    (inv, -inv * beta / (1.0 - ab).sqrt())
-                }
-                Prediction::X0 => (
-                    al.sqrt() * (1.0 - ab_prev) / (1.0 - ab),
-                    ab_prev.sqrt() * beta / (1.0 - ab),
-                ),
-            };
+            let (a, b) = crate::diffusion::chain::step_coefs(sched, predict, s_);
             steps.push(StepCoef {
                 a: a as f32,
                 b: b as f32,
