@@ -89,7 +89,10 @@ fn mu_step_fused(x: &mut Array2<f32>, num: &Array2<f32>, g: &Array2<f32>) -> f64
             gemm_seq(den.view_mut(), xc.view(), g.view(), false);
             let mut s = 0.0f64;
             Zip::from(&mut xc).and(&nc).and(&den).for_each(|x, &a, &b| {
-                let new = *x * a / (b + eps);
+                let mut new = *x * a / (b + eps);
+                if new < f32::MIN_POSITIVE {
+                    new = 0.0;
+                }
                 let d = (new - *x) as f64;
                 *x = new;
                 s += d * d;
@@ -317,7 +320,9 @@ mod tests {
         p.mode = NmfMode::Global;
         let (_, exact) = fit_with_solver(v.view(), &[], &p, NmfSolver::Mu).unwrap();
         let (_, fast) = fit_with_solver(v.view(), &[], &p, NmfSolver::Accelerated).unwrap();
-        assert!(fast.objective[29] <= exact.objective[29]);
+        // both have converged on this small problem: equal up to f32 rounding, or accel lower
+        let (f, e) = (fast.objective[29], exact.objective[29]);
+        assert!(f <= e * (1.0 + 1e-6), "{f} vs {e}");
         p.loss = NmfLoss::Kl;
         match fit_with_solver(v.view(), &[], &p, NmfSolver::Accelerated) {
             Err(Error::Param { key, .. }) => assert_eq!(key, "nnmf.solver"),

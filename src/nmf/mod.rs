@@ -30,6 +30,7 @@
 //! Boutsidis & Gallopoulos, "SVD based initialization", Pattern Recognition 41, 2008.
 
 pub mod accel;
+pub mod exact;
 pub mod init;
 pub mod mu;
 pub mod project;
@@ -158,6 +159,9 @@ fn solve(
     pb: Option<&Progress>,
 ) -> Result<MuHistory> {
     match solver {
+        NmfSolver::Mu if params.loss == NmfLoss::Frobenius => {
+            exact::exact_fit(v, h, w, params.max_iter, params.tol, pb)
+        }
         NmfSolver::Mu => mu::mu_fit(v, h, w, params.loss, params.max_iter, params.tol, pb),
         NmfSolver::Accelerated => accel::accel_fit(
             v,

@@ -1,4 +1,7 @@
-//! Lee–Seung multiplicative updates of both factors (the fitting loop).
+//! Lee–Seung multiplicative updates of both factors (the fitting loop), generic over the
+//! float type: the reference implementation (f64 fixtures and gradient-free checks) and the
+//! KL path. Fitting with the Frobenius loss in f32 runs [`super::exact`], which computes the
+//! same iteration with fused sparse products and is tested against this one.
 //!
 //! Owns the iteration for `V ≈ H·W` (`V`: `n × p`, `H`: `n × K`, `W`: `K × p`) for the
 //! Frobenius objective `½‖V − HW‖²_F` and the generalised Kullback–Leibler divergence
@@ -7,7 +10,8 @@
 //!
 //! Every denominator gets [`EPS`] added (as in Lee & Seung's reference code), so a zero
 //! denominator cannot produce NaN; numerators and denominators are non-negative, so the
-//! factors stay ≥ 0. The KL ratio `V ⊘ (HW + EPS)` and its objective use the same floor.
+//! factors stay ≥ 0; results below the smallest normal float are set to 0 ([`flush`]).
+//! The KL ratio `V ⊘ (HW + EPS)` and its objective use the same floor.
 //!
 //! Memory: all products are written into buffers allocated once before the loop with
 //! `general_mat_mul`; each factor update fuses numerator, denominator, floor and product in
@@ -20,7 +24,8 @@ use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::Scalar;
 use ndarray::linalg::general_mat_mul;
-use ndarray::{Array1, Array2, ArrayView2, Zip};
+use ndarray::{Array1, Array2, ArrayView2, Axis, Zip};
+use rayon::prelude::*;
 
 /// Floor added to every multiplicative-update denominator (and to `HW` in the KL ratio).
 pub const EPS: f64 = 1e-10;
@@ -46,40 +51,57 @@ pub(crate) fn f<T: Scalar>(x: T) -> f64 {
     x.to_f64().unwrap_or(f64::NAN)
 }
 
-/// `Σ a∘b` in f64.
+/// Rows per block of the f64 reductions below. Blocks are summed in order, so the result
+/// does not depend on the thread count or on scheduling.
+const RED_ROWS: usize = 64;
+
+/// `Σ_blocks f(block)` over fixed row blocks of `a` and `b` (same shape), in block order.
+fn block_sum<T: Scalar>(
+    a: ArrayView2<T>,
+    b: ArrayView2<T>,
+    f: impl Fn(ArrayView2<T>, ArrayView2<T>) -> f64 + Sync,
+) -> f64 {
+    let parts: Vec<f64> = a
+        .axis_chunks_iter(Axis(0), RED_ROWS)
+        .into_par_iter()
+        .zip(b.axis_chunks_iter(Axis(0), RED_ROWS))
+        .map(|(x, y)| f(x, y))
+        .collect();
+    parts.iter().sum()
+}
+
+/// `Σ a∘b` in f64 (deterministic).
 pub(crate) fn dot64<T: Scalar>(a: ArrayView2<T>, b: ArrayView2<T>) -> f64 {
-    Zip::from(a)
-        .and(b)
-        .par_fold(|| 0.0f64, |s, &x, &y| s + f(x) * f(y), |a, b| a + b)
+    block_sum(a, b, |x, y| {
+        Zip::from(x)
+            .and(y)
+            .fold(0.0f64, |s, &x, &y| s + f(x) * f(y))
+    })
 }
 
 /// `Σ v·ln v − v` over the entries (the constant part of the KL divergence).
 pub(crate) fn kl_const<T: Scalar>(v: ArrayView2<T>) -> f64 {
-    Zip::from(v).par_fold(
-        || 0.0f64,
-        |s, &x| {
+    block_sum(v, v, |x, _| {
+        x.fold(0.0f64, |s, &x| {
             let x = f(x);
             if x > 0.0 {
                 s + x * x.ln() - x
             } else {
                 s
             }
-        },
-        |a, b| a + b,
-    )
+        })
+    })
 }
 
 /// `Σ −v·ln(hw + EPS) + hw` (the variable part of the KL divergence).
 pub(crate) fn kl_var<T: Scalar>(v: ArrayView2<T>, hw: ArrayView2<T>) -> f64 {
-    Zip::from(v).and(hw).par_fold(
-        || 0.0f64,
-        |s, &x, &y| {
+    block_sum(v, hw, |v, hw| {
+        Zip::from(v).and(hw).fold(0.0f64, |s, &x, &y| {
             let (x, y) = (f(x), f(y));
             let t = if x > 0.0 { -x * (y + EPS).ln() } else { 0.0 };
             s + t + y
-        },
-        |a, b| a + b,
-    )
+        })
+    })
 }
 
 /// `r ← v ⊘ (r + EPS)` in place (the KL ratio).
@@ -147,7 +169,18 @@ fn mu_step<T: Scalar>(x: &mut Array2<T>, num: &Array2<T>, den: &Array2<T>) {
     Zip::from(x)
         .and(num)
         .and(den)
-        .par_for_each(|x, &a, &b| *x = *x * a / (b + eps));
+        .par_for_each(|x, &a, &b| *x = flush(*x * a / (b + eps)));
+}
+
+/// `0` for values below the smallest normal number (no subnormal factor entries; see
+/// [`super::exact`] for why), else the value.
+#[inline]
+pub(crate) fn flush<T: Scalar>(x: T) -> T {
+    if x < T::min_positive_value() {
+        T::zero()
+    } else {
+        x
+    }
 }
 
 fn frobenius<T: Scalar>(
@@ -258,7 +291,7 @@ fn kl<T: Scalar>(
                 let d = s + eps;
                 Zip::from(&mut wr)
                     .and(&nr)
-                    .for_each(|x, &a| *x = *x * a / d);
+                    .for_each(|x, &a| *x = flush(*x * a / d));
             });
         general_mat_mul(one, &*h, &*w, zero, &mut buf);
         kl_ratio(v, &mut buf);
@@ -272,7 +305,7 @@ fn kl<T: Scalar>(
                 Zip::from(&mut hr)
                     .and(&nr)
                     .and(&sum_w)
-                    .for_each(|x, &a, &s| *x = *x * a / (s + eps));
+                    .for_each(|x, &a, &s| *x = flush(*x * a / (s + eps)));
             });
         general_mat_mul(one, &*h, &*w, zero, &mut buf);
         let obj = c + kl_var(v, buf.view());

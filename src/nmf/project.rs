@@ -16,7 +16,7 @@
 //! are GEMMs into buffers allocated once per chunk. The Frobenius update needs `VWᵀ` only
 //! once per chunk, then `H·(WWᵀ)` (`K × K`) per iteration, so it is cheap.
 
-use super::mu::{f, nan_error, EPS};
+use super::mu::{f, flush, nan_error, EPS};
 use super::NmfLoss;
 use crate::error::Result;
 use crate::Scalar;
@@ -119,13 +119,11 @@ fn frob_chunk<T: Scalar>(
     let mut stop = RowStop::new(c, tol);
     for t in 0..=max_iter {
         general_mat_mul(one, &h, g, zero, &mut hg);
-        for (i, ((hr, br), gr)) in h
-            .rows()
-            .into_iter()
-            .zip(b.rows())
-            .zip(hg.rows())
-            .enumerate()
-        {
+        // The per-row objective is needed only where the stopping rule looks at it (and
+        // at the end, to catch a non-finite result).
+        let check = t == 0 || t == max_iter || t.is_multiple_of(super::mu::CHECK_EVERY);
+        let rows = h.rows().into_iter().zip(b.rows()).zip(hg.rows());
+        for (i, ((hr, br), gr)) in rows.enumerate().filter(|_| check) {
             let (mut hb, mut hgh) = (0.0f64, 0.0f64);
             for ((&x, &y), &z) in hr.iter().zip(br.iter()).zip(gr.iter()) {
                 hb += f(x) * f(y);
@@ -147,7 +145,7 @@ fn frob_chunk<T: Scalar>(
                 Zip::from(&mut hr)
                     .and(&br)
                     .and(&gr)
-                    .for_each(|x, &a, &d| *x = *x * a / (d + eps));
+                    .for_each(|x, &a, &d| *x = flush(*x * a / (d + eps)));
             }
         }
     }
@@ -198,7 +196,7 @@ fn kl_chunk<T: Scalar>(
                 Zip::from(&mut hr)
                     .and(&nr)
                     .and(row_sums)
-                    .for_each(|x, &a, &s| *x = *x * a / (s + eps));
+                    .for_each(|x, &a, &s| *x = flush(*x * a / (s + eps)));
             }
         }
     }

@@ -78,6 +78,13 @@ impl Csr {
         }
     }
 
+    /// Column indices and values of row `i`.
+    #[inline]
+    pub fn row(&self, i: usize) -> (&[u32], &[f32]) {
+        let (lo, hi) = (self.indptr[i], self.indptr[i + 1]);
+        (&self.indices[lo..hi], &self.values[lo..hi])
+    }
+
     /// Number of stored (non-zero) entries.
     pub fn nnz(&self) -> usize {
         self.values.len()
@@ -96,7 +103,7 @@ impl Csr {
         let bs = b
             .as_slice()
             .expect("Csr::mul_dense: dense factor must be in standard layout");
-        let simd = wide_simd();
+        let simd = simd_level();
         out.axis_chunks_iter_mut(Axis(0), ROW_BLOCK)
             .into_par_iter()
             .enumerate()
@@ -113,58 +120,152 @@ impl Csr {
     }
 }
 
-/// Whether the AVX2+FMA kernel can run on this CPU.
-fn wide_simd() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+/// `out = Σ_q val[q] · b[idx[q], :]` for one sparse row (`b` row-major with `k` columns,
+/// `out` of length `k`): one row of a sparse × dense product.
+pub fn gather_row(simd: Simd, idx: &[u32], val: &[f32], b: &[f32], k: usize, out: &mut [f32]) {
+    row_product(simd, idx, val, b, k, out);
 }
 
-/// `out = Σ_q val[q] · b[idx[q], :]` for one output row (`b` row-major with `k` columns).
-fn row_product(simd: bool, idx: &[u32], val: &[f32], b: &[f32], k: usize, out: &mut [f32]) {
+/// `out[idx[q], :] += val[q] · x` for every stored entry of one sparse row `i` (`x` = row
+/// `i` of a dense factor, length `k`; `out` row-major with `k` columns): row `i`'s share of
+/// `Sᵀ·X`, so `Sᵀ·X` is built in one pass over the rows of `S` without transposing it.
+pub fn scatter_row(simd: Simd, idx: &[u32], val: &[f32], x: &[f32], k: usize, out: &mut [f32]) {
+    // SAFETY (both arms): `simd_level` returned the level only when the CPU has its features.
     #[cfg(target_arch = "x86_64")]
-    if simd {
-        // SAFETY: `simd` is true only when the CPU supports AVX2 and FMA (wide_simd).
-        unsafe { row_product_avx2(idx, val, b, k, out) };
-        return;
+    match simd {
+        Simd::Avx512 => return unsafe { scatter_512(idx, val, x, k, out) },
+        Simd::Avx2 => return unsafe { scatter_256(idx, val, x, k, out) },
+        Simd::Baseline => {}
     }
+    #[cfg(not(target_arch = "x86_64"))]
     let _ = simd;
-    row_product_body(idx, val, b, k, out);
+    scatter_body::<false>(idx, val, x, k, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn scatter_512(idx: &[u32], val: &[f32], x: &[f32], k: usize, out: &mut [f32]) {
+    scatter_body::<true>(idx, val, x, k, out);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn row_product_avx2(idx: &[u32], val: &[f32], b: &[f32], k: usize, out: &mut [f32]) {
-    row_product_body(idx, val, b, k, out);
+unsafe fn scatter_256(idx: &[u32], val: &[f32], x: &[f32], k: usize, out: &mut [f32]) {
+    scatter_body::<true>(idx, val, x, k, out);
+}
+
+/// Column blocks of 16 (the block of `x` stays in a register across the non-zeros), then
+/// the remainder columns.
+#[inline(always)]
+fn scatter_body<const F: bool>(idx: &[u32], val: &[f32], x: &[f32], k: usize, out: &mut [f32]) {
+    const L: usize = 16;
+    let mut c0 = 0;
+    while k - c0 >= L {
+        let xb: [f32; L] = x[c0..c0 + L].try_into().expect("L columns");
+        for (&j, &a) in idx.iter().zip(val) {
+            let base = j as usize * k + c0;
+            let o: &mut [f32; L] = (&mut out[base..base + L]).try_into().expect("L columns");
+            for l in 0..L {
+                o[l] = madd::<F>(a, xb[l], o[l]);
+            }
+        }
+        c0 += L;
+    }
+    if c0 < k {
+        for (&j, &a) in idx.iter().zip(val) {
+            let base = j as usize * k;
+            for c in c0..k {
+                out[base + c] = madd::<F>(a, x[c], out[base + c]);
+            }
+        }
+    }
+}
+
+/// `a·b + c`, fused (one rounding) when `F` — only where the target has FMA instructions;
+/// without them `mul_add` would be a slow library call.
+#[inline(always)]
+fn madd<const F: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if F {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
+
+/// The vector instruction set the kernels are compiled for at run time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Simd {
+    /// AVX-512F + FMA (512-bit registers).
+    Avx512,
+    /// AVX2 + FMA (256-bit registers).
+    Avx2,
+    /// Whatever the build's baseline target allows.
+    Baseline,
+}
+
+/// The widest kernel this CPU can run.
+pub fn simd_level() -> Simd {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx512f") && has!("avx2") && has!("fma") {
+            return Simd::Avx512;
+        }
+        if has!("avx2") && has!("fma") {
+            return Simd::Avx2;
+        }
+    }
+    Simd::Baseline
+}
+
+/// `out = Σ_q val[q] · b[idx[q], :]` for one output row (`b` row-major with `k` columns).
+fn row_product(simd: Simd, idx: &[u32], val: &[f32], b: &[f32], k: usize, out: &mut [f32]) {
+    // SAFETY (both arms): `simd_level` returned the level only when the CPU has its features.
+    #[cfg(target_arch = "x86_64")]
+    match simd {
+        Simd::Avx512 => return unsafe { row_product_512(idx, val, b, k, out) },
+        Simd::Avx2 => return unsafe { row_product_256(idx, val, b, k, out) },
+        Simd::Baseline => {}
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = simd;
+    row_product_body::<false>(idx, val, b, k, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn row_product_512(idx: &[u32], val: &[f32], b: &[f32], k: usize, out: &mut [f32]) {
+    row_product_body::<true>(idx, val, b, k, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn row_product_256(idx: &[u32], val: &[f32], b: &[f32], k: usize, out: &mut [f32]) {
+    row_product_body::<true>(idx, val, b, k, out);
 }
 
 /// The kernel: column blocks of 32, 16, 8 (accumulated in local arrays that stay in vector
 /// registers, two independent accumulators over alternate non-zeros to hide the add
 /// latency), then the remainder columns one by one.
 #[inline(always)]
-fn row_product_body(idx: &[u32], val: &[f32], b: &[f32], k: usize, out: &mut [f32]) {
+fn row_product_body<const F: bool>(idx: &[u32], val: &[f32], b: &[f32], k: usize, out: &mut [f32]) {
     let mut c0 = 0;
     while k - c0 >= 32 {
-        block::<32>(idx, val, b, k, c0, out);
+        block::<32, F>(idx, val, b, k, c0, out);
         c0 += 32;
     }
     if k - c0 >= 16 {
-        block::<16>(idx, val, b, k, c0, out);
+        block::<16, F>(idx, val, b, k, c0, out);
         c0 += 16;
     }
     if k - c0 >= 8 {
-        block::<8>(idx, val, b, k, c0, out);
+        block::<8, F>(idx, val, b, k, c0, out);
         c0 += 8;
     }
     for c in c0..k {
         let mut acc = 0.0f32;
         for (&j, &x) in idx.iter().zip(val) {
-            acc += x * b[j as usize * k + c];
+            acc = madd::<F>(x, b[j as usize * k + c], acc);
         }
         out[c] = acc;
     }
@@ -172,7 +273,7 @@ fn row_product_body(idx: &[u32], val: &[f32], b: &[f32], k: usize, out: &mut [f3
 
 /// Columns `c0..c0+L` of one output row.
 #[inline(always)]
-fn block<const L: usize>(
+fn block<const L: usize, const F: bool>(
     idx: &[u32],
     val: &[f32],
     b: &[f32],
@@ -191,15 +292,15 @@ fn block<const L: usize>(
         let (r0, r1) = (row(idx[2 * q]), row(idx[2 * q + 1]));
         let (x0, x1) = (val[2 * q], val[2 * q + 1]);
         for l in 0..L {
-            a0[l] += x0 * r0[l];
-            a1[l] += x1 * r1[l];
+            a0[l] = madd::<F>(x0, r0[l], a0[l]);
+            a1[l] = madd::<F>(x1, r1[l], a1[l]);
         }
     }
     if idx.len() % 2 == 1 {
         let q = idx.len() - 1;
         let (r, x) = (row(idx[q]), val[q]);
         for l in 0..L {
-            a0[l] += x * r[l];
+            a0[l] = madd::<F>(x, r[l], a0[l]);
         }
     }
     for l in 0..L {
