@@ -1,22 +1,54 @@
-//! Single-threaded GEMM on ndarray views (through faer's kernels with `Par::Seq`), for code
-//! that parallelises at a coarser level with rayon (one row chunk per task) and must not
-//! nest threaded GEMMs inside rayon tasks.
+//! GEMM on ndarray views through faer's kernels: [`gemm_seq`] single-threaded, for code that
+//! parallelises at a coarser level with rayon (one row chunk per task) and must not nest
+//! threaded GEMMs inside rayon tasks; [`par_gemm`] and [`par_gemm_tn`] split fixed row
+//! chunks over rayon (no second thread pool next to rayon's, results independent of the
+//! thread count). Generic over [`Scalar`] (f32 runs, f64 gradient checks).
 
+use crate::Scalar;
 use faer::{Accum, MatMut, MatRef, Par};
-use ndarray::{ArrayView2, ArrayViewMut2};
+use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis};
+use rayon::prelude::*;
 
-fn as_faer<'a>(a: &ArrayView2<'a, f32>) -> MatRef<'a, f32> {
-    let s = a.strides();
-    // SAFETY: the pointer, shape and strides come from a live ndarray view of f32 that
-    // outlives the returned reference.
-    unsafe { MatRef::from_raw_parts(a.as_ptr(), a.nrows(), a.ncols(), s[0], s[1]) }
+/// Rows per task of [`par_gemm`] / [`par_gemm_tn`] (fixed: determinism).
+pub const PAR_ROWS: usize = 512;
+
+macro_rules! faer_gemm {
+    ($name:ident, $t:ty) => {
+        /// `c = a·b` (or `c += a·b`), sequential, shapes checked by the caller.
+        pub(crate) fn $name(
+            mut c: ArrayViewMut2<$t>,
+            a: ArrayView2<$t>,
+            b: ArrayView2<$t>,
+            accumulate: bool,
+        ) {
+            let view = |x: &ArrayView2<$t>| {
+                let s = x.strides();
+                // SAFETY: pointer, shape and strides come from a live ndarray view that
+                // outlives the returned reference.
+                unsafe { MatRef::from_raw_parts(x.as_ptr(), x.nrows(), x.ncols(), s[0], s[1]) }
+            };
+            let s = c.strides().to_vec();
+            let (m, n) = (c.nrows(), c.ncols());
+            // SAFETY: as above, for a mutable view that is exclusively borrowed here.
+            let cm = unsafe { MatMut::from_raw_parts_mut(c.as_mut_ptr(), m, n, s[0], s[1]) };
+            let acc = if accumulate {
+                Accum::Add
+            } else {
+                Accum::Replace
+            };
+            faer::linalg::matmul::matmul(cm, acc, view(&a), view(&b), 1.0 as $t, Par::Seq);
+            clear_upper_simd_state();
+        }
+    };
 }
+faer_gemm!(gemm_f32, f32);
+faer_gemm!(gemm_f64, f64);
 
 /// `c = a·b` (or `c += a·b` when `accumulate`), sequential. Shapes must agree.
-pub fn gemm_seq(
-    mut c: ArrayViewMut2<f32>,
-    a: ArrayView2<f32>,
-    b: ArrayView2<f32>,
+pub fn gemm_seq<F: Scalar>(
+    c: ArrayViewMut2<F>,
+    a: ArrayView2<F>,
+    b: ArrayView2<F>,
     accumulate: bool,
 ) {
     assert_eq!(a.ncols(), b.nrows(), "gemm_seq: inner dimensions");
@@ -25,17 +57,41 @@ pub fn gemm_seq(
         (a.nrows(), b.ncols()),
         "gemm_seq: output shape"
     );
-    let s = c.strides().to_vec();
-    let (m, n) = (c.nrows(), c.ncols());
-    // SAFETY: as above, for a mutable view that is exclusively borrowed here.
-    let cm = unsafe { MatMut::from_raw_parts_mut(c.as_mut_ptr(), m, n, s[0], s[1]) };
-    let acc = if accumulate {
-        Accum::Add
-    } else {
-        Accum::Replace
-    };
-    faer::linalg::matmul::matmul(cm, acc, as_faer(&a), as_faer(&b), 1.0f32, Par::Seq);
-    clear_upper_simd_state();
+    F::gemm(c, a, b, accumulate);
+}
+
+/// `a·b`, rows of `a` in fixed chunks of [`PAR_ROWS`] in parallel.
+pub fn par_gemm<F: Scalar>(a: ArrayView2<F>, b: ArrayView2<F>) -> Array2<F> {
+    assert_eq!(a.ncols(), b.nrows(), "par_gemm: inner dimensions");
+    let mut c = Array2::<F>::zeros((a.nrows(), b.ncols()));
+    c.axis_chunks_iter_mut(Axis(0), PAR_ROWS)
+        .into_par_iter()
+        .zip(a.axis_chunks_iter(Axis(0), PAR_ROWS))
+        .for_each(|(cc, ac)| F::gemm(cc, ac, b, false));
+    c
+}
+
+/// `aᵀ·b` (a reduction over the rows of `a` and `b`): one partial product per fixed chunk of
+/// [`PAR_ROWS`] rows in parallel, summed in chunk order.
+pub fn par_gemm_tn<F: Scalar>(a: ArrayView2<F>, b: ArrayView2<F>) -> Array2<F> {
+    assert_eq!(a.nrows(), b.nrows(), "par_gemm_tn: shared rows");
+    let (m, n) = (a.ncols(), b.ncols());
+    let parts: Vec<Array2<F>> = a
+        .axis_chunks_iter(Axis(0), PAR_ROWS)
+        .into_par_iter()
+        .zip(b.axis_chunks_iter(Axis(0), PAR_ROWS))
+        .map(|(ac, bc)| {
+            let mut p = Array2::<F>::zeros((m, n));
+            F::gemm(p.view_mut(), ac.t(), bc, false);
+            p
+        })
+        .collect();
+    let mut it = parts.into_iter();
+    let mut c = it.next().unwrap_or_else(|| Array2::zeros((m, n)));
+    for p in it {
+        c += &p;
+    }
+    c
 }
 
 /// faer's AVX kernels can return with the upper halves of the vector registers dirty; the
@@ -66,11 +122,39 @@ mod tests {
     use ndarray::{Array2, ShapeBuilder};
 
     #[test]
+    fn parallel_gemms_match_ndarray_over_several_chunks() {
+        let a = Array2::from_shape_fn((1300, 9), |(i, j)| ((i * 3 + j * 5) % 17) as f64 * 0.1);
+        let b = Array2::from_shape_fn((9, 4), |(i, j)| (i as f64 - j as f64) * 0.2);
+        let c = Array2::from_shape_fn((1300, 4), |(i, j)| ((i + 2 * j) % 7) as f64 * 0.3);
+        let ab = par_gemm(a.view(), b.view());
+        assert!(ab
+            .iter()
+            .zip(a.dot(&b).iter())
+            .all(|(x, y)| (x - y).abs() < 1e-9));
+        let atc = par_gemm_tn(a.view(), c.view());
+        let want = a.t().dot(&c);
+        assert!(atc
+            .iter()
+            .zip(want.iter())
+            .all(|(x, y)| (x - y).abs() < 1e-9));
+        let empty = par_gemm_tn(a.slice(ndarray::s![..0, ..]), c.slice(ndarray::s![..0, ..]));
+        assert_eq!(empty, Array2::<f64>::zeros((9, 4)));
+    }
+
+    #[test]
     fn matches_ndarray_dot_including_transposed_views() {
         let a = Array2::from_shape_fn((7, 5), |(i, j)| (i * 5 + j) as f32 * 0.1 - 1.0);
         let b = Array2::from_shape_fn((6, 5), |(i, j)| (i + 2 * j) as f32 * 0.05);
         let mut c = Array2::<f32>::zeros((7, 6));
         gemm_seq(c.view_mut(), a.view(), b.t(), false);
+        let a64 = a.mapv(f64::from);
+        let b64 = b.mapv(f64::from);
+        let mut c64 = Array2::<f64>::zeros((7, 6));
+        gemm_seq(c64.view_mut(), a64.view(), b64.t(), false);
+        assert!(c64
+            .iter()
+            .zip(a64.dot(&b64.t()).iter())
+            .all(|(x, y)| (x - y).abs() < 1e-12));
         let want = a.dot(&b.t());
         for (x, y) in c.iter().zip(want.iter()) {
             assert!((x - y).abs() < 1e-5);

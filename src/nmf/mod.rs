@@ -13,9 +13,11 @@
 //!    every [`CHECK_EVERY`] iterations the run stops when the relative decrease since the
 //!    previous check is below `tol` (`tol = 0` ⇒ exactly `max_iter` iterations).
 //!
-//! Solvers ([`NmfSolver`]): `mu` (default, the exact iteration above) and `accelerated`
-//! ([`accel`], Frobenius only): Gillis–Glineur accelerated MU with sparse data products
-//! ([`sparse`]), which reaches the same objective in a fraction of the time.
+//! Solvers ([`NmfSolver`]): `mu` (default, the exact iteration above; with the Frobenius
+//! loss it runs the fused one-pass engine [`exact`], tested against the generic reference
+//! [`mu`]) and `accelerated` ([`accel`], Frobenius only): Gillis–Glineur accelerated MU,
+//! which reaches the same objective in fewer passes. Both use sparse data products
+//! ([`sparse`]) when the data is mostly zeros, as digit images are.
 //!
 //! Variants: `global` (one basis of `k` parts, training coefficients = the fitted `H`) and
 //! `per_class` ("category-aware": `k` parts fitted on each class's rows, classes in label
@@ -23,8 +25,10 @@
 //! [`NmfModel::transform`] of all training rows on that basis, without labels).
 //! [`NmfModel::transform`] solves each row independently with the basis fixed ([`project`]).
 //!
-//! Precision: f32 storage and GEMMs (`ndarray` / matrixmultiply, threaded), f64 reductions;
-//! the iteration code is generic over [`Scalar`] so tests and fixtures can run it in f64.
+//! Precision: f32 storage and products (faer GEMMs, sparse kernels), f64 reductions summed
+//! in a fixed order (results do not depend on the thread count); factor entries below the
+//! smallest normal float are set to 0. The reference iteration [`mu`] is generic over
+//! [`Scalar`] so tests and fixtures can run it in f64.
 //!
 //! References: Lee & Seung, "Algorithms for non-negative matrix factorization", NIPS 2000;
 //! Boutsidis & Gallopoulos, "SVD based initialization", Pattern Recognition 41, 2008.

@@ -10,6 +10,7 @@ use super::layers::{
 };
 use super::mlp::Dense;
 use crate::error::{Error, Result};
+use crate::linalg::{par_gemm, par_gemm_tn};
 use crate::rng::{fill_uniform, Rng};
 use crate::Scalar;
 use ndarray::{concatenate, Array1, Array2, ArrayView2, Axis};
@@ -213,7 +214,7 @@ impl<F: Scalar> Cnn<F> {
         for (i, blk) in self.blocks.iter().enumerate() {
             let s_in = s;
             let cols = im2col3(&cur, s);
-            let pre = cols.dot(&blk.w);
+            let pre = par_gemm(cols.view(), blk.w.view());
             let stats = (!train).then_some((&blk.running_mean, &blk.running_var));
             let (out, bn) = bn_relu_forward(pre.view(), &blk.gamma, &blk.beta, stats);
             let so = Nhwc {
@@ -296,12 +297,12 @@ impl<F: Scalar> Cnn<F> {
             let gout = ArrayView2::from_shape((so.rows(), so.c), &gout).expect("shape");
             let (dpre, dgamma, dbeta) = bn_relu_backward(gout, &bc.out, &blk.gamma, &bc.bn);
             if param_grads {
-                gw.push(bc.cols.t().dot(&dpre));
+                gw.push(par_gemm_tn(bc.cols.view(), dpre.view()));
                 gg.push(dgamma);
                 gb.push(dbeta);
             }
             if i > 0 || input_grad {
-                let dcols = dpre.dot(&blk.w.t());
+                let dcols = par_gemm(dpre.view(), blk.w.t());
                 gcur = col2im3(dcols.view(), bc.shape);
             }
         }

@@ -45,77 +45,125 @@ impl Nhwc {
 
 /// im2col for a 3×3 kernel with zero padding 1: `(n·h·w) × 9c`, column `(ky·3+kx)·c + ci`.
 pub fn im2col3<F: Scalar>(x: &[F], s: Nhwc) -> Array2<F> {
-    let (h, w, c) = (s.h, s.w, s.c);
-    let k = 9 * c;
+    let k = 9 * s.c;
     let mut cols = Array2::<F>::zeros((s.rows(), k));
     if s.is_empty() {
         return cols;
     }
     let dst_all = cols.as_slice_mut().expect("fresh array");
     dst_all
-        .par_chunks_mut(h * w * k)
-        .zip(x.par_chunks(h * w * c))
+        .par_chunks_mut(s.h * s.w * k)
+        .zip(x.par_chunks(s.h * s.w * s.c))
         .for_each(|(dst, src)| {
-            for y in 0..h {
-                for xx in 0..w {
-                    let row = &mut dst[(y * w + xx) * k..][..k];
-                    for ky in 0..3 {
-                        let iy = y + ky;
-                        if iy == 0 || iy > h {
-                            continue;
-                        }
-                        for kx in 0..3 {
-                            let ix = xx + kx;
-                            if ix == 0 || ix > w {
-                                continue;
-                            }
-                            let s0 = ((iy - 1) * w + ix - 1) * c;
-                            row[(ky * 3 + kx) * c..][..c].copy_from_slice(&src[s0..s0 + c]);
-                        }
-                    }
-                }
-            }
+            by_channels!(s.c, |C| taps(s, |row, tap, px| {
+                copy::<F, C>(
+                    &mut dst[row * k + tap * s.c..][..s.c],
+                    &src[px * s.c..][..s.c],
+                    false,
+                )
+            }))
         });
     cols
 }
 
 /// Adjoint of [`im2col3`]: scatter-add `(n·h·w) × 9c` columns back into an NHWC image batch.
 pub fn col2im3<F: Scalar>(cols: ArrayView2<F>, s: Nhwc) -> Vec<F> {
-    let (h, w, c) = (s.h, s.w, s.c);
-    let k = 9 * c;
+    let k = 9 * s.c;
     let mut dx = vec![F::zero(); s.len()];
     if s.is_empty() {
         return dx;
     }
     let cols = cols.as_standard_layout();
     let src_all = cols.as_slice().expect("standard layout");
-    dx.par_chunks_mut(h * w * c)
-        .zip(src_all.par_chunks(h * w * k))
+    dx.par_chunks_mut(s.h * s.w * s.c)
+        .zip(src_all.par_chunks(s.h * s.w * k))
         .for_each(|(dst, src)| {
-            for y in 0..h {
-                for xx in 0..w {
-                    let row = &src[(y * w + xx) * k..][..k];
-                    for ky in 0..3 {
-                        let iy = y + ky;
-                        if iy == 0 || iy > h {
-                            continue;
-                        }
-                        for kx in 0..3 {
-                            let ix = xx + kx;
-                            if ix == 0 || ix > w {
-                                continue;
-                            }
-                            let d0 = ((iy - 1) * w + ix - 1) * c;
-                            let part = &row[(ky * 3 + kx) * c..][..c];
-                            for (d, &v) in dst[d0..d0 + c].iter_mut().zip(part) {
-                                *d += v;
-                            }
-                        }
-                    }
-                }
-            }
+            by_channels!(s.c, |C| taps(s, |row, tap, px| {
+                copy::<F, C>(
+                    &mut dst[px * s.c..][..s.c],
+                    &src[row * k + tap * s.c..][..s.c],
+                    true,
+                )
+            }))
         });
     dx
+}
+
+/// Run `$body` with the const `C` = the channel count when it is one of the common widths
+/// (fixed-length copies compile to a few vector moves instead of a `memcpy` call per
+/// pixel), else with `C = 0` (runtime length).
+macro_rules! by_channels {
+    ($c:expr, |$C:ident| $body:expr) => {
+        match $c {
+            1 => {
+                const $C: usize = 1;
+                $body
+            }
+            8 => {
+                const $C: usize = 8;
+                $body
+            }
+            16 => {
+                const $C: usize = 16;
+                $body
+            }
+            32 => {
+                const $C: usize = 32;
+                $body
+            }
+            64 => {
+                const $C: usize = 64;
+                $body
+            }
+            _ => {
+                const $C: usize = 0;
+                $body
+            }
+        }
+    };
+}
+use by_channels;
+
+/// Calls `f(row, tap, px)` for every output pixel `row` of one image, every in-bounds 3×3
+/// tap `ky·3+kx` and the input pixel `px` it reads.
+#[inline(always)]
+fn taps<G: FnMut(usize, usize, usize)>(s: Nhwc, mut f: G) {
+    let (h, w) = (s.h, s.w);
+    for y in 0..h {
+        for ky in 0..3 {
+            let iy = y + ky;
+            if iy == 0 || iy > h {
+                continue;
+            }
+            for xx in 0..w {
+                for kx in 0..3 {
+                    let ix = xx + kx;
+                    if ix == 0 || ix > w {
+                        continue;
+                    }
+                    f(y * w + xx, ky * 3 + kx, (iy - 1) * w + ix - 1);
+                }
+            }
+        }
+    }
+}
+
+/// `dst = src` or `dst += src` for `C` values (`C = 0`: the slices' length).
+#[inline(always)]
+fn copy<F: Scalar, const C: usize>(dst: &mut [F], src: &[F], add: bool) {
+    if C > 0 {
+        let d: &mut [F; C] = dst.try_into().expect("C values");
+        let s: &[F; C] = src.try_into().expect("C values");
+        for i in 0..C {
+            d[i] = if add { d[i] + s[i] } else { s[i] };
+        }
+    } else if add {
+        for (d, &v) in dst.iter_mut().zip(src) {
+            *d += v;
+        }
+    } else {
+        dst.copy_from_slice(src);
+    }
 }
 
 /// 2×2/2 max-pooling (floor). Returns the pooled batch and, per output value, which of the

@@ -4,6 +4,7 @@
 //! `backward` always returns the input gradient (used by the attacks and by backpropagation
 //! through chains of denoiser steps); parameter gradients are only formed when asked for.
 
+use crate::linalg::{par_gemm, par_gemm_tn};
 use crate::rng::{fill_uniform, Rng};
 use crate::Scalar;
 use ndarray::{Array1, Array2, ArrayView2, Axis, Zip};
@@ -78,17 +79,17 @@ impl<F: Scalar> Dense<F> {
     }
     /// `x·w + b`.
     pub fn forward(&self, x: ArrayView2<F>) -> Array2<F> {
-        let mut y = x.dot(&self.w);
+        let mut y = par_gemm(x, self.w.view());
         y += &self.b;
         y
     }
     /// Gradients `(dw, db)` from the layer input `x` and the output gradient `g`.
     pub fn param_grads(&self, x: ArrayView2<F>, g: ArrayView2<F>) -> (Array2<F>, Array1<F>) {
-        (x.t().dot(&g), g.sum_axis(Axis(0)))
+        (par_gemm_tn(x, g), g.sum_axis(Axis(0)))
     }
     /// Input gradient `g·wᵀ`.
     pub fn input_grad(&self, g: ArrayView2<F>) -> Array2<F> {
-        g.dot(&self.w.t())
+        par_gemm(g, self.w.t())
     }
     pub fn cast<G: Scalar>(&self) -> Dense<G> {
         Dense {
