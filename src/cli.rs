@@ -68,8 +68,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             backend::init_threads(threads);
             let loaded = config::load_job(&job, &set)
                 .with_context(|| format!("loading job {}", job.display()))?;
-            let (result, dir) = pipeline::run_job(&loaded, &RunOptions { out, threads })
-                .with_context(|| format!("running job `{}`", loaded.config.name))?;
+            let (result, dir) =
+                backend::in_pool(|| pipeline::run_job(&loaded, &RunOptions { out, threads }))
+                    .with_context(|| format!("running job `{}`", loaded.config.name))?;
             println!("{}", crate::results::table::markdown(&result));
             let total = result
                 .timings

@@ -234,7 +234,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let threads = backend::thread_count(args.threads);
     backend::init_threads(threads);
     crate::progress::set_quiet(true);
-    let table = bench(&args, threads)?;
+    let table = backend::in_pool(|| bench(&args, threads))?;
     println!("{table}");
     Ok(())
 }

@@ -54,15 +54,7 @@ pub fn im2col3<F: Scalar>(x: &[F], s: Nhwc) -> Array2<F> {
     dst_all
         .par_chunks_mut(s.h * s.w * k)
         .zip(x.par_chunks(s.h * s.w * s.c))
-        .for_each(|(dst, src)| {
-            by_channels!(s.c, |C| taps(s, |row, tap, px| {
-                copy::<F, C>(
-                    &mut dst[row * k + tap * s.c..][..s.c],
-                    &src[px * s.c..][..s.c],
-                    false,
-                )
-            }))
-        });
+        .for_each(|(dst, src)| by_channels!(s.c, |C| im2col_image::<F, C>(dst, src, s)));
     cols
 }
 
@@ -77,15 +69,7 @@ pub fn col2im3<F: Scalar>(cols: ArrayView2<F>, s: Nhwc) -> Vec<F> {
     let src_all = cols.as_slice().expect("standard layout");
     dx.par_chunks_mut(s.h * s.w * s.c)
         .zip(src_all.par_chunks(s.h * s.w * k))
-        .for_each(|(dst, src)| {
-            by_channels!(s.c, |C| taps(s, |row, tap, px| {
-                copy::<F, C>(
-                    &mut dst[px * s.c..][..s.c],
-                    &src[row * k + tap * s.c..][..s.c],
-                    true,
-                )
-            }))
-        });
+        .for_each(|(dst, src)| by_channels!(s.c, |C| col2im_image::<F, C>(dst, src, s)));
     dx
 }
 
@@ -124,24 +108,56 @@ macro_rules! by_channels {
 }
 use by_channels;
 
-/// Calls `f(row, tap, px)` for every output pixel `row` of one image, every in-bounds 3×3
-/// tap `ky·3+kx` and the input pixel `px` it reads.
+/// The valid tap range: output column `xx` reads input column `xx + kx − 1`, so for tap
+/// column `kx` the output columns `lo..hi` read `lo + kx − 1 .. hi + kx − 1`.
 #[inline(always)]
-fn taps<G: FnMut(usize, usize, usize)>(s: Nhwc, mut f: G) {
-    let (h, w) = (s.h, s.w);
-    for y in 0..h {
+fn tap_cols(kx: usize, w: usize) -> (usize, usize) {
+    (usize::from(kx == 0), if kx == 2 { w - 1 } else { w })
+}
+
+/// im2col of one image (`src`: `h·w·c`, `dst`: `h·w × 9c`), in contiguous runs: for each
+/// output row and tap, consecutive output pixels read consecutive input pixels.
+#[inline(always)]
+fn im2col_image<F: Scalar, const C: usize>(dst: &mut [F], src: &[F], s: Nhwc) {
+    let (h, w, c) = (s.h, s.w, s.c);
+    let k = 9 * c;
+    for (y, drow) in dst.chunks_exact_mut(w * k).enumerate() {
         for ky in 0..3 {
             let iy = y + ky;
             if iy == 0 || iy > h {
                 continue;
             }
-            for xx in 0..w {
-                for kx in 0..3 {
-                    let ix = xx + kx;
-                    if ix == 0 || ix > w {
-                        continue;
-                    }
-                    f(y * w + xx, ky * 3 + kx, (iy - 1) * w + ix - 1);
+            let srow = &src[(iy - 1) * w * c..iy * w * c];
+            for kx in 0..3 {
+                let (lo, hi) = tap_cols(kx, w);
+                let t0 = (ky * 3 + kx) * c;
+                let pixels = drow.chunks_exact_mut(k).skip(lo).take(hi - lo);
+                for (px, sp) in pixels.zip(srow.chunks_exact(c).skip(lo + kx - 1)) {
+                    copy::<F, C>(&mut px[t0..t0 + c], sp, false);
+                }
+            }
+        }
+    }
+}
+
+/// Adjoint of [`im2col_image`] for one image (scatter-add).
+#[inline(always)]
+fn col2im_image<F: Scalar, const C: usize>(dst: &mut [F], src: &[F], s: Nhwc) {
+    let (h, w, c) = (s.h, s.w, s.c);
+    let k = 9 * c;
+    for (y, srow) in src.chunks_exact(w * k).enumerate() {
+        for ky in 0..3 {
+            let iy = y + ky;
+            if iy == 0 || iy > h {
+                continue;
+            }
+            let drow = &mut dst[(iy - 1) * w * c..iy * w * c];
+            for kx in 0..3 {
+                let (lo, hi) = tap_cols(kx, w);
+                let t0 = (ky * 3 + kx) * c;
+                let pixels = srow.chunks_exact(k).skip(lo).take(hi - lo);
+                for (px, dp) in pixels.zip(drow.chunks_exact_mut(c).skip(lo + kx - 1)) {
+                    copy::<F, C>(dp, &px[t0..t0 + c], true);
                 }
             }
         }
@@ -228,22 +244,22 @@ pub fn maxpool2_backward<F: Scalar>(dy: &[F], arg: &[u8], s: Nhwc) -> Vec<F> {
     dx
 }
 
-/// Per-column sums of `k` quantities over the rows of an `rows × c` matrix: `f(row, acc)`
-/// adds the row's contributions into `acc` (`k·c` long, quantity-major). Fixed chunking.
+/// Per-channel sums over the rows of `rows × c` data: `f(block_start_row, block_rows, acc)`
+/// adds one fixed block of [`REDUCE_ROWS`] rows into `acc` (`k·c` long, quantity-major).
+/// Blocks run in parallel and are summed in block order (determinism).
 pub fn col_reduce<F: Scalar>(
     rows: usize,
     c: usize,
     k: usize,
-    f: impl Fn(usize, &mut [F]) + Sync,
+    f: impl Fn(usize, usize, &mut [F]) + Sync,
 ) -> Vec<F> {
     let chunks = rows.div_ceil(REDUCE_ROWS);
     let partials: Vec<Vec<F>> = (0..chunks)
         .into_par_iter()
         .map(|ch| {
             let mut acc = vec![F::zero(); k * c];
-            for r in ch * REDUCE_ROWS..((ch + 1) * REDUCE_ROWS).min(rows) {
-                f(r, &mut acc);
-            }
+            let r0 = ch * REDUCE_ROWS;
+            f(r0, REDUCE_ROWS.min(rows - r0), &mut acc);
             acc
         })
         .collect();
@@ -254,6 +270,122 @@ pub fn col_reduce<F: Scalar>(
         }
     }
     total
+}
+
+// Row kernels of BatchNorm. Each takes the row width `w` (= the channel count) and is
+// called through `by_channels!` with `w` a constant for the common widths, so after inlining
+// the per-channel loops have a known length: no bounds checks, vector registers.
+
+/// `acc[j] += Σ_rows x[row, j]` (`mean = None`) or `Σ_rows (x[row, j] − mean[j])²`.
+#[inline(always)]
+fn col_sums<F: Scalar>(w: usize, x: &[F], mean: Option<&[F]>, acc: &mut [F]) {
+    // Local accumulators (registers once `w` is a constant), added to `acc` at the end.
+    let mut loc = [F::zero(); MAX_LOCAL];
+    let a = if w <= MAX_LOCAL {
+        &mut loc[..w]
+    } else {
+        &mut acc[..w]
+    };
+    match mean {
+        None => {
+            for row in x.chunks_exact(w) {
+                for (a, &v) in a.iter_mut().zip(row) {
+                    *a += v;
+                }
+            }
+        }
+        Some(m) => {
+            let m = &m[..w];
+            for row in x.chunks_exact(w) {
+                for ((a, &v), &mj) in a.iter_mut().zip(row).zip(m) {
+                    *a += (v - mj) * (v - mj);
+                }
+            }
+        }
+    }
+    if w <= MAX_LOCAL {
+        for (t, &v) in acc.iter_mut().zip(&loc[..w]) {
+            *t += v;
+        }
+    }
+}
+
+/// Widths up to this use stack accumulators in the column sums.
+const MAX_LOCAL: usize = 64;
+
+/// `x̂ = (x − m)·is`, `out = relu(g·x̂ + b)`, row by row.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn bn_fwd_rows<F: Scalar>(
+    w: usize,
+    x: &[F],
+    xh: &mut [F],
+    out: &mut [F],
+    m: &[F],
+    is: &[F],
+    g: &[F],
+    b: &[F],
+) {
+    let (m, is, g, b) = (&m[..w], &is[..w], &g[..w], &b[..w]);
+    let rows = x.chunks_exact(w).zip(xh.chunks_exact_mut(w));
+    for ((xr, hr), or) in rows.zip(out.chunks_exact_mut(w)) {
+        let par = m.iter().zip(is).zip(g.iter().zip(b));
+        for (((&v, h), o), ((&mj, &sj), (&gj, &bj))) in xr.iter().zip(hr).zip(or).zip(par) {
+            let t = (v - mj) * sj;
+            *h = t;
+            *o = (gj * t + bj).max(F::zero());
+        }
+    }
+}
+
+/// `sb[j] += Σ g`, `sg[j] += Σ g·x̂` over rows.
+#[inline(always)]
+fn bn_bwd_sums<F: Scalar>(w: usize, g: &[F], xh: &[F], sb: &mut [F], sg: &mut [F]) {
+    let (mut lb, mut lg) = ([F::zero(); MAX_LOCAL], [F::zero(); MAX_LOCAL]);
+    let local = w <= MAX_LOCAL;
+    let (b, s) = if local {
+        (&mut lb[..w], &mut lg[..w])
+    } else {
+        (&mut sb[..w], &mut sg[..w])
+    };
+    for (gr, hr) in g.chunks_exact(w).zip(xh.chunks_exact(w)) {
+        for (((b, s), &gv), &hv) in b.iter_mut().zip(s.iter_mut()).zip(gr).zip(hr) {
+            *b += gv;
+            *s += gv * hv;
+        }
+    }
+    if local {
+        for j in 0..w {
+            sb[j] += lb[j];
+            sg[j] += lg[j];
+        }
+    }
+}
+
+/// `dx = a·(g − b − x̂·s)` row by row.
+#[inline(always)]
+fn bn_bwd_rows<F: Scalar>(w: usize, d: &mut [F], g: &[F], xh: &[F], a: &[F], b: &[F], s: &[F]) {
+    let (a, b, s) = (&a[..w], &b[..w], &s[..w]);
+    for ((dr, gr), hr) in d
+        .chunks_exact_mut(w)
+        .zip(g.chunks_exact(w))
+        .zip(xh.chunks_exact(w))
+    {
+        let par = a.iter().zip(b).zip(s);
+        for (((dv, &gv), &hv), ((&aj, &bj), &sj)) in dr.iter_mut().zip(gr).zip(hr).zip(par) {
+            *dv = aj * (gv - bj - hv * sj);
+        }
+    }
+}
+
+/// The row width to pass to the kernels: the constant `C` when specialised, else `c`.
+#[inline(always)]
+const fn width(c_const: usize, c: usize) -> usize {
+    if c_const > 0 {
+        c_const
+    } else {
+        c
+    }
 }
 
 /// What BatchNorm's forward keeps for backward.
@@ -286,17 +418,15 @@ pub fn bn_relu_forward<F: Scalar>(
         Some((m, v)) => (m.clone(), v.clone(), false),
         None => {
             let nf = F::c(rows.max(1) as f64);
-            let s = col_reduce(rows, c, 1, |r, acc: &mut [F]| {
-                for (a, &v) in acc.iter_mut().zip(&xs[r * c..(r + 1) * c]) {
-                    *a += v;
-                }
+            let s = col_reduce(rows, c, 1, |r0, n, acc: &mut [F]| {
+                let blk = &xs[r0 * c..(r0 + n) * c];
+                by_channels!(c, |C| col_sums(width(C, c), blk, None, acc))
             });
             let mean: Array1<F> = s.iter().map(|&v| v / nf).collect();
             let ms = mean.as_slice().expect("contiguous");
-            let q = col_reduce(rows, c, 1, |r, acc: &mut [F]| {
-                for ((a, &v), &m) in acc.iter_mut().zip(&xs[r * c..(r + 1) * c]).zip(ms) {
-                    *a += (v - m) * (v - m);
-                }
+            let q = col_reduce(rows, c, 1, |r0, n, acc: &mut [F]| {
+                let blk = &xs[r0 * c..(r0 + n) * c];
+                by_channels!(c, |C| col_sums(width(C, c), blk, Some(ms), acc))
             });
             let var: Array1<F> = q.iter().map(|&v| v / nf).collect();
             (mean, var, true)
@@ -308,18 +438,14 @@ pub fn bn_relu_forward<F: Scalar>(
     let (ms, is) = (mean.as_slice().unwrap(), inv_std.as_slice().unwrap());
     let (gs, bs) = (gamma.as_slice().unwrap(), beta.as_slice().unwrap());
     if rows > 0 && c > 0 {
+        let blk = REDUCE_ROWS * c;
         xhat.as_slice_mut()
             .unwrap()
-            .par_chunks_mut(c)
-            .zip(out.as_slice_mut().unwrap().par_chunks_mut(c))
-            .zip(xs.par_chunks(c))
-            .with_min_len(256)
+            .par_chunks_mut(blk)
+            .zip(out.as_slice_mut().unwrap().par_chunks_mut(blk))
+            .zip(xs.par_chunks(blk))
             .for_each(|((xh, o), xr)| {
-                for j in 0..c {
-                    let v = (xr[j] - ms[j]) * is[j];
-                    xh[j] = v;
-                    o[j] = (gs[j] * v + bs[j]).max(F::zero());
-                }
+                by_channels!(c, |C| bn_fwd_rows(width(C, c), xr, xh, o, ms, is, gs, bs))
             });
     }
     let cache = BnCache {
@@ -345,38 +471,40 @@ pub fn bn_relu_backward<F: Scalar>(
     let ds = dout.as_slice().expect("standard layout");
     let os = out.as_slice().expect("standard layout");
     let xh = cache.xhat.as_slice().expect("standard layout");
-    let relu_grad = |i: usize| if os[i] > F::zero() { ds[i] } else { F::zero() };
-    let sums = col_reduce(rows, c, 2, |r, acc: &mut [F]| {
-        for j in 0..c {
-            let i = r * c + j;
-            let g = relu_grad(i);
-            acc[j] += g;
-            acc[c + j] += g * xh[i];
-        }
+    // ReLU mask applied to the incoming gradient.
+    let mut g = vec![F::zero(); rows * c];
+    let blk = REDUCE_ROWS * c.max(1);
+    g.par_chunks_mut(blk)
+        .zip(ds.par_chunks(blk).zip(os.par_chunks(blk)))
+        .for_each(|(g, (d, o))| {
+            for ((g, &d), &o) in g.iter_mut().zip(d).zip(o) {
+                *g = if o > F::zero() { d } else { F::zero() };
+            }
+        });
+    let sums = col_reduce(rows, c, 2, |r0, n, acc: &mut [F]| {
+        let (gb, xb) = (&g[r0 * c..(r0 + n) * c], &xh[r0 * c..(r0 + n) * c]);
+        let (sb, sg) = acc.split_at_mut(c);
+        by_channels!(c, |C| bn_bwd_sums(width(C, c), gb, xb, sb, sg))
     });
     let dbeta: Array1<F> = sums[..c].iter().copied().collect();
     let dgamma: Array1<F> = sums[c..].iter().copied().collect();
     let mut dx = Array2::<F>::zeros((rows, c));
     let (gs, is) = (gamma.as_slice().unwrap(), cache.inv_std.as_slice().unwrap());
     let nf = F::c(rows.max(1) as f64);
-    let (sb, sg) = (&sums[..c], &sums[c..]);
-    let train = cache.train;
+    // dx = a_j·(g − b_j − x̂·s_j) in training (batch statistics), a_j·g in eval.
+    let a: Vec<F> = (0..c).map(|j| gs[j] * is[j]).collect();
+    let (b, sl): (Vec<F>, Vec<F>) = if cache.train {
+        (0..c).map(|j| (sums[j] / nf, sums[c + j] / nf)).unzip()
+    } else {
+        (vec![F::zero(); c], vec![F::zero(); c])
+    };
     if rows > 0 && c > 0 {
         dx.as_slice_mut()
             .unwrap()
-            .par_chunks_mut(c)
-            .enumerate()
-            .with_min_len(256)
-            .for_each(|(r, d)| {
-                for j in 0..c {
-                    let i = r * c + j;
-                    let g = relu_grad(i);
-                    d[j] = if train {
-                        gs[j] * is[j] * (g - (sb[j] + xh[i] * sg[j]) / nf)
-                    } else {
-                        gs[j] * is[j] * g
-                    };
-                }
+            .par_chunks_mut(blk)
+            .zip(g.par_chunks(blk).zip(xh.par_chunks(blk)))
+            .for_each(|(d, (gv, xv))| {
+                by_channels!(c, |C| bn_bwd_rows(width(C, c), d, gv, xv, &a, &b, &sl))
             });
     }
     (dx, dgamma, dbeta)

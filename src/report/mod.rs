@@ -114,7 +114,8 @@ pub fn run_optimize(a: OptimizeArgs) -> anyhow::Result<()> {
         threads,
         final_run: true,
     };
-    let o = optimize::optimize(&a.job, &opts).context("optimize-rank")?;
+    let o =
+        crate::backend::in_pool(|| optimize::optimize(&a.job, &opts)).context("optimize-rank")?;
     println!(
         "chosen k = {} (validation {} = {:.4}, {} fits); Table 2: {}",
         o.chosen_k,

@@ -273,7 +273,7 @@ pub fn run_cell(a: CellArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let cache = StageCache::new(paths::sweep_cache(&a.dir));
-    let res = cell::run_one(&a.dir, id, &cache, threads);
+    let res = backend::in_pool(|| cell::run_one(&a.dir, id, &cache, threads));
     eprintln!("{}", cell::stats_line(&cache));
     let s = res.with_context(|| format!("cell {id} failed (written to cells/{id}/error.txt)"))?;
     eprintln!("[cell] {id} done in {s:.1}s");
