@@ -94,6 +94,32 @@ pub fn par_gemm_tn<F: Scalar>(a: ArrayView2<F>, b: ArrayView2<F>) -> Array2<F> {
     c
 }
 
+/// The vector instruction set the kernels are compiled for at run time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Simd {
+    /// AVX-512F + FMA (512-bit registers).
+    Avx512,
+    /// AVX2 + FMA (256-bit registers).
+    Avx2,
+    /// Whatever the build's baseline target allows.
+    Baseline,
+}
+
+/// The widest kernel this CPU can run.
+pub fn simd_level() -> Simd {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx512f") && has!("avx2") && has!("fma") {
+            return Simd::Avx512;
+        }
+        if has!("avx2") && has!("fma") {
+            return Simd::Avx2;
+        }
+    }
+    Simd::Baseline
+}
+
 /// faer's AVX kernels can return with the upper halves of the vector registers dirty; the
 /// scalar (SSE-encoded) code that follows then pays a state-transition penalty on every
 /// instruction (measured: 60× slower activation functions). `vzeroupper` clears it.

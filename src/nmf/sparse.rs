@@ -5,6 +5,7 @@
 //! rows of the dense factor (`k` contiguous floats, an `axpy` the compiler vectorises), so
 //! the work is `2·nnz·k` FLOPs instead of the dense `2·n·p·k`.
 
+pub use crate::linalg::{simd_level, Simd};
 use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
 
@@ -190,32 +191,6 @@ fn madd<const F: bool>(a: f32, b: f32, c: f32) -> f32 {
     } else {
         a * b + c
     }
-}
-
-/// The vector instruction set the kernels are compiled for at run time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Simd {
-    /// AVX-512F + FMA (512-bit registers).
-    Avx512,
-    /// AVX2 + FMA (256-bit registers).
-    Avx2,
-    /// Whatever the build's baseline target allows.
-    Baseline,
-}
-
-/// The widest kernel this CPU can run.
-pub fn simd_level() -> Simd {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::is_x86_feature_detected as has;
-        if has!("avx512f") && has!("avx2") && has!("fma") {
-            return Simd::Avx512;
-        }
-        if has!("avx2") && has!("fma") {
-            return Simd::Avx2;
-        }
-    }
-    Simd::Baseline
 }
 
 /// `out = Σ_q val[q] · b[idx[q], :]` for one output row (`b` row-major with `k` columns).
