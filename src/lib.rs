@@ -23,6 +23,7 @@ pub mod linalg;
 pub mod metrics;
 pub mod nmf;
 pub mod nn;
+pub mod normal;
 pub mod pipeline;
 pub mod progress;
 pub mod report;

@@ -48,18 +48,43 @@ from sklearn.decomposition import NMF
 from sklearn.decomposition._nmf import _initialize_nmf
 from threadpoolctl import threadpool_limits
 
+def nndsvda_exact(x, k):
+    """scikit-learn's NNDSVDa (`_initialize_nmf(init="nndsvda")`) with an exact thin SVD in
+    f64 instead of its randomised one — the init diffnmf uses — so both runs start from the
+    same factors and their objectives after 200 iterations can be compared."""
+    u, s, vt = np.linalg.svd(x.astype(np.float64), full_matrices=False)
+    w, h = np.zeros((x.shape[0], k)), np.zeros((k, x.shape[1]))
+    w[:, 0] = np.sqrt(s[0]) * np.abs(u[:, 0])
+    h[0, :] = np.sqrt(s[0]) * np.abs(vt[0, :])
+    for j in range(1, k):
+        a, b = u[:, j], vt[j, :]
+        ap, bp, an, bn = np.maximum(a, 0), np.maximum(b, 0), np.abs(np.minimum(a, 0)), np.abs(np.minimum(b, 0))
+        nap, nbp, nan_, nbn = map(np.linalg.norm, (ap, bp, an, bn))
+        if nap * nbp > nan_ * nbn:
+            uu, vv, sig = ap / nap, bp / nbp, nap * nbp
+        else:
+            uu, vv, sig = an / nan_, bn / nbn, nan_ * nbn
+        lbd = np.sqrt(s[j] * sig)
+        w[:, j], h[j, :] = lbd * uu, lbd * vv
+    avg = x.mean()
+    w[w < 1e-6], h[h < 1e-6] = avg, avg  # the "a" variant: zeros filled with the data mean
+    return w.astype(np.float32), h.astype(np.float32)
+
+
 with threadpool_limits(args.threads):
     xtr = X[TR]
+    # init row: scikit-learn's own (randomised) NNDSVDa, as a user would run it
     t_init, _ = timed(lambda: _initialize_nmf(xtr, args.k, init="nndsvda"), args.repeats)
+    W0, H0 = nndsvda_exact(xtr, args.k)
     def sk():
-        m = NMF(args.k, init="nndsvda", solver="mu", beta_loss="frobenius", max_iter=200, tol=0)
-        m.fit_transform(xtr)
+        m = NMF(args.k, init="custom", solver="mu", beta_loss="frobenius", max_iter=200, tol=0)
+        m.fit_transform(xtr, W=W0.copy(), H=H0.copy())
         return m
     t_sk, m = timed(sk, args.repeats)
     sk_obj = 0.5 * m.reconstruction_err_ ** 2
-rows.append(("nnmf_fit", t_sk - t_init, sk_obj))
+rows.append(("nnmf_fit", t_sk, sk_obj))
 rows.append(("nnmf_fit_init", t_init, None))
-print(f"sklearn NMF k={args.k}: {t_sk:.3f}s total, init {t_init:.3f}s, objective {sk_obj:.6e}", file=sys.stderr)
+print(f"sklearn NMF k={args.k}: {t_sk:.3f}s for 200 MU iterations from the exact NNDSVDa init, own init {t_init:.3f}s, objective {sk_obj:.6e}", file=sys.stderr)
 
 # ---- PyTorch ----
 try:

@@ -35,6 +35,7 @@ N_ITER = 5 if args.smoke else 100
 os.environ["OMP_NUM_THREADS"] = str(args.threads)
 
 T = {}  # stage -> seconds
+GRADS = {"adaptive": 0, "base": 0}  # point(×draw) input gradients computed by the attacks
 
 
 def stage(name):
@@ -223,6 +224,7 @@ def run_python():
     def apgd(x, y, eps, loss_fn, eot, early_stop, n_iter=N_ITER, rho=0.75):
         """Returns (x_adv, fooled mask). eot = 0: the deterministic base classifier."""
         def evaluate(v, yy):
+            GRADS["base" if eot == 0 else "adaptive"] += len(v) * max(eot, 1)
             v = v.clone().requires_grad_(True)
             if eot == 0:
                 logits = clf(v)
@@ -323,16 +325,33 @@ def run_python():
 def run_rust():
     out = tempfile.mkdtemp(prefix="diffnmf-compare-")
     cmd = [args.bin, "run", "jobs/paper.yaml", "--out", out, "--threads", str(args.threads)]
+    if os.path.exists("/usr/bin/time"):  # the child's own peak RSS (RUSAGE_CHILDREN would
+        cmd = ["/usr/bin/time", "-v"] + cmd  # also count the forked Python)
     t = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t
     if p.returncode != 0:
         sys.exit(f"diffnmf failed:\n{p.stderr[-3000:]}")
-    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
-    sys.stderr.write(p.stderr[-4000:])
+    m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", p.stderr)
+    rss = int(m.group(1)) / 1024.0 if m else float("nan")
+    # point×draw gradients of the adaptive attacks, from the APGD log lines
+    acc, adaptive = 0, 0
+    for line in p.stderr.splitlines():
+        g = re.search(r"(\d+) gradient evaluations", line)
+        if g:
+            acc += int(g.group(1))
+        elif line.startswith("[stage] attack_adaptive"):
+            adaptive, acc = adaptive + acc, 0
+        elif line.startswith("[stage] attack_base"):
+            acc = 0
+    RUST["adaptive_grads"] = adaptive
+    RUST["adaptive_s"] = sum(float(x) for x in re.findall(r"\[stage\] attack_adaptive_eps[^:]*: ([0-9.]+)s", p.stderr))
+    keep = ("[stage]", "eps ", "clean")
+    sys.stderr.write("\n".join(l for l in p.stderr.splitlines() if l.startswith(keep)) + "\n")
     return wall, rss
 
 
+RUST = {}
 py = rust = None
 if not args.skip_python:
     py = run_python()
@@ -348,3 +367,13 @@ if rust:
 if py and rust:
     print(f"| ratio (Python / diffnmf) | {py[0] / rust[0]:.2f}× | |")
 print("\nPython stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in T.items()))
+print("\nAdaptive attacks, all ε (the two runs train different models, so the number of points")
+print("still robust, and with it the work, differs: compare the gradient throughput)\n")
+print("| run | adaptive s | point×draw gradients | gradients/s |")
+print("|---|---|---|---|")
+if py:
+    a = T.get("attack_adaptive", float("nan"))
+    print(f"| PyTorch | {a:.1f} | {GRADS['adaptive']} | {GRADS['adaptive'] / a:.0f} |")
+if rust and RUST.get("adaptive_s"):
+    r = RUST["adaptive_s"]
+    print(f"| diffnmf | {r:.1f} | {RUST['adaptive_grads']} | {RUST['adaptive_grads'] / r:.0f} |")

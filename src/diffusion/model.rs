@@ -9,7 +9,8 @@ use crate::attack::{loss::loss_and_grad, AttackModel, LossKind, ModelEval};
 use crate::config::Prediction;
 use crate::metrics::argmax;
 use crate::nn::mlp::Mlp;
-use crate::rng::{fill_normal, stream};
+use crate::normal::fill_normal_f32;
+use crate::rng::stream;
 use ndarray::{s, Array1, Array2, ArrayView2, Axis};
 use rayon::prelude::*;
 
@@ -99,7 +100,7 @@ impl Defended {
             for e in 0..draws {
                 let mut rng = stream(key, &[id, e as u64]);
                 let mut row = out.row_mut(i * draws + e);
-                fill_normal(&mut rng, row.as_slice_mut().expect("contiguous"));
+                fill_normal_f32(&mut rng, row.as_slice_mut().expect("contiguous"));
             }
         }
         out

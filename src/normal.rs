@@ -1,0 +1,181 @@
+//! Fast standard-normal draws in f32 for the purification noise (the defended model draws
+//! `t*·d` values per row per pass — ~10⁹ per adaptive attack, a tenth of its time with a
+//! scalar ziggurat).
+//!
+//! Box–Muller on whole blocks: each 64-bit word of the generator gives two 24-bit uniforms,
+//! `u₁ ∈ (0, 1]` and `u₂ ∈ [0, 1)`, and two independent N(0,1) values
+//! `√(−2 ln u₁)·(cos 2πu₂, sin 2πu₂)`. `ln`, `sin` and `cos` are branch-free polynomial
+//! approximations (relative error < 1e-6, tested), so the loop vectorises; it is compiled for
+//! AVX-512 / AVX2 and picked at run time, with the same results on every level (no fused
+//! multiply-adds are formed). The largest magnitude is `√(2·24·ln 2) ≈ 5.77`.
+
+use crate::linalg::{simd_level, Simd};
+use crate::rng::Rng;
+use rand::RngCore;
+
+/// Words drawn per block (two normals each).
+const BLOCK: usize = 128;
+
+/// Fill `out` with independent N(0, 1) draws from `rng` (deterministic given its state).
+pub fn fill_normal_f32(rng: &mut Rng, out: &mut [f32]) {
+    let mut words = [0u64; BLOCK];
+    for chunk in out.chunks_mut(2 * BLOCK) {
+        let pairs = chunk.len().div_ceil(2);
+        for w in &mut words[..pairs] {
+            *w = rng.next_u64();
+        }
+        let mut tmp = [0f32; 2 * BLOCK];
+        box_muller(&words[..pairs], &mut tmp[..2 * pairs]);
+        chunk.copy_from_slice(&tmp[..chunk.len()]);
+    }
+}
+
+fn box_muller(words: &[u64], out: &mut [f32]) {
+    // SAFETY (both arms): `simd_level` returned the level only when the CPU has its features.
+    #[cfg(target_arch = "x86_64")]
+    match simd_level() {
+        Simd::Avx512 => return unsafe { box_muller_512(words, out) },
+        Simd::Avx2 => return unsafe { box_muller_256(words, out) },
+        Simd::Baseline => {}
+    }
+    box_muller_body(words, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn box_muller_512(words: &[u64], out: &mut [f32]) {
+    box_muller_body(words, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn box_muller_256(words: &[u64], out: &mut [f32]) {
+    box_muller_body(words, out)
+}
+
+#[inline(always)]
+fn box_muller_body(words: &[u64], out: &mut [f32]) {
+    const SCALE: f32 = 1.0 / 16_777_216.0; // 2⁻²⁴
+    for (w, o) in words.iter().zip(out.chunks_exact_mut(2)) {
+        let u1 = (((w >> 40) as u32 + 1) as f32) * SCALE; // (0, 1]
+        let u2 = ((*w & 0xff_ffff) as u32 as f32) * SCALE; // [0, 1)
+        let r = (-2.0 * ln_fast(u1)).sqrt();
+        let (c, s) = cos_sin_turn(u2);
+        o[0] = r * c;
+        o[1] = r * s;
+    }
+}
+
+/// `ln x` for normal positive `x`: exponent and mantissa `m ∈ [√½, √2)`, then
+/// `ln m = 2·atanh(f/(2+f))` with `f = m − 1` as an odd series in `s = f/(2+f)`, `|s| < 0.172`.
+#[inline(always)]
+pub fn ln_fast(x: f32) -> f32 {
+    const LN2: f32 = std::f32::consts::LN_2;
+    let bits = x.to_bits();
+    let mut e = ((bits >> 23) & 0xff) as i32 - 127;
+    let mut m = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000); // [1, 2)
+    let big = m > std::f32::consts::SQRT_2;
+    m = if big { m * 0.5 } else { m };
+    e += i32::from(big);
+    let f = m - 1.0;
+    let s = f / (2.0 + f);
+    let s2 = s * s;
+    let p = 1.0 + s2 * (1.0 / 3.0 + s2 * (1.0 / 5.0 + s2 * (1.0 / 7.0 + s2 * (1.0 / 9.0))));
+    e as f32 * LN2 + 2.0 * s * p
+}
+
+/// `(cos 2πt, sin 2πt)` for `t ∈ [0, 1)`: the quadrant from `4t`, then Taylor polynomials of
+/// `cos` and `sin` on `θ ∈ [0, π/2)`.
+#[inline(always)]
+pub fn cos_sin_turn(t: f32) -> (f32, f32) {
+    let q4 = t * 4.0;
+    let q = q4 as u32; // 0..=3 (t < 1)
+    let th = (q4 - q as f32) * std::f32::consts::FRAC_PI_2;
+    let t2 = th * th;
+    let sin = th
+        * (1.0
+            - t2 / 6.0
+                * (1.0 - t2 / 20.0 * (1.0 - t2 / 42.0 * (1.0 - t2 / 72.0 * (1.0 - t2 / 110.0)))));
+    let cos = 1.0
+        - t2 / 2.0
+            * (1.0
+                - t2 / 12.0
+                    * (1.0
+                        - t2 / 30.0 * (1.0 - t2 / 56.0 * (1.0 - t2 / 90.0 * (1.0 - t2 / 132.0)))));
+    // rotate by q quarter turns: (c, s) → (−s, c)
+    let (c1, s1) = if q & 1 == 1 { (-sin, cos) } else { (cos, sin) };
+    if q & 2 == 2 {
+        (-c1, -s1)
+    } else {
+        (c1, s1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::stream;
+
+    #[test]
+    fn ln_and_trig_are_accurate() {
+        let mut worst: f64 = 0.0;
+        for i in 1..=1 << 16 {
+            let x = i as f32 / 65_536.0;
+            let (a, b) = (ln_fast(x) as f64, (x as f64).ln());
+            worst = worst.max((a - b).abs() / b.abs().max(1e-3));
+        }
+        assert!(worst < 1e-6, "ln error {worst}");
+        let mut worst: f64 = 0.0;
+        for i in 0..1 << 16 {
+            let t = i as f32 / 65_536.0;
+            let (c, s) = cos_sin_turn(t);
+            let phi = std::f64::consts::TAU * t as f64;
+            worst = worst.max(
+                (c as f64 - phi.cos())
+                    .abs()
+                    .max((s as f64 - phi.sin()).abs()),
+            );
+        }
+        assert!(worst < 1e-6, "trig error {worst}");
+    }
+
+    #[test]
+    fn moments_and_tails_are_standard_normal() {
+        let n = 1 << 20;
+        let mut v = vec![0f32; n + 3]; // odd tail of a block too
+        fill_normal_f32(&mut stream(11, &[1]), &mut v);
+        let v = &v[..n];
+        let m = v.iter().map(|&x| x as f64).sum::<f64>() / n as f64;
+        let var = v.iter().map(|&x| (x as f64 - m).powi(2)).sum::<f64>() / n as f64;
+        let kurt = v.iter().map(|&x| (x as f64 - m).powi(4)).sum::<f64>() / n as f64 / var.powi(2);
+        let tail = v.iter().filter(|x| x.abs() > 3.0).count() as f64 / n as f64;
+        assert!(m.abs() < 0.005, "mean {m}");
+        assert!((var - 1.0).abs() < 0.005, "variance {var}");
+        assert!((kurt - 3.0).abs() < 0.05, "kurtosis {kurt}");
+        assert!((tail - 0.0027).abs() < 0.0004, "P(|z|>3) {tail}");
+        // consecutive pairs are uncorrelated (the two values of one word)
+        let c = v.chunks_exact(2).map(|p| (p[0] * p[1]) as f64).sum::<f64>() / (n / 2) as f64;
+        assert!(c.abs() < 0.01, "pair correlation {c}");
+    }
+
+    #[test]
+    fn same_stream_same_values_and_every_level_agrees() {
+        let mut a = vec![0f32; 777];
+        let mut b = vec![0f32; 777];
+        fill_normal_f32(&mut stream(3, &[4]), &mut a);
+        fill_normal_f32(&mut stream(3, &[4]), &mut b);
+        assert_eq!(a, b);
+        let mut g = stream(3, &[4]);
+        let words: Vec<u64> = (0..389).map(|_| g.next_u64()).collect();
+        let mut base = vec![0f32; 778];
+        box_muller_body(&words[..128], &mut base[..256]);
+        let mut fast = vec![0f32; 256];
+        box_muller(&words[..128], &mut fast);
+        assert_eq!(
+            &base[..256],
+            &fast[..],
+            "vector build differs from the baseline"
+        );
+        assert_eq!(&a[..256], &fast[..]);
+    }
+}
