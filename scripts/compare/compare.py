@@ -5,8 +5,9 @@ Comparability checks (a ratio is printed only when they pass): the NNMF objectiv
 iterations agrees within 1e-3 relative; the networks have the same layer sizes, batch sizes
 and optimiser (checked by parameter counts printed beside them).
 """
-import argparse, gzip, os, statistics, subprocess, sys, tempfile, time
+import argparse, os, statistics, subprocess, sys, tempfile, time
 import numpy as np
+from common import load_digits
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--threads", type=int, default=os.cpu_count())
@@ -19,12 +20,8 @@ os.environ["OMP_NUM_THREADS"] = str(args.threads)
 
 
 def load():
-    with gzip.open("data/digits-images-idx3-ubyte.gz") as f:
-        raw = f.read()
-    n = int.from_bytes(raw[4:8], "big")
-    x = np.frombuffer(raw, np.uint8, offset=16).reshape(n, 784).astype(np.float32) / 255.0
-    with gzip.open("data/digits-labels-idx1-ubyte.gz") as f:
-        y = np.frombuffer(f.read(), np.uint8, offset=8).astype(np.int64)
+    x, y = load_digits()
+    n = len(y)
     i = np.arange(n) % 20
     return x, y, i < 14, (i >= 14) & (i < 17), i >= 17
 
@@ -142,24 +139,11 @@ if have_torch:
     t, _ = timed(lambda: epoch(mlp([96, 64, 10], nn.ReLU), ztr, yi, zva, yva, 64, 1e-3, F.cross_entropy), args.repeats)
     rows.append(("classifier_epoch", t, 96 * 64 + 64 + 64 * 10 + 10))
 
-    ab = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 100), 0)
-    half = 8
-    freqs = torch.exp(-np.log(10000.0) * torch.arange(half) / half)
-    emb = torch.cat([torch.sin(torch.arange(1, 101)[:, None] * freqs), torch.cos(torch.arange(1, 101)[:, None] * freqs)], 1)
+    from common import ddpm, denoiser_epoch
+    _, _, ab, emb = ddpm()
 
     def den_epoch(den, x):
-        opt = torch.optim.Adam(den.parameters(), lr=1e-3)
-        perm = torch.randperm(len(x))
-        for s in range(0, len(x), 128):
-            xb = x[perm[s:s + 128]]
-            t_ = torch.randint(0, 100, (len(xb),))
-            noise = torch.randn_like(xb)
-            a = ab[t_][:, None]
-            xt = a.sqrt() * xb + (1 - a).sqrt() * noise
-            opt.zero_grad(set_to_none=True)
-            loss = F.mse_loss(den(torch.cat([xt, emb[t_]], 1)), noise)
-            loss.backward()
-            opt.step()
+        denoiser_epoch(den, torch.optim.Adam(den.parameters(), lr=1e-3), x, ab, emb)
 
     t, _ = timed(lambda: den_epoch(mlp([112, 128, 128, 96], nn.SiLU), ztr), args.repeats)
     rows.append(("denoiser_epoch", t, None))

@@ -19,8 +19,9 @@ wrong), scored on 10 fresh passes.
 
 Usage (inside scripts/compare/.venv, see pipeline.sh): python pipeline.py --threads 2
 """
-import argparse, gzip, os, re, resource, subprocess, sys, tempfile, time
+import argparse, os, re, resource, subprocess, sys, tempfile, time
 import numpy as np
+from common import load_digits
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--threads", type=int, default=os.cpu_count())
@@ -62,12 +63,7 @@ def run_python():
     t_all = time.perf_counter()
 
     with stage("load"):
-        with gzip.open("data/digits-images-idx3-ubyte.gz") as f:
-            raw = f.read()
-        n = int.from_bytes(raw[4:8], "big")
-        X = np.frombuffer(raw, np.uint8, offset=16).reshape(n, 784).astype(np.float32) / 255.0
-        with gzip.open("data/digits-labels-idx1-ubyte.gz") as f:
-            Y = np.frombuffer(f.read(), np.uint8, offset=8).astype(np.int64)
+        X, Y = load_digits()
         tr, va, te = [], [], []
         for c in range(10):
             idx = rng.permutation(np.flatnonzero(Y == c))
@@ -154,27 +150,13 @@ def run_python():
             p.requires_grad_(False)
 
     # ---- diffusion denoiser ----
-    betas = torch.linspace(1e-4, 0.02, 100)
-    alphas = 1 - betas
-    ab = torch.cumprod(alphas, 0)
-    half = 8
-    freqs = torch.exp(-np.log(10000.0) * torch.arange(half) / half)
-    emb = torch.cat([torch.sin(torch.arange(1, 101)[:, None] * freqs),
-                     torch.cos(torch.arange(1, 101)[:, None] * freqs)], 1)  # emb[t-1] for t = 1..T
+    from common import ddpm, denoiser_epoch
+    betas, alphas, ab, emb = ddpm()  # emb[t-1] for t = 1..T
     den = nn.Sequential(nn.Linear(112, 128), nn.SiLU(), nn.Linear(128, 128), nn.SiLU(), nn.Linear(128, 96))
     with stage("denoiser_train"):
         opt = torch.optim.Adam(den.parameters(), lr=1e-3)
         for _ in range(EP[2]):
-            perm = torch.randperm(len(z_tr))
-            for s0 in range(0, len(z_tr), 128):
-                xb = z_tr[perm[s0:s0 + 128]]
-                t_ = torch.randint(0, 100, (len(xb),))
-                noise = torch.randn_like(xb)
-                a = ab[t_][:, None]
-                xt = a.sqrt() * xb + (1 - a).sqrt() * noise
-                opt.zero_grad(set_to_none=True)
-                F.mse_loss(den(torch.cat([xt, emb[t_]], 1)), noise).backward()
-                opt.step()
+            denoiser_epoch(den, opt, z_tr, ab, emb)
         for p in den.parameters():
             p.requires_grad_(False)
 

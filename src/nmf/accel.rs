@@ -16,7 +16,7 @@
 //! iteration uses the same identity as [`super::mu`]:
 //! `½(‖V‖² − 2⟨H, VWᵀ⟩ + ⟨HᵀH, WWᵀ⟩)`.
 
-use super::mu::{dot64, nan_error, MuHistory, Stopper, EPS};
+use super::mu::{dot64, MuHistory, Trace, EPS};
 use super::sparse::Csr;
 use crate::error::Result;
 use crate::linalg::gemm_seq;
@@ -187,13 +187,8 @@ pub fn accel_fit(
     data.vt_h(h, &mut vth);
     gram(h, &mut hth);
     gram(&wt, &mut wtw);
-    let initial =
-        (0.5 * (vv - 2.0 * dot64(vth.view(), wt.view()) + dot64(hth.view(), wtw.view()))).max(0.0);
-    if !initial.is_finite() {
-        return Err(nan_error(initial, 0));
-    }
-    let mut stopper = Stopper::new(tol, initial);
-    let mut objective = Vec::with_capacity(max_iter);
+    let initial = 0.5 * (vv - 2.0 * dot64(vth.view(), wt.view()) + dot64(hth.view(), wtw.view()));
+    let mut trace = Trace::start(initial, tol, max_iter, progress)?;
     let mut converged = false;
     for it in 0..max_iter {
         if it > 0 {
@@ -207,26 +202,14 @@ pub fn accel_fit(
         inner_updates(h, &vwt, &wtw, inner_h, params.delta);
         gram(h, &mut hth);
         let obj = 0.5 * (vv - 2.0 * dot64(h.view(), vwt.view()) + dot64(hth.view(), wtw.view()));
-        if !obj.is_finite() {
-            return Err(nan_error(obj, it + 1));
-        }
-        let obj = obj.max(0.0);
-        objective.push(obj);
-        if let Some(pb) = progress {
-            pb.inc(1);
-        }
-        if params.target.is_some_and(|t| obj <= t) || stopper.stop(it + 1, obj) {
+        let stop = trace.record(obj)?;
+        if stop || params.target.is_some_and(|t| trace.last() <= t) {
             converged = true;
             break;
         }
     }
     w.assign(&wt.t());
-    Ok(MuHistory {
-        initial,
-        iterations: objective.len(),
-        objective,
-        converged,
-    })
+    Ok(trace.finish(converged))
 }
 
 #[cfg(test)]
@@ -237,22 +220,8 @@ mod tests {
         fit_with_solver, init_factors, mu_from_init, NmfInit, NmfLoss, NmfMode, NmfParams,
         NmfSolver,
     };
-    use crate::rng::{fill_uniform, stream};
 
-    /// Non-negative low-rank-plus-noise data with a fraction of exact zeros set by `cut`.
-    fn data(n: usize, p: usize, r: usize, cut: f32, seed: u64) -> Array2<f32> {
-        let mut g = stream(seed, &[2]);
-        let mut a = vec![0.0f32; n * r];
-        let mut b = vec![0.0f32; r * p];
-        fill_uniform(&mut g, &mut a, 0.0, 1.0);
-        fill_uniform(&mut g, &mut b, 0.0, 1.0);
-        let a = Array2::from_shape_vec((n, r), a).unwrap();
-        let b = Array2::from_shape_vec((r, p), b).unwrap();
-        let mut e = vec![0.0f32; n * p];
-        fill_uniform(&mut g, &mut e, -0.2, 0.2);
-        let e = Array2::from_shape_vec((n, p), e).unwrap();
-        (a.dot(&b) / r as f32 + e).mapv(|x| (x - cut).max(0.0))
-    }
+    use crate::nmf::tests::lowrank_data as data;
 
     fn check(v: &Array2<f32>, k: usize, want_sparse: bool) {
         let density = Csr::from_dense(v.view()).density();

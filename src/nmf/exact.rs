@@ -22,7 +22,7 @@
 //! product that touches them by an order of magnitude on x86; a multiplicative update could
 //! never bring a value below 1.2e-38 back to a visible size).
 
-use super::mu::{dot64, nan_error, MuHistory, Stopper, EPS};
+use super::mu::{dot64, MuHistory, Trace, EPS};
 use super::sparse::{gather_row, scatter_row, simd_level, Csr, Simd};
 use crate::error::Result;
 use crate::linalg::gemm_seq;
@@ -166,15 +166,10 @@ pub fn exact_fit(
         });
     reduce(&chunks, &mut vth, &mut hth);
     gemm_seq(wtw.view_mut(), wt.t(), wt.view(), false);
-    let initial =
-        (0.5 * (vv - 2.0 * dot64(vth.view(), wt.view()) + dot64(hth.view(), wtw.view()))).max(0.0);
-    if !initial.is_finite() {
-        return Err(nan_error(initial, 0));
-    }
-    let mut stopper = Stopper::new(tol, initial);
-    let mut objective = Vec::with_capacity(max_iter);
+    let initial = 0.5 * (vv - 2.0 * dot64(vth.view(), wt.view()) + dot64(hth.view(), wtw.view()));
+    let mut trace = Trace::start(initial, tol, max_iter, progress)?;
     let mut converged = false;
-    for it in 0..max_iter {
+    for _ in 0..max_iter {
         // 1. basis
         gemm_seq(wden.view_mut(), wt.view(), hth.view(), false);
         mu_update(
@@ -206,26 +201,13 @@ pub fn exact_fit(
         reduce(&chunks, &mut vth, &mut hth);
         let hb: f64 = chunks.iter().map(|c| c.hb).sum();
         let obj = 0.5 * (vv - 2.0 * hb + dot64(hth.view(), wtw.view()));
-        if !obj.is_finite() {
-            return Err(nan_error(obj, it + 1));
-        }
-        let obj = obj.max(0.0);
-        objective.push(obj);
-        if let Some(pb) = progress {
-            pb.inc(1);
-        }
-        if stopper.stop(it + 1, obj) {
+        if trace.record(obj)? {
             converged = true;
             break;
         }
     }
     w.assign(&wt.t());
-    Ok(MuHistory {
-        initial,
-        iterations: objective.len(),
-        objective,
-        converged,
-    })
+    Ok(trace.finish(converged))
 }
 
 /// `vth = Σ_c V_cᵀH_c`, `hth = Σ_c H_cᵀH_c`, summed in chunk order (blocks of rows of `vth`
@@ -254,22 +236,8 @@ fn reduce(chunks: &[Chunk], vth: &mut Array2<f32>, hth: &mut Array2<f32>) {
 mod tests {
     use super::*;
     use crate::nmf::{init_factors, mu_from_init, NmfInit, NmfLoss};
-    use crate::rng::{fill_uniform, stream};
 
-    /// Non-negative low-rank-plus-noise data; entries below `cut` become exact zeros.
-    fn data(n: usize, p: usize, r: usize, cut: f32, seed: u64) -> Array2<f32> {
-        let mut g = stream(seed, &[3]);
-        let mut a = vec![0.0f32; n * r];
-        let mut b = vec![0.0f32; r * p];
-        let mut e = vec![0.0f32; n * p];
-        fill_uniform(&mut g, &mut a, 0.0, 1.0);
-        fill_uniform(&mut g, &mut b, 0.0, 1.0);
-        fill_uniform(&mut g, &mut e, -0.2, 0.2);
-        let a = Array2::from_shape_vec((n, r), a).unwrap();
-        let b = Array2::from_shape_vec((r, p), b).unwrap();
-        let e = Array2::from_shape_vec((n, p), e).unwrap();
-        (a.dot(&b) / r as f32 + e).mapv(|x| (x - cut).max(0.0))
-    }
+    use crate::nmf::tests::lowrank_data as data;
 
     /// The fused engine follows the generic reference iteration by iteration (f32 both;
     /// only the summation order differs), with several chunks (n > 256).

@@ -120,6 +120,61 @@ pub(crate) fn nan_error(obj: f64, it: usize) -> Error {
     }
 }
 
+/// The objective history of one fitting run: checks every new value (finite, clamped at 0),
+/// ticks the progress bar and applies the `tol` rule ([`Stopper`]). Shared by every solver.
+pub(crate) struct Trace<'a> {
+    initial: f64,
+    objective: Vec<f64>,
+    stopper: Stopper,
+    progress: Option<&'a Progress>,
+}
+
+impl<'a> Trace<'a> {
+    /// Start from the objective at the initial factors (an error if it is not finite).
+    pub(crate) fn start(
+        initial: f64,
+        tol: f64,
+        max_iter: usize,
+        progress: Option<&'a Progress>,
+    ) -> Result<Self> {
+        if !initial.is_finite() {
+            return Err(nan_error(initial, 0));
+        }
+        let initial = initial.max(0.0);
+        Ok(Trace {
+            initial,
+            objective: Vec::with_capacity(max_iter),
+            stopper: Stopper::new(tol, initial),
+            progress,
+        })
+    }
+    /// Record the objective after the next iteration; `Ok(true)` when the `tol` rule stops.
+    pub(crate) fn record(&mut self, obj: f64) -> Result<bool> {
+        let it = self.objective.len() + 1;
+        if !obj.is_finite() {
+            return Err(nan_error(obj, it));
+        }
+        let obj = obj.max(0.0);
+        self.objective.push(obj);
+        if let Some(pb) = self.progress {
+            pb.inc(1);
+        }
+        Ok(self.stopper.stop(it, obj))
+    }
+    /// The last recorded objective (the initial one before any iteration).
+    pub(crate) fn last(&self) -> f64 {
+        self.objective.last().copied().unwrap_or(self.initial)
+    }
+    pub(crate) fn finish(self, converged: bool) -> MuHistory {
+        MuHistory {
+            initial: self.initial,
+            iterations: self.objective.len(),
+            objective: self.objective,
+            converged,
+        }
+    }
+}
+
 /// Relative-decrease stopping test, evaluated every [`CHECK_EVERY`] iterations.
 pub(crate) struct Stopper {
     tol: f64,
@@ -207,12 +262,7 @@ fn frobenius<T: Scalar>(
     general_mat_mul(one, &h.t(), &*h, zero, &mut hth);
     general_mat_mul(one, &*w, &w.t(), zero, &mut wwt);
     let initial = 0.5 * (vv - 2.0 * dot64(htv.view(), w.view()) + dot64(hth.view(), wwt.view()));
-    let initial = initial.max(0.0);
-    if !initial.is_finite() {
-        return Err(nan_error(initial, 0));
-    }
-    let mut stopper = Stopper::new(tol, initial);
-    let mut objective = Vec::with_capacity(max_iter);
+    let mut trace = Trace::start(initial, tol, max_iter, progress)?;
     let mut converged = false;
     for it in 0..max_iter {
         if it > 0 {
@@ -228,25 +278,12 @@ fn frobenius<T: Scalar>(
         mu_step(h, &vwt, &hwwt);
         general_mat_mul(one, &h.t(), &*h, zero, &mut hth);
         let obj = 0.5 * (vv - 2.0 * dot64(h.view(), vwt.view()) + dot64(hth.view(), wwt.view()));
-        if !obj.is_finite() {
-            return Err(nan_error(obj, it + 1));
-        }
-        let obj = obj.max(0.0);
-        objective.push(obj);
-        if let Some(pb) = progress {
-            pb.inc(1);
-        }
-        if stopper.stop(it + 1, obj) {
+        if trace.record(obj)? {
             converged = true;
             break;
         }
     }
-    Ok(MuHistory {
-        initial,
-        iterations: objective.len(),
-        objective,
-        converged,
-    })
+    Ok(trace.finish(converged))
 }
 
 fn kl<T: Scalar>(
@@ -270,13 +307,9 @@ fn kl<T: Scalar>(
 
     general_mat_mul(one, &*h, &*w, zero, &mut buf);
     let initial = c + kl_var(v, buf.view());
-    if !initial.is_finite() {
-        return Err(nan_error(initial, 0));
-    }
-    let mut stopper = Stopper::new(tol, initial);
-    let mut objective = Vec::with_capacity(max_iter);
+    let mut trace = Trace::start(initial, tol, max_iter, progress)?;
     let mut converged = false;
-    for it in 0..max_iter {
+    for _ in 0..max_iter {
         // buf holds HW for the current factors.
         kl_ratio(v, &mut buf);
         general_mat_mul(one, &h.t(), &buf, zero, &mut num_w);
@@ -309,23 +342,10 @@ fn kl<T: Scalar>(
             });
         general_mat_mul(one, &*h, &*w, zero, &mut buf);
         let obj = c + kl_var(v, buf.view());
-        if !obj.is_finite() {
-            return Err(nan_error(obj, it + 1));
-        }
-        let obj = obj.max(0.0);
-        objective.push(obj);
-        if let Some(pb) = progress {
-            pb.inc(1);
-        }
-        if stopper.stop(it + 1, obj) {
+        if trace.record(obj)? {
             converged = true;
             break;
         }
     }
-    Ok(MuHistory {
-        initial,
-        iterations: objective.len(),
-        objective,
-        converged,
-    })
+    Ok(trace.finish(converged))
 }

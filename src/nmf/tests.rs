@@ -18,6 +18,23 @@ struct Fixture {
     nndsvda_w: Vec<Vec<f64>>,
 }
 
+/// Non-negative low-rank-plus-noise data (`n × p`, rank `r` plus uniform ±0.2 noise);
+/// entries below `cut` become exact zeros (sparse data for `cut` ≈ 0.5). Used by the solver
+/// tests in `accel` and `exact` too.
+pub(crate) fn lowrank_data(n: usize, p: usize, r: usize, cut: f32, seed: u64) -> Array2<f32> {
+    let mut g = stream(seed, &[2]);
+    let mut a = vec![0.0f32; n * r];
+    let mut b = vec![0.0f32; r * p];
+    let mut e = vec![0.0f32; n * p];
+    fill_uniform(&mut g, &mut a, 0.0, 1.0);
+    fill_uniform(&mut g, &mut b, 0.0, 1.0);
+    fill_uniform(&mut g, &mut e, -0.2, 0.2);
+    let a = Array2::from_shape_vec((n, r), a).unwrap();
+    let b = Array2::from_shape_vec((r, p), b).unwrap();
+    let e = Array2::from_shape_vec((n, p), e).unwrap();
+    (a.dot(&b) / r as f32 + e).mapv(|x| (x - cut).max(0.0))
+}
+
 fn fixture() -> Fixture {
     serde_yaml_ng::from_str(include_str!("../../tests/golden/nmf/mu.json")).expect("fixture parses")
 }
