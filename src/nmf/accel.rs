@@ -17,16 +17,13 @@
 //! `½(‖V‖² − 2⟨H, VWᵀ⟩ + ⟨HᵀH, WWᵀ⟩)`.
 
 use super::mu::{dot64, MuHistory, Trace, EPS};
-use super::sparse::Csr;
+use super::sparse::{Csr, SPARSE_BELOW};
 use crate::error::Result;
 use crate::linalg::gemm_seq;
 use crate::progress::Progress;
 use ndarray::linalg::general_mat_mul;
 use ndarray::{Array2, ArrayView2, Axis, Zip};
 use rayon::prelude::*;
-
-/// Use sparse products when the fraction of non-zero data entries is below this.
-pub const SPARSE_BELOW: f64 = 0.4;
 
 /// Tuning of the accelerated solver.
 #[derive(Clone, Debug)]

@@ -23,15 +23,12 @@
 //! never bring a value below 1.2e-38 back to a visible size).
 
 use super::mu::{dot64, MuHistory, Trace, EPS};
-use super::sparse::{gather_row, scatter_row, simd_level, Csr, Simd};
+use super::sparse::{gather_row, scatter_row, simd_level, Csr, Simd, SPARSE_BELOW};
 use crate::error::Result;
 use crate::linalg::gemm_seq;
 use crate::progress::Progress;
 use ndarray::{s, Array2, ArrayView2, ArrayViewMut2, Axis, Zip};
 use rayon::prelude::*;
-
-/// Use sparse products when the fraction of non-zero data entries is below this.
-pub const SPARSE_BELOW: f64 = 0.4;
 
 /// Rows per chunk of the fused pass: at least 256, at most 64 chunks in all (bounds the
 /// memory of the per-chunk `p × K` shares). Depends on `n` only (determinism).

@@ -9,6 +9,10 @@ pub use crate::linalg::{simd_level, Simd};
 use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
 
+/// The solvers use sparse products when the fraction of non-zero data entries is below this
+/// (a heuristic: the sparse products then do under 40 % of the dense FLOPs, at a lower rate).
+pub const SPARSE_BELOW: f64 = 0.4;
+
 /// Rows per parallel work unit of [`Csr::mul_dense`].
 const ROW_BLOCK: usize = 64;
 
