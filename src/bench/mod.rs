@@ -5,9 +5,9 @@
 //! runs after one warm-up, throughput (GFLOP/s where the FLOP count is known, else items/s)
 //! and the fraction of the machine's SGEMM peak, measured first: the faster of ndarray's
 //! matrixmultiply (the CNN and MLP layers) and faer (the NNMF's and the defended
-//! evaluator's GEMM) at 2048³. Stages are in [`stages`] and
-//! [`nets`]; the whole-pipeline run and the thread scaling re-spawn this binary
-//! ([`spawn`]), because matrixmultiply reads its thread count once per process.
+//! evaluator's GEMM) at 2048³. Stages are in `stages` and
+//! `nets`; the whole-pipeline run and the thread scaling re-spawn this binary
+//! (`spawn`), because the global thread pool is sized once per process.
 //!
 //! Data split used by every stage (reproduced by `scripts/compare`): embedded image `i` is
 //! training when `i % 20 < 14` (7,000 images), validation when `14 ≤ i % 20 < 17` (1,500)

@@ -10,7 +10,7 @@
 //!
 //! Every denominator gets [`EPS`] added (as in Lee & Seung's reference code), so a zero
 //! denominator cannot produce NaN; numerators and denominators are non-negative, so the
-//! factors stay ≥ 0; results below the smallest normal float are set to 0 ([`flush`]).
+//! factors stay ≥ 0; results below the smallest normal float are set to 0 (`flush`).
 //! The KL ratio `V ⊘ (HW + EPS)` and its objective use the same floor.
 //!
 //! Memory: all products are written into buffers allocated once before the loop with

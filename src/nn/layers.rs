@@ -245,7 +245,7 @@ pub fn maxpool2_backward<F: Scalar>(dy: &[F], arg: &[u8], s: Nhwc) -> Vec<F> {
 }
 
 /// Per-channel sums over the rows of `rows × c` data: `f(block_start_row, block_rows, acc)`
-/// adds one fixed block of [`REDUCE_ROWS`] rows into `acc` (`k·c` long, quantity-major).
+/// adds one fixed block of `REDUCE_ROWS` rows into `acc` (`k·c` long, quantity-major).
 /// Blocks run in parallel and are summed in block order (determinism).
 pub fn col_reduce<F: Scalar>(
     rows: usize,

@@ -2,7 +2,7 @@
 //!
 //! Layout (paths in [`crate::results::paths`]): `<sweep dir>/sweep.yaml` (resolved),
 //! `cells.csv` (`id,index,<axis keys…>,seed,status`), `cells/<id>/{result.h5, metrics.csv,
-//! job.yaml}`, `cache/` (the shared [`StageCache`](crate::cache::StageCache)),
+//! job.yaml}`, `cache/` (the shared [`crate::cache::StageCache`]),
 //! `slurm/{array.sbatch, order.txt, jobs.txt, resume-<n>.txt, logs/%A_%a.out}`.
 //! A cell is done iff `cells/<id>/result.h5` exists.
 //!

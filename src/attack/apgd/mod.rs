@@ -7,7 +7,7 @@
 //!
 //! Behaviour beyond the reference, all chosen so that no reported number changes for
 //! deterministic models:
-//! * **Success test**: a point counts as fooled when [`ModelEval::pred`] (argmax of the
+//! * **Success test**: a point counts as fooled when [`ModelEval::pred`](crate::attack::ModelEval::pred) (argmax of the
 //!   probabilities averaged over the `eot` draws) differs from its label. For a
 //!   deterministic model this is argmax of the logits, as in the reference; for the
 //!   stochastic defence it judges success on the defence's own decision rule. Loss
