@@ -1,5 +1,5 @@
-//! Rows that re-spawn this binary: thread scaling (matrixmultiply reads its thread count
-//! once per process, so each thread setting needs its own process) and the whole
+//! Rows that re-spawn this binary: thread scaling (rayon's global pool is sized once per
+//! process, so each thread setting needs its own process) and the whole
 //! `run jobs/paper.yaml` with wall time and peak RSS (`/usr/bin/time -v` when present,
 //! else the child's `VmHWM` polled from `/proc/<pid>/status`).
 
