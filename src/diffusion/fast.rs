@@ -22,10 +22,37 @@ struct Layer {
 
 /// Coefficients of one reverse step: `x ← a·x + b·D(x) + σ·z`.
 #[derive(Clone, Copy, Debug)]
-struct StepCoef {
-    a: f32,
-    b: f32,
-    sigma: f32,
+pub(crate) struct StepCoef {
+    pub(crate) a: f32,
+    pub(crate) b: f32,
+    pub(crate) sigma: f32,
+}
+
+/// The reverse steps `s = t*, …, 1` of a defence: their coefficients and the first denoiser
+/// layer's bias with the timestep embedding folded in (`b₁ + emb(s)·W₁ₑ`, since
+/// `[x, emb(s)]·W₁ = x·W₁ₓ + emb(s)·W₁ₑ`). Shared by the CPU and CUDA evaluators.
+pub(crate) fn reverse_steps(
+    den: &Mlp<f32>,
+    sched: &Schedule,
+    emb: &Array2<f32>,
+    t_star: usize,
+    predict: Prediction,
+) -> (Vec<StepCoef>, Vec<Array1<f32>>) {
+    let d = den.output_dim();
+    let first = &den.layers[0];
+    let w1e = first.w.slice(s![d.., ..]);
+    (1..=t_star)
+        .rev()
+        .map(|s_| {
+            let (a, b) = crate::diffusion::chain::step_coefs(sched, predict, s_);
+            let coef = StepCoef {
+                a: a as f32,
+                b: b as f32,
+                sigma: if s_ > 1 { sched.sigma[s_] as f32 } else { 0.0 },
+            };
+            (coef, &first.b + &emb.row(s_).dot(&w1e))
+        })
+        .unzip()
 }
 
 /// Precomputed weights and coefficients of a defence.
@@ -178,18 +205,7 @@ impl FastDefended {
         let d = den.output_dim();
         let first = &den.layers[0];
         let w1x = first.w.slice(s![0..d, ..]).to_owned();
-        let w1e = first.w.slice(s![d.., ..]);
-        let mut steps = vec![];
-        let mut b1 = vec![];
-        for s_ in (1..=t_star).rev() {
-            let (a, b) = crate::diffusion::chain::step_coefs(sched, predict, s_);
-            steps.push(StepCoef {
-                a: a as f32,
-                b: b as f32,
-                sigma: if s_ > 1 { sched.sigma[s_] as f32 } else { 0.0 },
-            });
-            b1.push(&first.b + &emb.row(s_).dot(&w1e));
-        }
+        let (steps, b1) = reverse_steps(den, sched, emb, t_star, predict);
         let to_layers = |m: &Mlp<f32>, skip: usize| -> Vec<Layer> {
             m.layers[skip..]
                 .iter()

@@ -244,6 +244,16 @@ fn fit_global(
     let pb = Progress::new("nnmf fit", params.max_iter as u64);
     let hist = solve(v, &mut h, &mut w, params, solver, Some(&pb))?;
     pb.finish(summary(&hist.objective, hist.converged));
+    Ok(assemble(params, h, w, hist))
+}
+
+/// The model and report of one global factorisation (`h`: coefficients, `w`: basis).
+pub(crate) fn assemble(
+    params: &NmfParams,
+    h: Array2<f32>,
+    w: Array2<f32>,
+    hist: MuHistory,
+) -> (NmfModel, NmfFitReport) {
     let model = NmfModel {
         basis: w,
         loss: params.loss,
@@ -256,7 +266,7 @@ fn fit_global(
         iterations: hist.iterations,
         converged: hist.converged,
     };
-    Ok((model, report))
+    (model, report)
 }
 
 fn fit_per_class(

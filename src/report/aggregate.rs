@@ -361,21 +361,7 @@ pub fn write_summary_h5(path: &Path, s: &Summary) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
-/// Paper row label of a (scenario, protocol).
-pub fn row_label(scenario: &str, protocol: &str) -> String {
-    let base = match scenario {
-        "clean_base" => "Clean_Base",
-        "clean_def" => "Clean_Def",
-        "robust_base" => "Robust_Base",
-        "robust_def" => "Robust_Def",
-        other => other,
-    };
-    if protocol == "none" {
-        base.into()
-    } else {
-        format!("{base} ({protocol})")
-    }
-}
+pub use crate::results::table::label as row_label;
 
 /// The paper's header row.
 pub const TABLE_HEADER: &str = "| Case | Accuracy | Precision | Recall | F1 | MCC | Balanced Acc | ROC-AUC | LogLoss | Brier |\n|---|---|---|---|---|---|---|---|---|---|\n";

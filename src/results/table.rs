@@ -5,7 +5,8 @@ use super::RunResult;
 
 const HEADER: &str = "| Case | Accuracy | Precision | Recall | F1 | MCC | Balanced Acc | ROC-AUC | LogLoss | Brier |\n|---|---|---|---|---|---|---|---|---|---|\n";
 
-fn label(scenario: &str, protocol: &str) -> String {
+/// Paper row label of a (scenario, protocol): `Clean_Base`, …, `Robust_Def (adaptive)`.
+pub fn label(scenario: &str, protocol: &str) -> String {
     let base = match scenario {
         "clean_base" => "Clean_Base",
         "clean_def" => "Clean_Def",

@@ -13,6 +13,7 @@ use super::error::{ensure, CudaResult};
 use super::{CudaBackend, KernelModule};
 use crate::attack::LossKind;
 use crate::config::Prediction;
+use crate::diffusion::fast::{reverse_steps, StepCoef};
 use crate::diffusion::Schedule;
 use crate::nn::mlp::{Activation, Mlp};
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
@@ -100,13 +101,6 @@ impl DevMlp {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-struct StepCoef {
-    a: f32,
-    b: f32,
-    sigma: f32,
-}
-
 /// The defended model on a CUDA device.
 pub struct CudaDefended {
     be: CudaBackend,
@@ -155,18 +149,9 @@ impl CudaDefended {
         ensure(clf.input_dim() == d, "cuda defended", || {
             format!("classifier input {} ≠ feature dim {d}", clf.input_dim())
         })?;
-        let w1e = first.w.slice(s![d.., ..]);
         let h1 = first.w.ncols();
-        let (mut steps, mut b1) = (vec![], Vec::with_capacity(t_star * h1));
-        for s_ in (1..=t_star).rev() {
-            let (a, b) = crate::diffusion::chain::step_coefs(sched, predict, s_);
-            steps.push(StepCoef {
-                a: a as f32,
-                b: b as f32,
-                sigma: if s_ > 1 { sched.sigma[s_] as f32 } else { 0.0 },
-            });
-            b1.extend((&first.b + &emb.row(s_).dot(&w1e)).iter().copied());
-        }
+        let (steps, b1s) = reverse_steps(den, sched, emb, t_star, predict);
+        let b1: Vec<f32> = b1s.iter().flat_map(|b| b.iter().copied()).collect();
         // The denoiser kernels see only the x-part of the first layer.
         let mut den_x = den.clone();
         den_x.layers[0].w = first.w.slice(s![0..d, ..]).to_owned();

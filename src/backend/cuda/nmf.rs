@@ -174,19 +174,7 @@ pub fn fit(
     }
     let (mut h, mut w) = init_factors(v, params.k, params.init, params.seed)?;
     let hist = mu_frobenius(be, v, &mut h, &mut w, params.max_iter, params.tol)?;
-    let model = NmfModel {
-        basis: w,
-        loss: params.loss,
-        max_iter: params.max_iter,
-        tol: params.tol,
-    };
-    let report = NmfFitReport {
-        coeffs: h,
-        objective: hist.objective,
-        iterations: hist.iterations,
-        converged: hist.converged,
-    };
-    Ok((model, report))
+    Ok(crate::nmf::assemble(params, h, w, hist))
 }
 
 /// [`NmfModel::transform`] on the GPU (Frobenius): one block per row runs the whole
