@@ -49,10 +49,10 @@ fn smoke_job_runs_writes_results_and_is_deterministic() {
     assert_eq!(ca, cb, "same config + seed must give identical metrics.csv");
     let mut lines = ca.lines();
     assert_eq!(lines.next(), Some("scenario,protocol,eps,metric,value"));
-    // 2 clean scenarios + 3 robust per ε (3 budgets), 9 metrics each.
-    assert_eq!(lines.count(), (2 + 3 * 3) * 9);
+    // 2 clean scenarios + 4 robust per ε (3 budgets), 9 metrics each.
+    assert_eq!(lines.count(), (2 + 4 * 3) * 9);
     let rows = diffnmf::results::h5::read_metrics(&a.join("result.h5")).unwrap();
-    assert_eq!(rows.len(), (2 + 3 * 3) * 9);
+    assert_eq!(rows.len(), (2 + 4 * 3) * 9);
     // ε = 0 rows equal the clean rows.
     let get = |s: &str, p: &str, e: f64, m: &str| {
         rows.iter()
@@ -73,12 +73,17 @@ fn smoke_job_runs_writes_results_and_is_deterministic() {
             get("robust_def", "transfer", 0.0, m),
             get("clean_def", "none", 0.0, m)
         );
+        assert_eq!(
+            get("robust_def", "worst", 0.0, m),
+            get("clean_def", "none", 0.0, m)
+        );
     }
     // Robust accuracy is non-increasing in ε.
     for (s, p) in [
         ("robust_base", "none"),
         ("robust_def", "adaptive"),
         ("robust_def", "transfer"),
+        ("robust_def", "worst"),
     ] {
         let accs: Vec<f64> = [0.0, 0.5, 3.0]
             .iter()

@@ -158,7 +158,7 @@ fn ce_and_dlr_losses_match_cpu() {
         let z = rand(rows, k, 8, -3.0, 3.0);
         let y: Vec<usize> = (0..rows).map(|i| (i * 7) % k).collect();
         for kind in [LossKind::Ce, LossKind::Dlr] {
-            let (lc, gc) = loss_and_grad(kind, z.view(), &y);
+            let (lc, gc) = loss_and_grad(kind.into(), z.view(), &y);
             let (lg, gg) = cu::apgd::loss_and_grad(&be, kind, z.view(), &y).unwrap();
             assert_close(
                 "loss",
@@ -210,9 +210,18 @@ fn denoiser_chain_and_gradient_match_cpu_with_injected_noise() {
             let y: Vec<usize> = (0..rows).map(|i| i % 10).collect();
             let ids: Vec<u64> = (0..rows as u64).collect();
             for loss in [LossKind::Ce, LossKind::Dlr] {
-                let c = cpu.chunk(x0.view(), noise.view(), &y, loss, true);
+                let c = cpu.chunk(x0.view(), noise.view(), &y, loss.into(), true);
                 let g = gpu
-                    .chunk(x0.view(), Some(noise.view()), &ids, 1, 0, &y, loss, true)
+                    .chunk(
+                        x0.view(),
+                        Some(noise.view()),
+                        &ids,
+                        1,
+                        0,
+                        &y,
+                        loss.into(),
+                        true,
+                    )
                     .unwrap();
                 assert_close("logits", g.logits.view(), c.logits.view(), 1e-4, 1e-3);
                 assert_close(
@@ -244,12 +253,12 @@ fn philox_noise_is_keyed_by_id_and_draw_not_by_batch() {
     let x = rand(33, 31, 14, -1.0, 1.0);
     let y: Vec<usize> = (0..33).map(|i| i % 10).collect();
     let ids: Vec<u64> = (100..133).collect();
-    let all = gpu.evaluate(x.view(), &y, &ids, LossKind::Ce, 3, 7, true);
+    let all = gpu.evaluate(x.view(), &y, &ids, LossKind::Ce.into(), 3, 7, true);
     let tail = gpu.evaluate(
         x.slice(ndarray::s![1.., ..]),
         &y[1..],
         &ids[1..],
-        LossKind::Ce,
+        LossKind::Ce.into(),
         3,
         7,
         true,
@@ -261,7 +270,7 @@ fn philox_noise_is_keyed_by_id_and_draw_not_by_batch() {
         0.0,
         0.0,
     );
-    let other = gpu.evaluate(x.view(), &y, &ids, LossKind::Ce, 3, 8, false);
+    let other = gpu.evaluate(x.view(), &y, &ids, LossKind::Ce.into(), 3, 8, false);
     assert!(
         other.logits != all.logits,
         "a different key must give different noise"
@@ -309,6 +318,7 @@ fn apgd_iterations_match_cpu_from_a_fixed_start() {
                 bounds: bounds.clone(),
                 seed: 3,
                 early_stop: true,
+                confirm: 1,
             };
             let c = single_run(&model, x.view(), &y, &ids, &p, 0, Some(x0.view()));
             let g =

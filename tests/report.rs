@@ -18,7 +18,7 @@ const TINY: [&str; 7] = [
     "classifier.epochs=4",
     "diffusion.epochs=2",
     "attack.iterations=4",
-    "attack.score_passes=3",
+    "diffusion.passes=3",
     "nnmf.max_iter=15",
 ];
 
@@ -245,7 +245,8 @@ fn plots_and_report_from_real_runs() {
         "| Robust_Def (paper) | 0.582 |",
         "## Sanity checks",
         "ε = 0 reproduces clean accuracy exactly (seed means) | pass",
-        "eps0_equals_clean | pass",
+        "randomness_detected | ",
+        "monotone_fresh[robust_def/worst]",
         "adaptive_at_least_transfer_per_sample",
         "## Missing cells (1)",
         "![Robust accuracy vs ε, k=8](plots/robust_vs_eps_k8.png)",

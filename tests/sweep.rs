@@ -52,7 +52,7 @@ const CHEAP: &str = "set:
   diffusion.passes: 2
   attack.iterations: 2
   attack.eot: 1
-  attack.score_passes: 2
+  attack.score_repeats: 2
 ";
 
 #[test]

@@ -8,9 +8,9 @@
 //!   `K ≥ 3`; [`super::apgd::ApgdParams::validate`] turns that into a typed error, the
 //!   functions here assert it with a clear message.
 
-use super::LossKind;
+use super::Loss;
 use crate::Scalar;
-use ndarray::{Array1, Array2, ArrayView2, Axis, Zip};
+use ndarray::{Array1, Array2, ArrayView2, Axis};
 
 /// The DLR denominator constant (APGD.md §1.2).
 pub const DLR_EPS: f64 = 1e-12;
@@ -81,49 +81,118 @@ pub fn dlr<F: Scalar>(z: &[F], y: usize, grad: Option<&mut [F]>) -> F {
     -num / den
 }
 
+/// Targeted DLR (APGD-T, Croce & Hein 2020) of one row of logits `z`, label `y`, target
+/// `t`: `−(z_y − z_t) / (z_π1 − ½(z_π3 + z_π4) + 1e-12)`; writes d loss/d z into `grad`
+/// when given. Panics (clear message) if `z.len() < 4` or `t == y`.
+pub fn dlr_targeted<F: Scalar>(z: &[F], y: usize, t: usize, grad: Option<&mut [F]>) -> F {
+    assert!(
+        z.len() >= 4,
+        "dlr_targeted: the targeted DLR loss needs at least 4 classes, got {}",
+        z.len()
+    );
+    assert!(
+        y < z.len() && t < z.len() && t != y,
+        "dlr_targeted: label {y} / target {t} invalid for {} classes",
+        z.len()
+    );
+    let (p1, p3, p4) = top4(z);
+    let half = F::c(0.5);
+    let num = z[y] - z[t];
+    let den = z[p1] - half * (z[p3] + z[p4]) + F::c(DLR_EPS);
+    if let Some(g) = grad {
+        g.iter_mut().for_each(|v| *v = F::zero());
+        let inv = F::one() / den;
+        let q = num * inv * inv;
+        g[y] -= inv;
+        g[t] += inv;
+        g[p1] += q;
+        g[p3] -= half * q;
+        g[p4] -= half * q;
+    }
+    -num / den
+}
+
+/// Indices of the 1st, 3rd and 4th largest logits (ties: lower index first).
+fn top4<F: Scalar>(z: &[F]) -> (usize, usize, usize) {
+    let mut idx: Vec<usize> = (0..z.len()).collect();
+    idx.sort_by(|&a, &b| {
+        z[b].partial_cmp(&z[a])
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(a.cmp(&b))
+    });
+    (idx[0], idx[2], idx[3])
+}
+
+/// One row's loss (and gradient) under `kind`; `row` indexes the targets.
+fn row_loss<F: Scalar>(kind: &Loss<'_>, z: &[F], y: usize, row: usize, g: Option<&mut [F]>) -> F {
+    match kind {
+        Loss::Ce => ce(z, y, g),
+        Loss::Dlr => dlr(z, y, g),
+        Loss::DlrTargeted(t) => dlr_targeted(z, y, t[row], g),
+    }
+}
+
+fn check_rows(kind: &Loss<'_>, rows: usize, y: &[usize], what: &str) {
+    assert_eq!(
+        rows,
+        y.len(),
+        "{what}: {rows} rows of logits but {} labels",
+        y.len()
+    );
+    if let Loss::DlrTargeted(t) = kind {
+        assert_eq!(
+            t.len(),
+            y.len(),
+            "{what}: {} targets for {} labels",
+            t.len(),
+            y.len()
+        );
+    }
+}
+
 /// Per-sample loss and d(loss)/d(logits) for a batch (`logits`: rows = samples).
 pub fn loss_and_grad<F: Scalar>(
-    kind: LossKind,
+    kind: Loss<'_>,
     logits: ArrayView2<F>,
     y: &[usize],
 ) -> (Array1<F>, Array2<F>) {
-    assert_eq!(
-        logits.nrows(),
-        y.len(),
-        "loss_and_grad: {} rows of logits but {} labels",
-        logits.nrows(),
-        y.len()
-    );
+    check_rows(&kind, logits.nrows(), y, "loss_and_grad");
     let mut loss = Array1::zeros(y.len());
     let mut grad = Array2::zeros(logits.raw_dim());
-    let f = match kind {
-        LossKind::Ce => ce::<F>,
-        LossKind::Dlr => dlr::<F>,
-    };
-    Zip::from(&mut loss)
-        .and(grad.axis_iter_mut(Axis(0)))
-        .and(logits.axis_iter(Axis(0)))
-        .and(y)
-        .for_each(|l, mut g, z, &yi| {
-            let z = z.to_vec();
-            let gs = g.as_slice_mut().expect("fresh array rows are contiguous");
-            *l = f(&z, yi, Some(gs));
-        });
+    for (r, ((l, mut g), z)) in loss
+        .iter_mut()
+        .zip(grad.axis_iter_mut(Axis(0)))
+        .zip(logits.axis_iter(Axis(0)))
+        .enumerate()
+    {
+        let z = z.to_vec();
+        let gs = g.as_slice_mut().expect("fresh array rows are contiguous");
+        *l = row_loss(&kind, &z, y[r], r, Some(gs));
+    }
     (loss, grad)
 }
 
 /// Per-sample loss only.
-pub fn loss<F: Scalar>(kind: LossKind, logits: ArrayView2<F>, y: &[usize]) -> Array1<F> {
-    assert_eq!(logits.nrows(), y.len(), "loss: rows and labels differ");
-    let f = match kind {
-        LossKind::Ce => ce::<F>,
-        LossKind::Dlr => dlr::<F>,
-    };
+pub fn loss<F: Scalar>(kind: Loss<'_>, logits: ArrayView2<F>, y: &[usize]) -> Array1<F> {
+    check_rows(&kind, logits.nrows(), y, "loss");
     logits
         .axis_iter(Axis(0))
         .zip(y)
-        .map(|(z, &yi)| f(&z.to_vec(), yi, None))
+        .enumerate()
+        .map(|(r, (z, &yi))| row_loss(&kind, &z.to_vec(), yi, r, None))
         .collect()
+}
+
+/// The margin `z_y − max_{j≠y} z_j` of one row (negative ⇔ misclassified); the loss the
+/// Square attack minimises.
+pub fn margin<F: Scalar>(z: &[F], y: usize) -> F {
+    let other = z
+        .iter()
+        .enumerate()
+        .filter(|&(j, _)| j != y)
+        .map(|(_, &v)| v)
+        .fold(F::neg_infinity(), F::max);
+    z[y] - other
 }
 
 #[cfg(test)]
@@ -190,11 +259,8 @@ mod tests {
     }
 
     /// Central finite differences of the per-row loss vs the analytic gradient.
-    fn fd_check(kind: LossKind, z: &[f64], y: usize) {
-        let f = |v: &[f64]| match kind {
-            LossKind::Ce => ce(v, y, None),
-            LossKind::Dlr => dlr(v, y, None),
-        };
+    fn fd_check(kind: Loss<'_>, z: &[f64], y: usize) {
+        let f = |v: &[f64]| row_loss(&kind, v, y, 0, None);
         let (_, g) = loss_and_grad(
             kind,
             ndarray::ArrayView2::from_shape((1, z.len()), z).unwrap(),
@@ -223,18 +289,33 @@ mod tests {
         ];
         for z in rows {
             for y in 0..z.len() {
-                fd_check(LossKind::Ce, z, y);
-                fd_check(LossKind::Dlr, z, y);
+                fd_check(Loss::Ce, z, y);
+                fd_check(Loss::Dlr, z, y);
+                for t in (0..z.len()).filter(|&t| t != y && z.len() >= 4) {
+                    fd_check(Loss::DlrTargeted(&[t]), z, y);
+                }
             }
         }
+    }
+
+    #[test]
+    fn targeted_dlr_hand_made_logits() {
+        // Sorted: z0 = 5 (π1), z2 = 3 (π2), z1 = 1 (π3), z3 = 0 (π4), z4 = -1.
+        let z = [5.0f64, 1.0, 3.0, 0.0, -1.0];
+        let want = -(5.0 - 1.0) / (5.0 - 0.5 * (1.0 + 0.0) + 1e-12);
+        assert!(close(dlr_targeted(&z, 0, 1, None), want, 1e-14));
+        // Reaching the target (z_t > z_y) makes the loss positive.
+        assert!(dlr_targeted(&z, 1, 0, None) > 0.0);
+        assert_eq!(margin(&z, 0), 2.0);
+        assert_eq!(margin(&z, 3), -5.0);
     }
 
     #[test]
     fn batch_api_agrees_with_rows() {
         let l = array![[1.0f32, 0.0, 2.0], [0.5, 0.4, -3.0]];
         let y = [2, 0];
-        let (v, g) = loss_and_grad(LossKind::Dlr, l.view(), &y);
-        let only = loss(LossKind::Dlr, l.view(), &y);
+        let (v, g) = loss_and_grad(Loss::Dlr, l.view(), &y);
+        let only = loss(Loss::Dlr, l.view(), &y);
         for i in 0..2 {
             let mut gr = [0.0f32; 3];
             let r = dlr(&l.row(i).to_vec(), y[i], Some(&mut gr));
@@ -243,7 +324,7 @@ mod tests {
             assert_eq!(g.row(i).to_vec(), gr.to_vec());
         }
         // CE gradient rows sum to zero (softmax minus one-hot).
-        let (_, gc) = loss_and_grad(LossKind::Ce, l.view(), &y);
+        let (_, gc) = loss_and_grad(Loss::Ce, l.view(), &y);
         for r in gc.rows() {
             assert!(r.sum().abs() < 1e-6);
         }

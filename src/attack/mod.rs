@@ -10,6 +10,8 @@
 
 pub mod apgd;
 pub mod loss;
+pub mod plan;
+pub mod square;
 
 use ndarray::{Array1, Array2, ArrayView2};
 
@@ -26,6 +28,66 @@ impl LossKind {
         match self {
             LossKind::Ce => "apgd-ce",
             LossKind::Dlr => "apgd-dlr",
+        }
+    }
+}
+
+/// The per-point loss a model evaluation computes (and an attack maximises): the
+/// untargeted losses of [`LossKind`], or the targeted DLR of APGD-T with one target class
+/// per row (aligned with the labels).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loss<'a> {
+    Ce,
+    Dlr,
+    /// `−(z_y − z_t) / (z_π1 − ½(z_π3 + z_π4) + 1e-12)`, `t` = the row's target.
+    DlrTargeted(&'a [usize]),
+}
+
+impl From<LossKind> for Loss<'static> {
+    fn from(k: LossKind) -> Self {
+        match k {
+            LossKind::Ce => Loss::Ce,
+            LossKind::Dlr => Loss::Dlr,
+        }
+    }
+}
+
+impl Loss<'_> {
+    /// A stable number for keying random streams.
+    pub fn code(&self) -> u64 {
+        match self {
+            Loss::Ce => 0,
+            Loss::Dlr => 1,
+            Loss::DlrTargeted(_) => 2,
+        }
+    }
+    pub fn name(&self) -> &'static str {
+        match self {
+            Loss::Ce => "apgd-ce",
+            Loss::Dlr => "apgd-dlr",
+            Loss::DlrTargeted(_) => "apgd-t",
+        }
+    }
+    /// The targets of the rows selected by `rows`, each repeated `r` times (models that
+    /// repeat rows per draw); the untargeted losses are returned as they are.
+    pub fn targets_for(&self, rows: std::ops::Range<usize>, r: usize) -> Option<Vec<usize>> {
+        match self {
+            Loss::DlrTargeted(t) => Some(
+                t[rows]
+                    .iter()
+                    .flat_map(|&c| std::iter::repeat_n(c, r))
+                    .collect(),
+            ),
+            _ => None,
+        }
+    }
+    /// `self` with the targets replaced by `t` when targeted.
+    pub fn with_targets<'b>(&self, t: Option<&'b [usize]>) -> Loss<'b> {
+        match (self, t) {
+            (Loss::Ce, _) => Loss::Ce,
+            (Loss::Dlr, _) => Loss::Dlr,
+            (Loss::DlrTargeted(_), Some(t)) => Loss::DlrTargeted(t),
+            (Loss::DlrTargeted(_), None) => panic!("Loss::with_targets: targets missing"),
         }
     }
 }
@@ -68,7 +130,7 @@ pub trait AttackModel: Sync {
         x: ArrayView2<f32>,
         y: &[usize],
         ids: &[u64],
-        loss: LossKind,
+        loss: Loss<'_>,
         draws: usize,
         key: u64,
         want_grad: bool,

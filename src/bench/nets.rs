@@ -242,6 +242,7 @@ fn attack_params(eot: usize) -> ApgdParams {
         bounds: BoxConstraint::None,
         seed: 0,
         early_stop: true,
+        confirm: 10,
     }
 }
 

@@ -144,7 +144,7 @@ pub fn pipeline(ctx: &mut Ctx) -> anyhow::Result<()> {
             "attack.eot=2",
             "attack.max_points=20",
             "diffusion.passes=2",
-            "attack.score_passes=2",
+            "attack.score_repeats=2",
         ] {
             args.extend(["--set".into(), s.into()]);
         }

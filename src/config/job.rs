@@ -181,6 +181,48 @@ impl Protocol {
     }
 }
 
+/// AutoAttack-style presets of the attack cascade (`docs/attacks.md`).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AttackVersion {
+    /// `attack.losses` (default APGD-CE, APGD-DLR), `attack.restarts` restarts, EOT.
+    Rand,
+    /// APGD-CE, APGD-T (9 targets), Square (`attack.square_queries`).
+    Standard,
+    /// APGD-CE and APGD-DLR with 5 restarts, APGD-T, Square.
+    Plus,
+}
+
+impl AttackVersion {
+    pub fn name(self) -> &'static str {
+        match self {
+            AttackVersion::Rand => "rand",
+            AttackVersion::Standard => "standard",
+            AttackVersion::Plus => "plus",
+        }
+    }
+}
+
+/// The evaluation's own sanity checks (`shared/specs/EVALUATION.md`), run on a stratified
+/// subset of test points.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChecksConfig {
+    /// Run the attack-strength checks at all.
+    pub enabled: bool,
+    /// Points of the stratified subset (≥ 200 recommended; all points if fewer).
+    pub subset: usize,
+    /// Budgets checked (`null`: every ε > 0 whose worst-case robust accuracy lies in
+    /// [0.05, 0.90], where attack strength decides the number).
+    pub eps: Option<Vec<f64>>,
+    /// Convergence check: iterations × this factor …
+    pub iterations_factor: f64,
+    /// … and EOT draws × this factor must not lower robust accuracy by more than 1 point.
+    pub eot_factor: f64,
+    /// Query budget of the black-box Square check.
+    pub square_queries: usize,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AttackConfig {
@@ -194,10 +236,23 @@ pub struct AttackConfig {
     #[serde(rename = "box")]
     pub bounds: BoxKind,
     pub protocols: Vec<Protocol>,
-    /// Fresh random passes used to score the final adversarial examples of the defence.
-    pub score_passes: usize,
+    /// Removed: R is `diffusion.passes`. Kept only to give a clear error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score_passes: Option<usize>,
+    /// Independent R-pass scorings of every candidate (mean ± sd and strict accuracy).
+    pub score_repeats: usize,
+    /// Attack preset: rand | standard | plus.
+    pub version: AttackVersion,
+    /// Iterations of each warm-started APGD run (from the transfer candidate and from the
+    /// smaller-ε adaptive candidate; 0 = no warm starts).
+    pub warm_iterations: usize,
+    /// Query budget of Square in the `standard` / `plus` presets.
+    pub square_queries: usize,
+    /// Target classes of APGD-T.
+    pub targets: usize,
     /// Attack only the first N test points (0 = all).
     pub max_points: usize,
+    pub checks: ChecksConfig,
 }
 
 impl Default for JobConfig {
@@ -317,8 +372,27 @@ impl Default for AttackConfig {
             eot: 20,
             bounds: BoxKind::None,
             protocols: vec![Protocol::Transfer, Protocol::Adaptive],
-            score_passes: 10,
+            score_passes: None,
+            score_repeats: 5,
+            version: AttackVersion::Rand,
+            warm_iterations: 50,
+            square_queries: 5000,
+            targets: 9,
             max_points: 0,
+            checks: ChecksConfig::default(),
+        }
+    }
+}
+
+impl Default for ChecksConfig {
+    fn default() -> Self {
+        ChecksConfig {
+            enabled: true,
+            subset: 200,
+            eps: None,
+            iterations_factor: 2.0,
+            eot_factor: 2.5,
+            square_queries: 1000,
         }
     }
 }

@@ -262,12 +262,70 @@ pub fn validate(c: &JobConfig) -> Result<(), String> {
         10_000,
         "EOT draws per gradient for the adaptive attack",
     )?;
+    if a.score_passes.is_some() {
+        return Err("`attack.score_passes` was removed: the defence's R passes are `diffusion.passes` (used for scoring and for confirming an attack's success); set `attack.score_repeats` for the number of independent R-pass scorings".into());
+    }
     range(
-        "attack.score_passes",
-        a.score_passes,
+        "attack.score_repeats",
+        a.score_repeats,
         1,
-        100_000,
-        "fresh passes scoring the final adversarial examples",
+        1000,
+        "independent R-pass scorings of the final candidates",
     )?;
+    range(
+        "attack.warm_iterations",
+        a.warm_iterations,
+        0,
+        100_000,
+        "iterations of each warm-started APGD run, 0 = none",
+    )?;
+    range(
+        "attack.square_queries",
+        a.square_queries,
+        1,
+        1_000_000,
+        "Square query budget",
+    )?;
+    range(
+        "attack.targets",
+        a.targets,
+        1,
+        1000,
+        "APGD-T target classes",
+    )?;
+    let ch = &a.checks;
+    range(
+        "attack.checks.subset",
+        ch.subset,
+        1,
+        1 << 30,
+        "points of the check subset",
+    )?;
+    range(
+        "attack.checks.square_queries",
+        ch.square_queries,
+        1,
+        1_000_000,
+        "Square query budget of the black-box check",
+    )?;
+    if !(ch.iterations_factor.is_finite() && ch.iterations_factor >= 1.0) {
+        return Err(format!(
+            "`attack.checks.iterations_factor` = {} must be ≥ 1 (2 in EVALUATION.md)",
+            ch.iterations_factor
+        ));
+    }
+    if !(ch.eot_factor.is_finite() && ch.eot_factor >= 1.0) {
+        return Err(format!(
+            "`attack.checks.eot_factor` = {} must be ≥ 1 (2.5 in EVALUATION.md)",
+            ch.eot_factor
+        ));
+    }
+    if let Some(list) = &ch.eps {
+        for (i, e) in list.iter().enumerate() {
+            if !a.eps.contains(e) {
+                return Err(format!("`attack.checks.eps[{i}]` = {e} is not one of `attack.eps` ({:?}); the checks compare against that budget's result", a.eps));
+            }
+        }
+    }
     Ok(())
 }

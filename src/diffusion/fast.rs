@@ -7,7 +7,7 @@
 //! computes only the input gradient, reusing activation derivatives stored in the forward.
 
 use super::Schedule;
-use crate::attack::{loss::loss_and_grad, LossKind};
+use crate::attack::{loss::loss_and_grad, Loss};
 use crate::config::Prediction;
 use crate::linalg::{gemm_seq, simd_level, Simd};
 use crate::nn::mlp::{Activation, Mlp};
@@ -243,7 +243,7 @@ impl FastDefended {
         x0: ArrayView2<f32>,
         noise: ArrayView2<f32>,
         y: &[usize],
-        loss: LossKind,
+        loss: Loss<'_>,
         grad: bool,
     ) -> ChunkOut {
         let d = self.d;
@@ -322,7 +322,7 @@ impl FastDefended {
     /// Logits only (scoring).
     pub fn logits(&self, x0: ArrayView2<f32>, noise: ArrayView2<f32>) -> Array2<f32> {
         let y = vec![0usize; x0.nrows()];
-        self.chunk(x0, noise, &y, LossKind::Ce, false).logits
+        self.chunk(x0, noise, &y, Loss::Ce, false).logits
     }
 }
 

@@ -4,7 +4,7 @@
 use super::chain::Chain;
 use super::{time_embedding, Schedule};
 use crate::attack::loss::loss_and_grad;
-use crate::attack::LossKind;
+use crate::attack::Loss;
 use crate::config::Prediction;
 use crate::nn::mlp::{Activation, Mlp};
 use crate::rng::{fill_normal, stream};
@@ -23,7 +23,7 @@ fn pipeline_loss(
     x0: &Array2<f64>,
     noise: &Array2<f64>,
     y: &[usize],
-    kind: LossKind,
+    kind: Loss<'_>,
 ) -> (f64, Array2<f64>) {
     let (xh, cache) = chain.forward(x0.view(), noise.view(), true);
     let (logits, cc) = clf.forward_cached(xh.view());
@@ -32,7 +32,7 @@ fn pipeline_loss(
     (l.sum(), chain.backward(&cache.unwrap(), gx))
 }
 
-fn check(predict: Prediction, kind: LossKind) {
+fn check(predict: Prediction, kind: Loss<'_>) {
     let (n, d, tdim, t_star) = (3, 5, 4, 4);
     let sched = Schedule::linear(20, 1e-3, 0.2);
     let emb = time_embedding::<f64>(20, tdim);
@@ -78,17 +78,17 @@ fn check(predict: Prediction, kind: LossKind) {
 
 #[test]
 fn defended_input_gradient_matches_finite_differences_ce_noise() {
-    check(Prediction::Noise, LossKind::Ce);
+    check(Prediction::Noise, Loss::Ce);
 }
 
 #[test]
 fn defended_input_gradient_matches_finite_differences_dlr_noise() {
-    check(Prediction::Noise, LossKind::Dlr);
+    check(Prediction::Noise, Loss::Dlr);
 }
 
 #[test]
 fn defended_input_gradient_matches_finite_differences_ce_x0() {
-    check(Prediction::X0, LossKind::Ce);
+    check(Prediction::X0, Loss::Ce);
 }
 
 #[test]
@@ -138,11 +138,11 @@ fn fast_evaluator_matches_reference_chain() {
         let y = [0usize, 1, 2, 3, 0, 1, 2];
         let (xh, cache) = chain.forward(x0.view(), noise.view(), true);
         let (logits, cc) = clf.forward_cached(xh.view());
-        let (_, dl) = loss_and_grad(LossKind::Dlr, logits.view(), &y);
+        let (_, dl) = loss_and_grad(Loss::Dlr, logits.view(), &y);
         let (_, gx) = clf.backward(&cc, dl.view(), false);
         let g_ref = chain.backward(&cache.unwrap(), gx);
         let fast = FastDefended::new(&den, &clf, &sched, &emb, t_star, predict);
-        let out = fast.chunk(x0.view(), noise.view(), &y, LossKind::Dlr, true);
+        let out = fast.chunk(x0.view(), noise.view(), &y, Loss::Dlr, true);
         let g = out.grad.unwrap();
         for (a, b) in out.logits.iter().zip(logits.iter()) {
             assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "logits {a} vs {b}");
@@ -173,7 +173,7 @@ fn fast_evaluator_timing_probe() {
     for grad in [false, true] {
         let t = std::time::Instant::now();
         for _ in 0..20 {
-            std::hint::black_box(fast.chunk(x0.view(), noise.view(), &y, LossKind::Ce, grad));
+            std::hint::black_box(fast.chunk(x0.view(), noise.view(), &y, Loss::Ce, grad));
         }
         let s = t.elapsed().as_secs_f64() / 20.0;
         let macs =

@@ -5,7 +5,7 @@
 
 use super::fast::{block_mean, FastDefended};
 use super::Schedule;
-use crate::attack::{loss::loss_and_grad, AttackModel, LossKind, ModelEval};
+use crate::attack::{loss::loss_and_grad, AttackModel, Loss, ModelEval};
 use crate::config::Prediction;
 use crate::metrics::argmax;
 use crate::nn::mlp::Mlp;
@@ -49,7 +49,7 @@ impl AttackModel for BaseModel<'_> {
         x: ArrayView2<f32>,
         y: &[usize],
         _ids: &[u64],
-        loss: LossKind,
+        loss: Loss<'_>,
         _draws: usize,
         _key: u64,
         want_grad: bool,
@@ -180,7 +180,7 @@ impl AttackModel for Defended {
         x: ArrayView2<f32>,
         y: &[usize],
         ids: &[u64],
-        loss: LossKind,
+        loss: Loss<'_>,
         draws: usize,
         key: u64,
         want_grad: bool,
@@ -199,10 +199,12 @@ impl AttackModel for Defended {
                     .iter()
                     .flat_map(|&c| std::iter::repeat_n(c, draws))
                     .collect();
+                let trep = loss.targets_for(start..end, draws);
+                let lossc = loss.with_targets(trep.as_deref());
                 let noise = self.noise(&ids[start..end], draws, key);
                 let out = self
                     .fast
-                    .chunk(rep.view(), noise.view(), &yrep, loss, want_grad);
+                    .chunk(rep.view(), noise.view(), &yrep, lossc, want_grad);
                 let p = softmax(out.logits.view());
                 let mut l = Array1::<f32>::zeros(m);
                 let mut lg = Array2::<f32>::zeros((m, k));

@@ -1,29 +1,38 @@
-//! Clean and robust evaluation: Clean_Base, Clean_Def, and per ε Robust_Base and Robust_Def
-//! under the `transfer` and `adaptive` protocols, plus the sanity checks of
-//! `shared/specs/EVALUATION.md` that the data at hand can answer.
+//! Clean and robust evaluation (`shared/specs/EVALUATION.md`, `docs/attacks.md`):
+//! Clean_Base, Clean_Def, and per ε Robust_Base and Robust_Def under the `transfer`,
+//! `adaptive` and `worst` (per-sample worst over both) protocols, plus the sanity checks.
 //!
-//! Budgets are processed in increasing order and the ε-balls are nested, so a point whose
-//! adversarial example was scored as misclassified at a smaller ε keeps that example (it is
-//! feasible at every larger ε) and is not attacked again; only points still robust are
-//! attacked. This is the worst case per sample over all attacks run, makes robust accuracy
-//! non-increasing in ε by construction, and skips work that cannot change a result.
-//! The defence is always scored on fresh purification passes (`attack.score_passes`) whose
-//! noise is keyed by the sample id — identical for the clean and every robust evaluation,
-//! independent of the noise the attack saw — so ε = 0 reproduces the clean rows exactly.
+//! Protocol at every ε > 0, every point attacked afresh:
+//! * **base / transfer**: each attack of the preset on the undefended classifier, on every
+//!   clean-correct point; its candidates are scored on the base model (Robust_Base) and on
+//!   the defence (transfer).
+//! * **adaptive**: the preset's cascade through the stochastic defence (EOT gradients,
+//!   successes confirmed with independent noise), then warm-started APGD runs from each
+//!   point's transfer candidate and from its smaller-ε adaptive candidate.
+//! * Smaller-ε candidates stay candidates at larger ε (the balls are nested); they never
+//!   replace the fresh attack. The per-ε results *without* carried candidates are kept as
+//!   `fresh_accuracy` and the monotonicity check is run on them.
+//! * Every candidate is scored `attack.score_repeats` times with R = `diffusion.passes`
+//!   passes, each repeat with its own noise key (by sample id: ε = 0 reproduces the clean
+//!   rows). A point's result is its worst candidate; metrics on repeat 0.
 
+use super::checks::{self, CheckCtx};
 use super::stages::Trained;
+use super::worst::{score_all, BaseScorer, DefScorer, Scored, Scorer, Worst};
 use super::Timings;
-use crate::attack::apgd::{attack_suite, ApgdParams};
-use crate::attack::{AttackModel, BoxConstraint};
+use crate::attack::apgd::ApgdParams;
+use crate::attack::plan::{run_plan, PlanOutput, Step};
+use crate::attack::square::SquareParams;
+use crate::attack::{AttackModel, BoxConstraint, LossKind};
 use crate::backend::DeviceCtx;
-use crate::config::{BoxKind, JobConfig, Protocol};
+use crate::config::{AttackVersion, BoxKind, JobConfig, Protocol};
 use crate::diffusion::model::{BaseModel, Defended};
-use crate::error::Result;
-use crate::metrics::{self, argmax};
+use crate::error::{Error, Result};
+use crate::metrics;
 use crate::progress::log;
 use crate::results::ScenarioResult;
 use crate::rng::{key, tag};
-use ndarray::{Array1, Array2, ArrayView2, Axis};
+use ndarray::{Array2, ArrayView2, Axis};
 
 /// What the evaluation produced.
 pub struct Evaluation {
@@ -31,67 +40,34 @@ pub struct Evaluation {
     pub checks: Vec<(String, bool, String)>,
 }
 
-fn scenario(
+/// A result row from a tracker: metrics on repeat 0's worst probabilities.
+pub(super) fn row(
     name: &'static str,
     protocol: &'static str,
     eps: f64,
     y: &[usize],
-    proba: &Array2<f64>,
-    single: Option<&Array2<u16>>,
+    w: &Worst,
+    fresh: Option<&Worst>,
 ) -> ScenarioResult {
-    let m = metrics::compute(y, proba.view());
-    let single_pass_accuracy = single
-        .map(|s| {
-            s.axis_iter(Axis(1))
-                .map(|col| {
-                    col.iter()
-                        .zip(y)
-                        .filter(|(p, t)| **p as usize == **t)
-                        .count() as f64
-                        / y.len() as f64
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    // Metrics on exactly the stored (f32) probabilities, so that they can be recomputed
+    // from `result.h5`.
+    let proba = w.proba[0].mapv(|v| v as f32);
     ScenarioResult {
         scenario: name,
         protocol,
         eps,
-        metrics: m,
-        proba: proba.mapv(|v| v as f32),
-        single_pass_accuracy,
+        metrics: metrics::compute(y, proba.mapv(f64::from).view()),
+        proba,
+        single_pass_accuracy: vec![],
+        repeat_accuracy: w.repeat_accuracy(),
+        strict_accuracy: w.strict_accuracy(),
+        fresh_accuracy: fresh.map_or(f64::NAN, |f| f.repeat_accuracy()[0]),
         grad_evals: 0,
         fooled_by: vec![],
     }
 }
 
-/// Per-protocol state carried across increasing ε.
-struct Carry {
-    adv: Array2<f32>,
-    broken: Vec<bool>,
-}
-
-impl Carry {
-    fn new(x: ArrayView2<f32>, y: &[usize], clean_proba: &Array2<f64>) -> Self {
-        let broken = clean_proba
-            .rows()
-            .into_iter()
-            .zip(y)
-            .map(|(r, &t)| argmax(r) != t)
-            .collect();
-        Carry {
-            adv: x.to_owned(),
-            broken,
-        }
-    }
-    fn todo(&self) -> Vec<usize> {
-        (0..self.broken.len())
-            .filter(|&i| !self.broken[i])
-            .collect()
-    }
-}
-
-fn bounds(kind: BoxKind, z_train: &Array2<f32>) -> BoxConstraint {
+pub(super) fn bounds(kind: BoxKind, z_train: &Array2<f32>) -> BoxConstraint {
     match kind {
         BoxKind::None => BoxConstraint::None,
         BoxKind::Unit => BoxConstraint::Unit,
@@ -102,49 +78,135 @@ fn bounds(kind: BoxKind, z_train: &Array2<f32>) -> BoxConstraint {
     }
 }
 
-/// Attack the `todo` rows of `carry.adv`'s clean points; returns new adversarial rows,
-/// gradient evaluations and fooled-by counts.
-#[allow(clippy::too_many_arguments)]
-fn attack_rows<M: AttackModel>(
-    model: &M,
-    x: ArrayView2<f32>,
-    y: &[usize],
-    ids: &[u64],
-    todo: &[usize],
-    cfg: &JobConfig,
-    eps: f64,
-    eot: usize,
-    seed: u64,
-    b: &BoxConstraint,
-    early_stop: bool,
-) -> (Array2<f32>, u64, Vec<(String, usize)>) {
-    let xs = x.select(Axis(0), todo);
-    let ys: Vec<usize> = todo.iter().map(|&i| y[i]).collect();
-    let is: Vec<u64> = todo.iter().map(|&i| ids[i]).collect();
-    let p = ApgdParams {
+/// The preset's attacks (without warm starts).
+pub(super) fn preset_steps<'a>(cfg: &JobConfig, square_queries: usize) -> Vec<Step<'a>> {
+    let a = &cfg.attack;
+    let sq = || {
+        Step::Square(SquareParams {
+            eps: 0.0,
+            n_queries: square_queries,
+            p_init: 0.8,
+            eot: a.eot,
+            confirm: cfg.diffusion.passes,
+            bounds: BoxConstraint::None,
+            seed: 0,
+        })
+    };
+    match a.version {
+        AttackVersion::Rand => a.losses.iter().map(|&l| Step::Apgd(l)).collect(),
+        AttackVersion::Standard => vec![
+            Step::Apgd(LossKind::Ce),
+            Step::Targeted { n: a.targets },
+            sq(),
+        ],
+        AttackVersion::Plus => vec![
+            Step::Apgd(LossKind::Ce),
+            Step::Apgd(LossKind::Dlr),
+            Step::Targeted { n: a.targets },
+            sq(),
+        ],
+    }
+}
+
+/// APGD parameters of the preset (`plus`: 5 restarts).
+pub(super) fn params(cfg: &JobConfig, eps: f64, b: &BoxConstraint, seed: u64) -> ApgdParams {
+    let a = &cfg.attack;
+    ApgdParams {
         eps: eps as f32,
-        n_iter: cfg.attack.iterations,
-        loss: cfg.attack.losses[0],
-        eot,
-        restarts: cfg.attack.restarts,
+        n_iter: a.iterations,
+        loss: LossKind::Ce,
+        eot: a.eot,
+        restarts: if a.version == AttackVersion::Plus {
+            a.restarts.max(5)
+        } else {
+            a.restarts
+        },
         rho: 0.75,
         bounds: b.clone(),
         seed,
-        early_stop,
-    };
-    let out = attack_suite(model, xs.view(), &ys, &is, &cfg.attack.losses, &p);
-    let counts = cfg
-        .attack
-        .losses
+        early_stop: true,
+        confirm: cfg.diffusion.passes,
+    }
+}
+
+/// Typed errors for presets the model cannot support (instead of a panic in the attack).
+fn check_classes(cfg: &JobConfig, k: usize) -> Result<()> {
+    let a = &cfg.attack;
+    let dlr = a.version == AttackVersion::Plus
+        || a.version == AttackVersion::Rand && a.losses.contains(&LossKind::Dlr);
+    if dlr && k < 3 {
+        return Err(Error::param(
+            "attack.losses",
+            format!("the DLR loss needs ≥ 3 classes and this dataset has {k}; use `attack.losses: [ce]`"),
+        ));
+    }
+    if a.version != AttackVersion::Rand && k < 4 {
+        return Err(Error::param(
+            "attack.version",
+            format!(
+                "`{}` runs APGD-T, which needs ≥ 4 classes (this dataset has {k}); use `rand`",
+                a.version.name()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Candidates of every step of a plan, as `(rows, points)`.
+fn candidates(o: &PlanOutput) -> impl Iterator<Item = (&[usize], ArrayView2<'_, f32>)> {
+    o.steps.iter().map(|s| (&s.rows[..], s.adv.view()))
+}
+
+fn fooled_counts(o: &PlanOutput) -> Vec<(String, usize)> {
+    o.steps
         .iter()
-        .map(|l| {
-            (
-                l.name().to_string(),
-                out.fooled_by.iter().filter(|f| **f == Some(*l)).count(),
-            )
-        })
-        .collect();
-    (out.adv, out.grad_evals, counts)
+        .map(|s| (s.name.clone(), s.fooled.iter().filter(|&&f| f).count()))
+        .collect()
+}
+
+/// Robust_Base and transfer at one ε: every attack of `steps` on its own on the base model,
+/// fresh at this ε on every clean-correct point (the base model is deterministic: no EOT,
+/// no confirmation); each candidate is scored by the base scorer into the `base` trackers
+/// and by the defence's scorer into the `def` trackers. Returns gradient evaluations and
+/// fooled counts per attack.
+pub(super) fn transfer_eps(
+    base: &dyn AttackModel,
+    steps: &[Step<'_>],
+    (x, y, ids): (ArrayView2<f32>, &[usize], &[u64]),
+    pb: &ApgdParams,
+    (base_s, base_w): (&dyn Scorer, &mut [&mut Worst]),
+    (def_s, def_w): (&dyn Scorer, &mut [&mut Worst]),
+) -> (u64, Vec<(String, usize)>) {
+    let (mut evals, mut fooled) = (0, vec![]);
+    for (si, s) in steps.iter().enumerate() {
+        let q = ApgdParams {
+            seed: key(pb.seed, &[si as u64]),
+            ..pb.clone()
+        };
+        let o = run_plan(base, x, y, ids, std::slice::from_ref(s), &q);
+        evals += o.evals;
+        fooled.extend(fooled_counts(&o));
+        for (rows, cand) in candidates(&o) {
+            let sb = score_all(base_s, rows, cand, ids);
+            base_w.iter_mut().for_each(|w| w.offer(&sb));
+            let sd = score_all(def_s, rows, cand, ids);
+            def_w.iter_mut().for_each(|w| w.offer(&sd));
+        }
+    }
+    (evals, fooled)
+}
+
+/// The four trackers of one defence protocol (carried across ε and fresh at this ε).
+struct Pair {
+    carried: Worst,
+    fresh: Worst,
+}
+
+impl Pair {
+    fn offer(&mut self, s: &Scored<'_>) {
+        self.carried.offer(s);
+        self.fresh.offer(s);
+    }
 }
 
 /// Run every scenario of the job.
@@ -156,7 +218,9 @@ pub fn evaluate(
 ) -> Result<Evaluation> {
     let _ = ctx;
     let (x, y, ids) = (tr.z_test.view(), &tr.y_test[..], &tr.test_ids[..]);
+    let n = y.len();
     let base = BaseModel { clf: &tr.clf };
+    check_classes(cfg, base.num_classes())?;
     let def = Defended::new(
         &tr.den.mlp,
         &tr.clf,
@@ -165,259 +229,225 @@ pub fn evaluate(
         cfg.diffusion.t_star,
         tr.den.predict,
     );
-    let score_key = key(cfg.seed, &[tag("score")]);
-    let passes = cfg.attack.score_passes;
-    let score_def = |xa: ArrayView2<f32>| def.predict_proba(xa, ids, passes, score_key);
+    #[cfg(feature = "cuda")]
+    let cuda_def = match &ctx.cuda {
+        Some(be) => Some(
+            crate::backend::cuda::denoiser::CudaDefended::new(
+                be,
+                &tr.den.mlp,
+                &tr.clf,
+                &tr.den.sched,
+                &tr.den.emb,
+                cfg.diffusion.t_star,
+                tr.den.predict,
+            )
+            .map_err(|e| Error::Cuda(e.to_string()))?,
+        ),
+        None => None,
+    };
+    // The model the adaptive attack differentiates (CUDA when selected); scoring is CPU.
+    let attack_def: &dyn AttackModel = {
+        #[cfg(feature = "cuda")]
+        {
+            match &cuda_def {
+                Some(c) => c,
+                None => &def,
+            }
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            &def
+        }
+    };
+    let passes = cfg.diffusion.passes;
+    let bs = BaseScorer(&base);
+    let ds = DefScorer {
+        def: &def,
+        passes,
+        repeats: cfg.attack.score_repeats,
+        key: key(cfg.seed, &[tag("score")]),
+    };
+    let all: Vec<usize> = (0..n).collect();
 
     let mut out = vec![];
-    let clean_base = base.predict_proba(x);
-    out.push(scenario("clean_base", "none", 0.0, y, &clean_base, None));
-    let (clean_def, clean_single) = t.time("clean_def", || Ok(score_def(x)))?;
-    out.push(scenario(
-        "clean_def",
-        "none",
-        0.0,
-        y,
-        &clean_def,
-        Some(&clean_single),
-    ));
+    let clean_b = score_all(&bs, &all, x, ids);
+    let clean_d = t.time("clean_def", || Ok(score_all(&ds, &all, x, ids)))?;
+    let wb = Worst::new(y, &clean_b);
+    let wd = Worst::new(y, &clean_d);
+    out.push(row("clean_base", "none", 0.0, y, &wb, None));
+    let mut cd = row("clean_def", "none", 0.0, y, &wd, None);
+    let singles = def
+        .predict_proba(x, ids, passes, key(ds.key, &[0]))
+        .1
+        .axis_iter(Axis(1))
+        .map(|col| {
+            col.iter()
+                .zip(y)
+                .filter(|(p, t)| **p as usize == **t)
+                .count() as f64
+                / n as f64
+        })
+        .collect();
+    cd.single_pass_accuracy = singles;
+    out.push(cd);
     log(format!(
-        "clean accuracy: base {:.4}, defended {:.4} (R = {passes})",
-        out[0].metrics.accuracy, out[1].metrics.accuracy
+        "clean accuracy: base {:.4}, defended {:.4} (R = {passes}; {} scoring repeats {})",
+        out[0].metrics.accuracy,
+        out[1].metrics.accuracy,
+        cfg.attack.score_repeats,
+        checks::mean_sd(&out[1].repeat_accuracy)
     ));
 
     let b = bounds(cfg.attack.bounds, &tr.z_train);
     let mut eps_list = cfg.attack.eps.clone();
     eps_list.sort_by(f64::total_cmp);
     eps_list.dedup();
-    let mut base_c = Carry::new(x, y, &clean_base);
-    let mut transfer_c = Carry::new(x, y, &clean_def);
-    let mut adaptive_c = Carry::new(x, y, &clean_def);
-    let want = |p: Protocol| cfg.attack.protocols.contains(&p);
-    let mut broken_sets: Vec<(f64, Vec<bool>, Vec<bool>)> = vec![];
+    let want_t = cfg.attack.protocols.contains(&Protocol::Transfer);
+    let want_a = cfg.attack.protocols.contains(&Protocol::Adaptive);
+    let mut base_c = wb.clone();
+    let (mut tr_c, mut ad_c, mut wo_c) = (wd.clone(), wd.clone(), wd.clone());
+    let mut cx = CheckCtx::new(cfg, y, ids);
+    let mut first_pos = true;
 
     for (ei, &eps) in eps_list.iter().enumerate() {
-        // Robust_Base: APGD on the undefended classifier (deterministic, EOT 1).
-        let todo = base_c.todo();
-        let (mut evals, mut fooled) = (0, vec![]);
-        if eps > 0.0 && !todo.is_empty() {
-            let seed = key(cfg.seed, &[tag("attack-base"), ei as u64]);
-            let (adv, ge, fb) = t.time(&format!("attack_base_eps{eps}"), || {
-                Ok(attack_rows(
-                    &base, x, y, ids, &todo, cfg, eps, 1, seed, &b, false,
-                ))
+        let mut base_f = wb.clone();
+        let mut tp = Pair {
+            carried: tr_c,
+            fresh: wd.clone(),
+        };
+        let mut ap = Pair {
+            carried: ad_c,
+            fresh: wd.clone(),
+        };
+        let mut wp = Pair {
+            carried: wo_c,
+            fresh: wd.clone(),
+        };
+        let (mut base_evals, mut base_fooled) = (0, vec![]);
+        let (mut ad_evals, mut ad_fooled) = (0, vec![]);
+        let prev_adaptive = ap.carried.x.clone();
+        if eps > 0.0 {
+            // Robust_Base and transfer: every attack of the preset on its own, on every
+            // clean-correct point (the base model is deterministic: no EOT, no confirmation).
+            let mut pb = params(
+                cfg,
+                eps,
+                &b,
+                key(cfg.seed, &[tag("attack-base"), ei as u64]),
+            );
+            pb.eot = 1;
+            pb.early_stop = false;
+            let steps = preset_steps(cfg, cfg.attack.square_queries);
+            t.time(&format!("attack_base_eps{eps}"), || {
+                let mut dw: Vec<&mut Worst> = vec![&mut tp.carried, &mut tp.fresh];
+                if want_t {
+                    dw.push(&mut wp.carried);
+                    dw.push(&mut wp.fresh);
+                }
+                (base_evals, base_fooled) = transfer_eps(
+                    &base,
+                    &steps,
+                    (x, y, ids),
+                    &pb,
+                    (&bs, &mut [&mut base_c, &mut base_f]),
+                    (&ds, &mut dw),
+                );
+                Ok(())
             })?;
-            for (r, &i) in todo.iter().enumerate() {
-                base_c.adv.row_mut(i).assign(&adv.row(r));
+            if want_a {
+                let seed = key(cfg.seed, &[tag("attack-adaptive"), ei as u64]);
+                let p = params(cfg, eps, &b, seed);
+                let mut steps = preset_steps(cfg, cfg.attack.square_queries);
+                let wi = cfg.attack.warm_iterations;
+                let transfer_x = tp.carried.x.clone();
+                if wi > 0 {
+                    steps.push(Step::Warm {
+                        name: "warm-transfer",
+                        init: transfer_x.view(),
+                        loss: LossKind::Ce,
+                        n_iter: wi,
+                    });
+                    if !first_pos {
+                        steps.push(Step::Warm {
+                            name: "warm-smaller-eps",
+                            init: prev_adaptive.view(),
+                            loss: LossKind::Ce,
+                            n_iter: wi,
+                        });
+                    }
+                }
+                let o = t.time(&format!("attack_adaptive_eps{eps}"), || {
+                    Ok(run_plan(attack_def, x, y, ids, &steps, &p))
+                })?;
+                ad_evals = o.evals;
+                ad_fooled = fooled_counts(&o);
+                t.time(&format!("adaptive_score_eps{eps}"), || {
+                    for (rows, cand) in candidates(&o) {
+                        let sd = score_all(&ds, rows, cand, ids);
+                        ap.offer(&sd);
+                        wp.offer(&sd);
+                    }
+                    Ok(())
+                })?;
             }
-            (evals, fooled) = (ge, fb);
+            first_pos = false;
         }
-        // Fresh base attack at this ε for every clean-correct point gives the transfer set.
-        let base_proba = base.predict_proba(base_c.adv.view());
-        for (i, r) in base_proba.rows().into_iter().enumerate() {
-            base_c.broken[i] = argmax(r) != y[i];
-        }
-        let mut s = scenario("robust_base", "none", eps, y, &base_proba, None);
-        s.grad_evals = evals;
-        s.fooled_by = fooled;
+        let mut s = row("robust_base", "none", eps, y, &base_c, Some(&base_f));
+        s.grad_evals = base_evals;
+        s.fooled_by = base_fooled;
         out.push(s);
-
-        let mut transfer_broken = vec![false; y.len()];
-        if want(Protocol::Transfer) {
-            let todo = transfer_c.todo();
-            for &i in &todo {
-                transfer_c.adv.row_mut(i).assign(&base_c.adv.row(i));
-            }
-            let (p, single) = t.time(&format!("transfer_score_eps{eps}"), || {
-                Ok(score_def(transfer_c.adv.view()))
-            })?;
-            for (i, r) in p.rows().into_iter().enumerate() {
-                transfer_c.broken[i] = argmax(r) != y[i];
-            }
-            transfer_broken = transfer_c.broken.clone();
-            out.push(scenario(
+        if want_t {
+            out.push(row(
                 "robust_def",
                 "transfer",
                 eps,
                 y,
-                &p,
-                Some(&single),
+                &tp.carried,
+                Some(&tp.fresh),
             ));
         }
-        let mut adaptive_broken = vec![false; y.len()];
-        if want(Protocol::Adaptive) {
-            let todo = adaptive_c.todo();
-            let (mut evals, mut fooled) = (0, vec![]);
-            if eps > 0.0 && !todo.is_empty() {
-                let seed = key(cfg.seed, &[tag("attack-adaptive"), ei as u64]);
-                let (adv, ge, fb) = t.time(&format!("attack_adaptive_eps{eps}"), || {
-                    #[cfg(feature = "cuda")]
-                    if let Some(be) = &ctx.cuda {
-                        let cd = crate::backend::cuda::denoiser::CudaDefended::new(
-                            be,
-                            &tr.den.mlp,
-                            &tr.clf,
-                            &tr.den.sched,
-                            &tr.den.emb,
-                            cfg.diffusion.t_star,
-                            tr.den.predict,
-                        )
-                        .map_err(|e| crate::Error::Cuda(e.to_string()))?;
-                        return Ok(attack_rows(
-                            &cd,
-                            x,
-                            y,
-                            ids,
-                            &todo,
-                            cfg,
-                            eps,
-                            cfg.attack.eot,
-                            seed,
-                            &b,
-                            true,
-                        ));
-                    }
-                    Ok(attack_rows(
-                        &def,
-                        x,
-                        y,
-                        ids,
-                        &todo,
-                        cfg,
-                        eps,
-                        cfg.attack.eot,
-                        seed,
-                        &b,
-                        true,
-                    ))
-                })?;
-                for (r, &i) in todo.iter().enumerate() {
-                    adaptive_c.adv.row_mut(i).assign(&adv.row(r));
-                }
-                (evals, fooled) = (ge, fb);
-            }
-            let (p, single) = t.time(&format!("adaptive_score_eps{eps}"), || {
-                Ok(score_def(adaptive_c.adv.view()))
-            })?;
-            for (i, r) in p.rows().into_iter().enumerate() {
-                adaptive_c.broken[i] = argmax(r) != y[i];
-            }
-            adaptive_broken = adaptive_c.broken.clone();
-            let mut s = scenario("robust_def", "adaptive", eps, y, &p, Some(&single));
-            s.grad_evals = evals;
-            s.fooled_by = fooled;
+        if want_a {
+            let mut s = row(
+                "robust_def",
+                "adaptive",
+                eps,
+                y,
+                &ap.carried,
+                Some(&ap.fresh),
+            );
+            s.grad_evals = ad_evals;
+            s.fooled_by = ad_fooled;
             out.push(s);
         }
-        let acc = |s: &str, p: &str| {
-            out.iter()
-                .rev()
-                .find(|r| r.scenario == s && r.protocol == p && r.eps == eps)
-                .map_or(f64::NAN, |r| r.metrics.accuracy)
-        };
+        let w = row("robust_def", "worst", eps, y, &wp.carried, Some(&wp.fresh));
         log(format!(
-            "eps {eps}: robust accuracy base {:.4}, defended transfer {:.4}, defended adaptive {:.4}",
-            acc("robust_base", "none"),
-            acc("robust_def", "transfer"),
-            acc("robust_def", "adaptive")
+            "eps {eps}: robust accuracy base {:.4}, defended worst {:.4} {} (strict {:.4}; transfer {:.4}, adaptive {:.4})",
+            out.iter().rev().find(|r| r.scenario == "robust_base").map_or(f64::NAN, |r| r.metrics.accuracy),
+            w.metrics.accuracy,
+            checks::mean_sd(&w.repeat_accuracy),
+            w.strict_accuracy,
+            tp.carried.repeat_accuracy()[0],
+            ap.carried.repeat_accuracy()[0],
         ));
-        broken_sets.push((eps, transfer_broken, adaptive_broken));
+        out.push(w);
+        if eps > 0.0 && want_a {
+            t.time(&format!("checks_eps{eps}"), || {
+                cx.at_eps(eps, &b, x, attack_def, &ds, &wd, &ap.fresh, &wp.carried)
+            })?;
+        }
+        cx.record(eps, &tp.carried, &ap.carried);
+        tr_c = tp.carried;
+        ad_c = ap.carried;
+        wo_c = wp.carried;
     }
-    let checks = sanity_checks(cfg, &out, &broken_sets);
+    let grads = checks::input_gradients(cfg, attack_def, x, y, ids, cx.subset());
+    let checks = cx.finish(&out, &clean_d, grads, want_t && want_a);
     Ok(Evaluation {
         scenarios: out,
         checks,
     })
 }
 
-fn sanity_checks(
-    cfg: &JobConfig,
-    out: &[ScenarioResult],
-    broken: &[(f64, Vec<bool>, Vec<bool>)],
-) -> Vec<(String, bool, String)> {
-    let mut checks = vec![];
-    let find = |s: &str, p: &str, e: f64| {
-        out.iter().find(|r| {
-            r.scenario == s
-                && r.protocol == p
-                && (r.protocol == "none" && s.starts_with("clean") || r.eps == e)
-        })
-    };
-    if let Some(e0) = broken.iter().find(|b| b.0 == 0.0) {
-        let mut ok = true;
-        let cb = find("clean_base", "none", 0.0).unwrap();
-        let cd = find("clean_def", "none", 0.0).unwrap();
-        let mut detail = vec![];
-        for (s, p, c) in [
-            ("robust_base", "none", cb),
-            ("robust_def", "transfer", cd),
-            ("robust_def", "adaptive", cd),
-        ] {
-            if let Some(r) = find(s, p, e0.0) {
-                let same = r.metrics.values() == c.metrics.values();
-                ok &= same;
-                detail.push(format!(
-                    "{s}/{p} {}",
-                    if same { "equal" } else { "differs" }
-                ));
-            }
-        }
-        checks.push(("eps0_equals_clean".into(), ok, detail.join(", ")));
-    }
-    for (s, p) in [
-        ("robust_base", "none"),
-        ("robust_def", "transfer"),
-        ("robust_def", "adaptive"),
-    ] {
-        let accs: Vec<(f64, f64)> = out
-            .iter()
-            .filter(|r| r.scenario == s && r.protocol == p)
-            .map(|r| (r.eps, r.metrics.accuracy))
-            .collect();
-        if accs.len() < 2 {
-            continue;
-        }
-        let ok = accs.windows(2).all(|w| w[1].1 <= w[0].1 + 1e-12);
-        let txt: Vec<String> = accs.iter().map(|(e, a)| format!("{e}:{a:.3}")).collect();
-        checks.push((format!("monotone_in_eps[{s}/{p}]"), ok, txt.join(" ")));
-        if let Some(last) = accs.last() {
-            checks.push((
-                format!("reaches_zero[{s}/{p}]"),
-                last.1 <= 0.05,
-                format!("accuracy {:.4} at the largest ε = {}", last.1, last.0),
-            ));
-        }
-    }
-    if cfg.attack.protocols.len() == 2 {
-        let (mut masked, mut total) = (0usize, 0usize);
-        for (_, tb, ab) in broken {
-            masked += tb.iter().zip(ab).filter(|(t, a)| **t && !**a).count();
-            total += tb.len();
-        }
-        checks.push((
-            "adaptive_at_least_transfer_per_sample".into(),
-            masked == 0,
-            if masked == 0 {
-                "every point broken by transfer is broken by the adaptive attack".into()
-            } else {
-                format!("{masked} (point, ε) pairs of {total} broken by transfer but not by the adaptive attack: gradient masking suspected")
-            },
-        ));
-    }
-    for r in out.iter().filter(|r| !r.single_pass_accuracy.is_empty()) {
-        let v = Array1::from(r.single_pass_accuracy.clone());
-        let mean = v.mean().unwrap_or(f64::NAN);
-        let sd = v.std(1.0);
-        if r.scenario == "robust_def" || r.scenario == "clean_def" {
-            checks.push((
-                format!("single_pass_spread[{}]", r.key()),
-                true,
-                format!(
-                    "single-pass accuracy {mean:.4} ± {sd:.4} over {} fresh passes; averaged {:.4}",
-                    v.len(),
-                    r.metrics.accuracy
-                ),
-            ));
-        }
-    }
-    checks
-}
+#[cfg(test)]
+#[path = "protocol_tests.rs"]
+mod protocol_tests;

@@ -6,8 +6,10 @@
 //! sweep engine can cache them by the configuration slice that determines each one.
 
 pub mod cached;
+pub mod checks;
 pub mod evaluate;
 pub mod stages;
+pub mod worst;
 
 use crate::backend;
 use crate::config::LoadedJob;

@@ -367,10 +367,11 @@ pub use crate::results::table::label as row_label;
 pub const TABLE_HEADER: &str = "| Case | Accuracy | Precision | Recall | F1 | MCC | Balanced Acc | ROC-AUC | LogLoss | Brier |\n|---|---|---|---|---|---|---|---|---|---|\n";
 
 /// Rows of the paper's table in order.
-pub const ROWS: [(&str, &str); 5] = [
+pub const ROWS: [(&str, &str); 6] = [
     ("clean_base", "none"),
     ("clean_def", "none"),
     ("robust_base", "none"),
+    ("robust_def", "worst"),
     ("robust_def", "transfer"),
     ("robust_def", "adaptive"),
 ];

@@ -39,9 +39,10 @@ pub struct OptimizeArgs {
     /// Candidate ranks: `8..128` (step 8), `8..128:16`, or `8,16,32`.
     #[arg(long)]
     pub k: String,
-    /// clean_def | clean_base | robust_base@EPS | robust_def_transfer@EPS |
-    /// robust_def_adaptive@EPS | weighted:W*TERM+W*TERM (validation accuracy).
-    #[arg(long, default_value = "robust_def_adaptive@0.25")]
+    /// clean_def | clean_base | robust_base@EPS | robust_def@EPS (per-sample worst case
+    /// over transfer and adaptive) | robust_def_transfer@EPS | robust_def_adaptive@EPS |
+    /// weighted:W*TERM+W*TERM (validation accuracy).
+    #[arg(long, default_value = "robust_def@0.25")]
     pub objective: String,
     /// grid (every k), golden (golden-section, assumes a unimodal curve), halving
     /// (successive halving over training budgets).

@@ -28,8 +28,9 @@ fn bad(spec: &str, msg: &str) -> Error {
         "--objective",
         format!(
             "`{spec}`: {msg}; expected clean_def, clean_base, robust_base@EPS, \
-             robust_def_transfer@EPS, robust_def_adaptive@EPS, or \
-             weighted:W*TERM+W*TERM (e.g. weighted:0.5*clean_def+0.5*robust_def_adaptive@0.25)"
+             robust_def@EPS (the per-sample worst case), robust_def_transfer@EPS, \
+             robust_def_adaptive@EPS, or weighted:W*TERM+W*TERM \
+             (e.g. weighted:0.5*clean_def+0.5*robust_def@0.25)"
         ),
     )
 }
@@ -52,6 +53,7 @@ fn parse_term(spec: &str, t: &str) -> Result<Term> {
         "clean_base" => ("clean_base", "none"),
         "clean_def" => ("clean_def", "none"),
         "robust_base" => ("robust_base", "none"),
+        "robust_def" | "robust_def_worst" => ("robust_def", "worst"),
         "robust_def_transfer" => ("robust_def", "transfer"),
         "robust_def_adaptive" => ("robust_def", "adaptive"),
         _ => return Err(bad(spec, &format!("unknown term `{name}`"))),
@@ -109,11 +111,13 @@ impl Objective {
         e
     }
 
-    /// Defence protocols the objective reads (`transfer` when none, as the cheapest).
+    /// Defence protocols the objective reads (`transfer` when none, as the cheapest;
+    /// the worst case needs both).
     pub fn protocols(&self) -> Vec<&'static str> {
         let mut p = vec![];
+        let worst = self.terms.iter().any(|t| t.1.protocol == "worst");
         for name in ["transfer", "adaptive"] {
-            if self.terms.iter().any(|t| t.1.protocol == name) {
+            if worst || self.terms.iter().any(|t| t.1.protocol == name) {
                 p.push(name);
             }
         }

@@ -44,6 +44,7 @@ pub fn objective_plot(opts: &OptimizeOptions, o: &Outcome) -> Result<()> {
         y_desc: format!("validation {}", opts.objective.spec),
         series,
         y_range: None,
+        integer_x: true,
     };
     plots::render(&opts.out.join("plots"), "objective_vs_k", &fig)?;
     Ok(())

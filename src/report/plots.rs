@@ -33,6 +33,7 @@ pub fn ensure_font() {
 pub const BASE: RGBColor = RGBColor(214, 39, 40);
 pub const TRANSFER: RGBColor = RGBColor(31, 119, 180);
 pub const ADAPTIVE: RGBColor = RGBColor(44, 160, 44);
+pub const WORST: RGBColor = RGBColor(0, 0, 0);
 pub const CLEAN_BASE: RGBColor = RGBColor(30, 30, 30);
 pub const CLEAN_DEF: RGBColor = RGBColor(148, 103, 189);
 pub const ORANGE: RGBColor = RGBColor(255, 127, 14);
@@ -102,6 +103,8 @@ pub struct LineFig {
     pub series: Vec<Series>,
     /// Fixed y range (e.g. accuracy 0..1); otherwise from the data.
     pub y_range: Option<(f64, f64)>,
+    /// Ticks only at integers on the x axis (e.g. the NNMF rank k).
+    pub integer_x: bool,
 }
 
 /// Compact tick label: integers without decimals, others with ≤ 4 significant decimals.
@@ -147,9 +150,19 @@ impl LineFig {
             .x_label_area_size(if small { 40 } else { 48 })
             .y_label_area_size(if small { 62 } else { 70 })
             .build_cartesian_2d(x0..x1, y0..y1)?;
+        let int_x = self.integer_x;
+        let x_fmt = move |v: &f64| {
+            if int_x && (v - v.round()).abs() > 1e-9 {
+                String::new()
+            } else {
+                tick(*v)
+            }
+        };
+        let n_int = ((x1.floor() - x0.ceil()) as usize + 1).clamp(2, 12);
         chart
             .configure_mesh()
-            .x_label_formatter(&|v| tick(*v))
+            .x_labels(if int_x { n_int } else { 10 })
+            .x_label_formatter(&x_fmt)
             .y_label_formatter(&|v| tick(*v))
             .x_desc(&self.x_desc)
             .y_desc(&self.y_desc)

@@ -50,7 +50,7 @@ fn series(
         .into_iter()
         .filter_map(|e| {
             s.get(cfg, sc, pr, e, "accuracy")
-                .map(|st| (e, st.mean, st.mean - st.ci95, st.mean + st.ci95))
+                .map(|st| clip_band(e, st.mean, st.ci95))
         })
         .collect();
     Series {
@@ -61,6 +61,11 @@ fn series(
 }
 
 type RGBColorAlias = plotters::style::RGBColor;
+
+/// A point with its 95 % CI band clipped to the accuracy range [0, 1].
+fn clip_band(x: f64, mean: f64, ci: f64) -> (f64, f64, f64, f64) {
+    (x, mean, (mean - ci).max(0.0), (mean + ci).min(1.0))
+}
 
 /// Everything a cell's `result.h5` offers for plotting.
 pub struct CellData {
@@ -155,6 +160,7 @@ fn curve_panels(d: &CellData) -> Vec<LineFig> {
                 y_desc: "loss".into(),
                 series: ser,
                 y_range: None,
+                integer_x: false,
             });
         }
     }
@@ -186,6 +192,7 @@ fn curve_panels(d: &CellData) -> Vec<LineFig> {
             y_desc: "accuracy".into(),
             series: acc,
             y_range: None,
+            integer_x: false,
         });
     }
     if !d.objective.is_empty() {
@@ -204,6 +211,7 @@ fn curve_panels(d: &CellData) -> Vec<LineFig> {
                     .collect(),
             }],
             y_range: None,
+            integer_x: false,
         });
     }
     panels
@@ -240,6 +248,7 @@ fn cell_plots(dir: &Path, label: &str, cell: &Cell, out: &mut Vec<Plot>) -> Resu
         ("clean_base", "none", None),
         ("clean_def", "none", None),
         ("robust_base", "none", mid),
+        ("robust_def", "worst", mid),
         ("robust_def", "adaptive", mid),
         ("robust_def", "transfer", mid),
     ] {
@@ -300,6 +309,14 @@ pub fn sweep_plots(s: &Summary) -> Result<Vec<Plot>> {
             x_desc: "ε (L∞ budget on the z-scored hybrid features)".into(),
             y_desc: "accuracy".into(),
             series: vec![
+                series(
+                    s,
+                    cfg,
+                    "robust_def",
+                    "worst",
+                    "defended, worst case per sample (headline)",
+                    WORST,
+                ),
                 series(s, cfg, "robust_base", "none", "base (undefended)", BASE),
                 series(
                     s,
@@ -322,6 +339,7 @@ pub fn sweep_plots(s: &Summary) -> Result<Vec<Plot>> {
             .filter(|x| !x.points.is_empty())
             .collect(),
             y_range: Some((0.0, 1.02)),
+            integer_x: false,
         };
         out.push(Plot {
             kind: "robust_vs_eps",
@@ -389,7 +407,7 @@ pub fn sweep_plots(s: &Summary) -> Result<Vec<Plot>> {
                         .iter()
                         .filter_map(|(k, c)| {
                             s.get(c, sc, pr, e, "accuracy")
-                                .map(|st| (*k, st.mean, st.mean - st.ci95, st.mean + st.ci95))
+                                .map(|st| clip_band(*k, st.mean, st.ci95))
                         })
                         .collect(),
                 };
@@ -407,6 +425,12 @@ pub fn sweep_plots(s: &Summary) -> Result<Vec<Plot>> {
                         line("robust_base", "none", "Robust_Base".into(), BASE),
                         line(
                             "robust_def",
+                            "worst",
+                            "Robust_Def (worst case)".into(),
+                            WORST,
+                        ),
+                        line(
+                            "robust_def",
                             "transfer",
                             "Robust_Def (transfer)".into(),
                             TRANSFER,
@@ -422,6 +446,7 @@ pub fn sweep_plots(s: &Summary) -> Result<Vec<Plot>> {
                     .filter(|x| !x.points.is_empty())
                     .collect(),
                     y_range: Some((0.0, 1.02)),
+                    integer_x: true,
                 };
                 let name = format!(
                     "accuracy_vs_k_eps{e}{}{}",

@@ -142,6 +142,13 @@ fn write_inner(path: &Path, r: &RunResult) -> hdf5::Result<()> {
             "single_pass_accuracy",
             &Array1::from(s.single_pass_accuracy.clone()),
         )?;
+        ds(
+            &g,
+            "repeat_accuracy",
+            &Array1::from(s.repeat_accuracy.clone()),
+        )?;
+        attr(&g, "strict_accuracy", s.strict_accuracy)?;
+        attr(&g, "fresh_accuracy", s.fresh_accuracy)?;
         let names: Vec<&str> = s.fooled_by.iter().map(|(n, _)| n.as_str()).collect();
         ds(&g, "fooled_by_attack", &strings(&names))?;
         ds(

@@ -18,14 +18,20 @@ use std::path::Path;
 pub struct ScenarioResult {
     /// clean_base | clean_def | robust_base | robust_def
     pub scenario: &'static str,
-    /// none | transfer | adaptive
+    /// none | transfer | adaptive | worst (per-sample worst over transfer and adaptive)
     pub protocol: &'static str,
     pub eps: f64,
     pub metrics: Metrics,
     /// Class probabilities for every test point (`n × classes`).
     pub proba: Array2<f32>,
-    /// Accuracy of each single defence pass (empty for deterministic scenarios).
+    /// Accuracy of each single defence pass (clean_def only; empty elsewhere).
     pub single_pass_accuracy: Vec<f64>,
+    /// Accuracy in each independent scoring repeat (one entry for deterministic rows).
+    pub repeat_accuracy: Vec<f64>,
+    /// Fraction of points robust in every scoring repeat.
+    pub strict_accuracy: f64,
+    /// Accuracy at this ε without candidates carried from smaller ε (NaN for clean rows).
+    pub fresh_accuracy: f64,
     /// Gradient evaluations the attack spent (0 for clean scenarios).
     pub grad_evals: u64,
     /// Points fooled by each attack loss, in cascade order (`(name, count)`).

@@ -1,5 +1,7 @@
 //! The paper's table as Markdown: one table per ε with rows Clean_Base, Clean_Def,
-//! Robust_Base, Robust_Def (transfer), Robust_Def (adaptive) and the nine metric columns.
+//! Robust_Base, Robust_Def (worst case: the headline, per sample the worst over every
+//! transfer and adaptive candidate), Robust_Def (transfer), Robust_Def (adaptive) and the
+//! nine metric columns; then the scoring repeats (mean ± sd, strict) and the checks.
 
 use super::RunResult;
 
@@ -14,10 +16,21 @@ pub fn label(scenario: &str, protocol: &str) -> String {
         "robust_def" => "Robust_Def",
         other => other,
     };
-    if protocol == "none" {
-        base.to_string()
-    } else {
-        format!("{base} ({protocol})")
+    match protocol {
+        "none" => base.to_string(),
+        "worst" => format!("{base} (worst case)"),
+        p => format!("{base} ({p})"),
+    }
+}
+
+/// Display order of the protocols: the headline worst case first.
+pub fn protocol_rank(p: &str) -> usize {
+    match p {
+        "none" => 0,
+        "worst" => 1,
+        "transfer" => 2,
+        "adaptive" => 3,
+        _ => 4,
     }
 }
 
@@ -54,12 +67,48 @@ pub fn markdown(r: &RunResult) -> String {
         for s in &clean {
             out.push_str(&row(&label(s.scenario, s.protocol), s.metrics.values()));
         }
-        for s in r
+        let mut rows: Vec<_> = r
             .scenarios
             .iter()
             .filter(|s| s.scenario.starts_with("robust") && s.eps == e)
-        {
+            .collect();
+        rows.sort_by_key(|s| (s.scenario != "robust_base", protocol_rank(s.protocol)));
+        for s in rows {
             out.push_str(&row(&label(s.scenario, s.protocol), s.metrics.values()));
+        }
+    }
+    let rep: Vec<_> = r
+        .scenarios
+        .iter()
+        .filter(|s| s.repeat_accuracy.len() > 1)
+        .collect();
+    if !rep.is_empty() {
+        out.push_str(&format!(
+            "\n### Scoring repeats ({} independent R-pass scorings of every candidate)\n\n| Case | ε | accuracy (repeat 0) | mean ± sd over repeats | strict (robust in every repeat) | this ε only (no carried candidates) |\n|---|---|---|---|---|---|\n",
+            rep[0].repeat_accuracy.len()
+        ));
+        let mut rep = rep;
+        rep.sort_by(|a, b| {
+            a.eps
+                .total_cmp(&b.eps)
+                .then(protocol_rank(a.protocol).cmp(&protocol_rank(b.protocol)))
+        });
+        for s in rep {
+            let v = &s.repeat_accuracy;
+            let m = v.iter().sum::<f64>() / v.len() as f64;
+            let sd = (v.iter().map(|a| (a - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt();
+            let fresh = if s.fresh_accuracy.is_finite() {
+                format!("{:.4}", s.fresh_accuracy)
+            } else {
+                "".into()
+            };
+            out.push_str(&format!(
+                "| {} | {} | {:.4} | {m:.4} ± {sd:.4} | {:.4} | {fresh} |\n",
+                label(s.scenario, s.protocol),
+                s.eps,
+                s.metrics.accuracy,
+                s.strict_accuracy
+            ));
         }
     }
     if !r.checks.is_empty() {

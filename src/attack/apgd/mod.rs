@@ -7,16 +7,21 @@
 //!
 //! Behaviour beyond the reference, all chosen so that no reported number changes for
 //! deterministic models:
-//! * **Success test**: a point counts as fooled when [`ModelEval::pred`](crate::attack::ModelEval::pred) (argmax of the
-//!   probabilities averaged over the `eot` draws) differs from its label. For a
-//!   deterministic model this is argmax of the logits, as in the reference; for the
-//!   stochastic defence it judges success on the defence's own decision rule. Loss
+//! * **Success test**: for a deterministic model a point counts as fooled when the argmax
+//!   of the logits differs from its label, as in the reference. On a stochastic model the
+//!   attack's own EOT-averaged prediction is only a guess: a guessed success is confirmed
+//!   by an independent evaluation (its own noise key, [`ApgdParams::confirm`] passes, the
+//!   defence's averaged decision rule) and an unconfirmed point keeps iterating. Loss
 //!   bookkeeping, best point and checkpoints use the last draw's loss (Q1).
-//! * **Skipped work**: points misclassified by the clean check are returned (clean x,
-//!   fooled) without being attacked; a point is dropped from the active set as soon as an
-//!   iterate fools it (its outcome cannot change; `adv` is that first fooling iterate, where
-//!   the reference would keep the latest one, Q8). The model is evaluated only on active
-//!   rows. `eps == 0` returns `x` unchanged without any gradient evaluation.
+//! * **Candidates**: every attacked point gets one — its (confirmed) fooling iterate, else
+//!   its highest-loss iterate over all restarts; never the clean input unless `eps == 0`.
+//! * **Skipped work**: on a deterministic model points misclassified by the clean check are
+//!   returned (clean x, fooled) without being attacked (their outcome is exact); on a
+//!   stochastic model there is no clean-check shortcut, every point is attacked. With
+//!   `early_stop` a point is dropped from the active set once a confirmed iterate fools it
+//!   (`adv` is that first fooling iterate, where the reference would keep the latest one,
+//!   Q8). The model is evaluated only on active rows. `eps == 0` returns `x` unchanged
+//!   without any gradient evaluation.
 //! * **Randomness** is independent of batch composition and thread count: the random
 //!   start of sample `ids[i]` in restart `r` comes from
 //!   `stream(seed, [tag("apgd-start"), r, ids[i]])`; model call `it` (0 = start point,
@@ -36,13 +41,13 @@ mod suite;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
-mod tests_models;
+pub(crate) mod tests_models;
 
 pub use run::{single_run, RunOutput};
 pub use schedule::{checkpoints, halve_step, Schedule};
 pub use suite::{attack_suite, SuiteOutput};
 
-use super::{AttackModel, BoxConstraint, LossKind};
+use super::{AttackModel, BoxConstraint, Loss, LossKind};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::rng::{key, tag};
@@ -65,6 +70,9 @@ pub struct ApgdParams {
     /// iterate, exactly as the reference (Q8) — used for the base attack whose examples are
     /// transferred to the defence, where further-in iterates transfer better.
     pub early_stop: bool,
+    /// Passes of the independent confirmation of an in-attack success on a stochastic
+    /// model (R, the defence's own number of passes); ignored by deterministic models.
+    pub confirm: usize,
 }
 
 impl ApgdParams {
@@ -79,6 +87,7 @@ impl ApgdParams {
             rho: 0.75,
             bounds: BoxConstraint::None,
             early_stop: true,
+            confirm: 10,
             seed,
         }
     }
@@ -105,6 +114,12 @@ impl ApgdParams {
         }
         if self.restarts == 0 {
             return Err(Error::param("attack.restarts", "must be ≥ 1"));
+        }
+        if self.confirm == 0 {
+            return Err(Error::param(
+                "diffusion.passes",
+                "must be ≥ 1 (the passes that confirm a success on the defence)",
+            ));
         }
         if !(self.rho > 0.0 && self.rho <= 1.0) {
             return Err(Error::param(
@@ -153,7 +168,8 @@ impl ApgdParams {
 /// Result of an attack on a batch.
 #[derive(Clone, Debug)]
 pub struct ApgdOutput {
-    /// Adversarial points (the clean point where the attack failed).
+    /// Candidates: the fooling iterate where the attack fooled the model, else the
+    /// highest-loss iterate (the clean point for points skipped by the clean check).
     pub adv: Array2<f32>,
     /// Whether the attack fooled the model on that point.
     pub fooled: Vec<bool>,
@@ -207,7 +223,17 @@ fn attack<M: AttackModel + ?Sized>(
     let mut adv = x.to_owned();
     let mut grad_evals = 0;
     if p.eps > 0.0 {
-        grad_evals = restarts(model, x, y, ids, p, p.loss, x_init, &mut fooled, &mut adv);
+        grad_evals = restarts(
+            model,
+            x,
+            y,
+            ids,
+            p,
+            p.loss.into(),
+            x_init,
+            &mut fooled,
+            &mut adv,
+        );
     }
     ApgdOutput {
         adv,
@@ -245,8 +271,9 @@ pub(super) fn check_inputs<M: AttackModel + ?Sized>(
     );
 }
 
-/// Clean check: one evaluation with `draws = eot`; `true` where correctly classified.
-pub(super) fn clean_check<M: AttackModel + ?Sized>(
+/// Clean check of a deterministic model: `true` where correctly classified. A stochastic
+/// model has no clean-check shortcut (`true` everywhere: every point is attacked).
+pub(crate) fn clean_check<M: AttackModel + ?Sized>(
     model: &M,
     x: ArrayView2<f32>,
     y: &[usize],
@@ -256,12 +283,15 @@ pub(super) fn clean_check<M: AttackModel + ?Sized>(
     if x.nrows() == 0 {
         return vec![];
     }
+    if model.stochastic() {
+        return vec![true; x.nrows()];
+    }
     let ev = model.evaluate(
         x,
         y,
         ids,
-        p.loss,
-        p.eot,
+        p.loss.into(),
+        1,
         key(p.seed, &[tag("apgd-clean")]),
         false,
     );
@@ -274,15 +304,36 @@ pub(super) fn clean_check<M: AttackModel + ?Sized>(
 }
 
 /// §6: `p.restarts` runs of `loss`, each on the points not fooled yet; fooled points get
-/// their adversarial example written into `adv`. Returns the gradient evaluations.
+/// their adversarial example written into `adv`, the others their highest-loss iterate over
+/// all restarts (rows of `adv` of points already fooled on entry are left as they are).
+/// `loss` targets, if any, are aligned with the rows of `x`. Returns the gradient
+/// evaluations.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn restarts<M: AttackModel + ?Sized>(
+pub(crate) fn restarts<M: AttackModel + ?Sized>(
     model: &M,
     x: ArrayView2<f32>,
     y: &[usize],
     ids: &[u64],
     p: &ApgdParams,
-    loss: LossKind,
+    loss: Loss<'_>,
+    x_init: Option<ArrayView2<f32>>,
+    fooled: &mut [bool],
+    adv: &mut Array2<f32>,
+) -> u64 {
+    restarts_keyed(model, x, y, ids, p, loss, 0, x_init, fooled, adv)
+}
+
+/// [`restarts`] with restart numbers offset by `base` (distinct random starts and noise
+/// keys for separate runs of the same loss, e.g. one APGD-T run per target).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn restarts_keyed<M: AttackModel + ?Sized>(
+    model: &M,
+    x: ArrayView2<f32>,
+    y: &[usize],
+    ids: &[u64],
+    p: &ApgdParams,
+    loss: Loss<'_>,
+    base: u64,
     x_init: Option<ArrayView2<f32>>,
     fooled: &mut [bool],
     adv: &mut Array2<f32>,
@@ -290,6 +341,7 @@ pub(super) fn restarts<M: AttackModel + ?Sized>(
     let n_attacked = fooled.iter().filter(|f| !**f).count();
     let prog = Progress::new(loss.name(), (p.n_iter * p.restarts) as u64);
     let mut evals = 0;
+    let mut best_loss = vec![f32::NEG_INFINITY; x.nrows()];
     for r in 0..p.restarts {
         let sel: Vec<usize> = (0..x.nrows()).filter(|&i| !fooled[i]).collect();
         if sel.is_empty() {
@@ -300,14 +352,17 @@ pub(super) fn restarts<M: AttackModel + ?Sized>(
         let ys: Vec<usize> = sel.iter().map(|&i| y[i]).collect();
         let is: Vec<u64> = sel.iter().map(|&i| ids[i]).collect();
         let init = x_init.map(|v| v.select(Axis(0), &sel));
+        let ts = loss
+            .targets_for(0..x.nrows(), 1)
+            .map(|t| sel.iter().map(|&i| t[i]).collect::<Vec<usize>>());
         let out = run::run(
             model,
             xs.view(),
             &ys,
             &is,
             p,
-            loss,
-            r as u64,
+            loss.with_targets(ts.as_deref()),
+            base + r as u64,
             init.as_ref().map(|a| a.view()),
             Some(&prog),
         );
@@ -316,6 +371,9 @@ pub(super) fn restarts<M: AttackModel + ?Sized>(
             if out.fooled[j] {
                 fooled[i] = true;
                 adv.row_mut(i).assign(&out.x_best_adv.row(j));
+            } else if out.l_best[j] > best_loss[i] {
+                best_loss[i] = out.l_best[j];
+                adv.row_mut(i).assign(&out.x_best.row(j));
             }
         }
     }

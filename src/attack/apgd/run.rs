@@ -1,9 +1,15 @@
 //! One APGD run (APGD.md §4, the reference's `attack_single_run`) for L∞ on a batch of
 //! still-robust points, with struct-of-arrays per-sample state that is compacted whenever
 //! points get fooled, so the model only ever sees active rows.
+//!
+//! On a stochastic model an in-attack success (the EOT-averaged prediction at an iterate)
+//! is only a guess: it is confirmed by an independent evaluation with its own noise key and
+//! [`ApgdParams::confirm`] passes before the point counts as fooled; an unconfirmed point
+//! keeps iterating.
 
 use super::schedule::{halve_step, Schedule};
-use super::{ApgdParams, AttackModel, BoxConstraint, LossKind};
+use super::{ApgdParams, AttackModel, BoxConstraint};
+use crate::attack::Loss;
 use crate::progress::Progress;
 use crate::rng::{fill_uniform, key, stream, tag};
 use ndarray::{Array1, Array2, ArrayView2, Axis, Zip};
@@ -11,7 +17,8 @@ use ndarray::{Array1, Array2, ArrayView2, Axis, Zip};
 /// Result of one run, per input row.
 #[derive(Clone, Debug)]
 pub struct RunOutput {
-    /// An iterate fooled the model (or the start point did).
+    /// An iterate fooled the model (or the start point did); on a stochastic model only
+    /// after an independent confirmation.
     pub fooled: Vec<bool>,
     /// The fooling iterate for fooled rows; the start point otherwise (Q8 initialisation).
     pub x_best_adv: Array2<f32>,
@@ -20,6 +27,20 @@ pub struct RunOutput {
     /// Its loss (last EOT draw, Q1).
     pub l_best: Vec<f32>,
     pub grad_evals: u64,
+    /// Forward passes spent confirming in-attack successes (points × passes).
+    pub confirm_evals: u64,
+}
+
+impl RunOutput {
+    /// The run's candidate for row `i`: its fooling iterate if it found one, else its
+    /// highest-loss iterate.
+    pub fn candidate(&self, i: usize) -> ndarray::ArrayView1<'_, f32> {
+        if self.fooled[i] {
+            self.x_best_adv.row(i)
+        } else {
+            self.x_best.row(i)
+        }
+    }
 }
 
 /// Per-dimension feasible interval `[max(x−ε, lo), min(x+ε, hi)]`, with the box widened
@@ -50,6 +71,8 @@ struct State {
     rows: Vec<usize>,
     y: Vec<usize>,
     ids: Vec<u64>,
+    /// APGD-T target per row (empty for the untargeted losses).
+    targets: Vec<usize>,
     lower: Array2<f32>,
     upper: Array2<f32>,
     x_adv: Array2<f32>,
@@ -72,6 +95,9 @@ impl State {
         self.rows = pick(&self.rows);
         self.y = pick(&self.y);
         self.ids = idx.iter().map(|&r| self.ids[r]).collect();
+        if !self.targets.is_empty() {
+            self.targets = pick(&self.targets);
+        }
         self.reduced_last = idx.iter().map(|&r| self.reduced_last[r]).collect();
         for a in [
             &mut self.lower,
@@ -104,7 +130,7 @@ pub fn single_run<M: AttackModel + ?Sized>(
     x_init: Option<ArrayView2<f32>>,
 ) -> RunOutput {
     super::check_inputs(model, x, y, ids, p, &[p.loss]);
-    run(model, x, y, ids, p, p.loss, restart, x_init, None)
+    run(model, x, y, ids, p, p.loss.into(), restart, x_init, None)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -114,11 +140,13 @@ pub(super) fn run<M: AttackModel + ?Sized>(
     y: &[usize],
     ids: &[u64],
     p: &ApgdParams,
-    loss: LossKind,
+    loss: Loss<'_>,
     restart: u64,
     x_init: Option<ArrayView2<f32>>,
     prog: Option<&Progress>,
 ) -> RunOutput {
+    let code = loss.code();
+    let stochastic = model.stochastic();
     let (n, n_iter) = (x.nrows(), p.n_iter);
     let eps = p.eps;
     let (lower, upper) = feasible(x, eps, &p.bounds);
@@ -147,16 +175,12 @@ pub(super) fn run<M: AttackModel + ?Sized>(
         .and(&upper)
         .par_for_each(|v, &l, &u| *v = v.max(l).min(u));
 
-    let key_at = |it: usize| {
-        key(
-            p.seed,
-            &[tag("apgd-model"), loss as u64, restart, it as u64],
-        )
-    };
+    let key_at = |it: usize| key(p.seed, &[tag("apgd-model"), code, restart, it as u64]);
     let mut evals = 0u64;
-    let mut eval = |xa: ArrayView2<f32>, ys: &[usize], is: &[u64], it: usize| {
+    let mut eval = |xa: ArrayView2<f32>, ys: &[usize], is: &[u64], ts: &[usize], it: usize| {
         evals += (xa.nrows() * p.eot) as u64;
-        let ev = model.evaluate(xa, ys, is, loss, p.eot, key_at(it), true);
+        let l = loss.with_targets((!ts.is_empty()).then_some(ts));
+        let ev = model.evaluate(xa, ys, is, l, p.eot, key_at(it), true);
         let g = ev
             .grad
             .expect("AttackModel::evaluate must return a gradient when asked");
@@ -173,13 +197,16 @@ pub(super) fn run<M: AttackModel + ?Sized>(
         x_best: x0.clone(),
         l_best: vec![0.0; n],
         grad_evals: 0,
+        confirm_evals: 0,
     };
+    let targets = loss.targets_for(0..n, 1).unwrap_or_default();
     // §4.2 initial gradient and state.
-    let (l0, pred0, g0) = eval(x0.view(), y, ids, 0);
+    let (l0, pred0, g0) = eval(x0.view(), y, ids, &targets, 0);
     let mut st = State {
         rows: (0..n).collect(),
         y: y.to_vec(),
         ids: ids.to_vec(),
+        targets,
         lower,
         upper,
         x_prev: x0.clone(),
@@ -193,7 +220,11 @@ pub(super) fn run<M: AttackModel + ?Sized>(
         reduced_last: vec![true; n],
         hist: Array2::zeros((n, n_iter)),
     };
-    let mut fooled_now: Vec<bool> = (0..n).map(|r| pred0[r] != st.y[r]).collect();
+    let confirm = |st: &State, guess: &[bool], it: usize, out: &mut RunOutput| -> Vec<bool> {
+        confirmed(model, st, guess, p, code, restart, it, stochastic, out)
+    };
+    let guess: Vec<bool> = (0..n).map(|r| pred0[r] != st.y[r]).collect();
+    let mut fooled_now = confirm(&st, &guess, 0, &mut out);
     settle_fooled(&mut st, &mut out, &fooled_now, p.early_stop);
 
     let sched = Schedule::new(n_iter);
@@ -229,7 +260,7 @@ pub(super) fn run<M: AttackModel + ?Sized>(
                 }
             });
         // Step 5: gradient, loss and prediction at the new iterate.
-        let (l, pred, g) = eval(st.x_adv.view(), &st.y, &st.ids, i + 1);
+        let (l, pred, g) = eval(st.x_adv.view(), &st.y, &st.ids, &st.targets, i + 1);
         // Step 7: best-loss bookkeeping (strict >, Q9).
         st.hist.column_mut(i).assign(&l);
         Zip::from(st.x_best.rows_mut())
@@ -246,9 +277,10 @@ pub(super) fn run<M: AttackModel + ?Sized>(
                 }
             });
         st.g = g;
-        // Step 6: success → record this iterate (and, with early stopping, retire the point).
-        fooled_now.clear();
-        fooled_now.extend((0..st.rows.len()).map(|r| pred[r] != st.y[r]));
+        // Step 6: success (confirmed on a stochastic model) → record this iterate (and,
+        // with early stopping, retire the point).
+        let guess: Vec<bool> = (0..st.rows.len()).map(|r| pred[r] != st.y[r]).collect();
+        fooled_now = confirm(&st, &guess, i + 1, &mut out);
         settle_fooled(&mut st, &mut out, &fooled_now, p.early_stop);
         // Step 8 / §4.4: checkpoint.
         counter += 1;
@@ -271,6 +303,39 @@ pub(super) fn run<M: AttackModel + ?Sized>(
     }
     out.grad_evals = evals;
     out
+}
+
+/// The rows of `guess` that count as fooled: all of them for a deterministic model; on a
+/// stochastic one those whose current iterate is also misclassified by an independent
+/// evaluation (`p.confirm` passes, key `(seed, "apgd-confirm", loss, restart, it)`, the
+/// defence's averaged decision rule).
+#[allow(clippy::too_many_arguments)]
+fn confirmed<M: AttackModel + ?Sized>(
+    model: &M,
+    st: &State,
+    guess: &[bool],
+    p: &ApgdParams,
+    code: u64,
+    restart: u64,
+    it: usize,
+    stochastic: bool,
+    out: &mut RunOutput,
+) -> Vec<bool> {
+    if !stochastic || !guess.iter().any(|&g| g) {
+        return guess.to_vec();
+    }
+    let sel: Vec<usize> = (0..guess.len()).filter(|&r| guess[r]).collect();
+    let xs = st.x_adv.select(Axis(0), &sel);
+    let ys: Vec<usize> = sel.iter().map(|&r| st.y[r]).collect();
+    let is: Vec<u64> = sel.iter().map(|&r| st.ids[r]).collect();
+    let k = key(p.seed, &[tag("apgd-confirm"), code, restart, it as u64]);
+    let ev = model.evaluate(xs.view(), &ys, &is, Loss::Ce, p.confirm, k, false);
+    out.confirm_evals += (sel.len() * p.confirm) as u64;
+    let mut fooled = vec![false; guess.len()];
+    for (j, &r) in sel.iter().enumerate() {
+        fooled[r] = ev.pred[j] != ys[j];
+    }
+    fooled
 }
 
 /// Record the rows flagged in `fooled` (their current iterate is the adversarial example);

@@ -1,21 +1,24 @@
-//! AutoAttack `rand`-style cascade (APGD.md §8.2): one clean check, then each loss in turn
-//! attacks only the points no earlier attack has broken (pointwise worst case).
+//! AutoAttack `rand`-style cascade (APGD.md §8.2) over untargeted APGD losses: one clean
+//! check, then each loss in turn attacks only the points no earlier attack has broken
+//! (pointwise worst case). A thin view of [`crate::attack::plan::run_plan`].
 
-use super::{check_inputs, clean_check, restarts, ApgdParams};
+use super::ApgdParams;
+use crate::attack::plan::{run_plan, Step};
 use crate::attack::{AttackModel, LossKind};
 use ndarray::{Array2, ArrayView2};
 
 /// Result of [`attack_suite`].
 #[derive(Clone, Debug)]
 pub struct SuiteOutput {
-    /// Adversarial points (clean point where every attack failed or the point was
-    /// misclassified from the start).
+    /// One point per input: the fooling point of the attack that broke it, else the first
+    /// attack's candidate (its highest-loss iterate); the clean point where the model was
+    /// wrong from the start (deterministic models).
     pub adv: Array2<f32>,
     /// Misclassified clean, or fooled by one of the attacks.
     pub fooled: Vec<bool>,
     /// The attack that broke the point (`None`: robust, or wrong already when clean).
     pub fooled_by: Vec<Option<LossKind>>,
-    /// Result of the clean check (`draws = eot` averaged prediction).
+    /// Result of the clean check (`true` everywhere on a stochastic model).
     pub clean_correct: Vec<bool>,
     /// Gradient evaluations over all attacks.
     pub grad_evals: u64,
@@ -32,28 +35,28 @@ pub fn attack_suite<M: AttackModel + ?Sized>(
     losses: &[LossKind],
     p: &ApgdParams,
 ) -> SuiteOutput {
-    check_inputs(model, x, y, ids, p, losses);
-    let clean_correct = clean_check(model, x, y, ids, p);
-    let mut fooled: Vec<bool> = clean_correct.iter().map(|&c| !c).collect();
-    let mut fooled_by = vec![None; x.nrows()];
+    let steps: Vec<Step> = losses.iter().map(|&l| Step::Apgd(l)).collect();
+    let out = run_plan(model, x, y, ids, &steps, p);
     let mut adv = x.to_owned();
-    let mut grad_evals = 0;
-    if p.eps > 0.0 {
-        for &loss in losses {
-            let before = fooled.clone();
-            grad_evals += restarts(model, x, y, ids, p, loss, None, &mut fooled, &mut adv);
-            for (i, by) in fooled_by.iter_mut().enumerate() {
-                if fooled[i] && !before[i] {
-                    *by = Some(loss);
-                }
+    let mut fooled_by = vec![None; x.nrows()];
+    let mut set = vec![false; x.nrows()];
+    for (s, &loss) in out.steps.iter().zip(losses) {
+        for (j, &i) in s.rows.iter().enumerate() {
+            if s.fooled[j] {
+                fooled_by[i] = Some(loss);
+                adv.row_mut(i).assign(&s.adv.row(j));
+                set[i] = true;
+            } else if !set[i] {
+                adv.row_mut(i).assign(&s.adv.row(j));
+                set[i] = true;
             }
         }
     }
     SuiteOutput {
         adv,
-        fooled,
+        fooled: out.fooled,
         fooled_by,
-        clean_correct,
-        grad_evals,
+        clean_correct: out.clean_correct,
+        grad_evals: out.evals,
     }
 }

@@ -4,7 +4,7 @@
 
 use super::{halve_step, ApgdParams, Schedule};
 use crate::attack::loss::loss_and_grad;
-use crate::attack::{AttackModel, LossKind, ModelEval};
+use crate::attack::{AttackModel, Loss, ModelEval};
 use crate::rng::{fill_normal, stream};
 use ndarray::{Array1, Array2, ArrayView2, Axis};
 use std::sync::Mutex;
@@ -98,7 +98,7 @@ impl AttackModel for Toy {
         x: ArrayView2<f32>,
         y: &[usize],
         ids: &[u64],
-        loss: LossKind,
+        loss: Loss<'_>,
         draws: usize,
         key: u64,
         want_grad: bool,
@@ -152,7 +152,7 @@ impl AttackModel for Recorder<'_> {
         x: ArrayView2<f32>,
         y: &[usize],
         ids: &[u64],
-        loss: LossKind,
+        loss: Loss<'_>,
         draws: usize,
         key: u64,
         want_grad: bool,
@@ -222,7 +222,7 @@ pub fn naive(
     let proj = |v: f32, j: usize| v.max(lo[j]).min(hi[j]);
     let ev = |v: &[f32]| {
         let a = Array2::from_shape_vec((1, d), v.to_vec()).unwrap();
-        let e = m.evaluate(a.view(), &[y], &[0], p.loss, 1, 0, true);
+        let e = m.evaluate(a.view(), &[y], &[0], p.loss.into(), 1, 0, true);
         (e.loss[0], e.pred[0] != y, e.grad.unwrap().row(0).to_vec())
     };
     let mut xa: Vec<f32> = x0.iter().enumerate().map(|(j, &v)| proj(v, j)).collect();

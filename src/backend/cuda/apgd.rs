@@ -8,7 +8,7 @@
 use super::error::{ensure, CudaResult};
 use super::{CudaBackend, KernelModule};
 use crate::attack::apgd::{ApgdParams, RunOutput, Schedule};
-use crate::attack::{AttackModel, BoxConstraint, LossKind};
+use crate::attack::{AttackModel, BoxConstraint, Loss, LossKind};
 use crate::rng::{key, tag};
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 use ndarray::{Array1, Array2, ArrayView2, Axis};
@@ -310,10 +310,15 @@ pub fn single_run<M: AttackModel + ?Sized>(
         let is: Vec<u64> = idx.iter().map(|&r| ids[r]).collect();
         let k = key(
             p.seed,
-            &[tag("apgd-model"), p.loss as u64, restart, it as u64],
+            &[
+                tag("apgd-model"),
+                Loss::from(p.loss).code(),
+                restart,
+                it as u64,
+            ],
         );
         evals += (idx.len() * p.eot) as u64;
-        let ev = model.evaluate(xa.view(), &ys, &is, p.loss, p.eot, k, true);
+        let ev = model.evaluate(xa.view(), &ys, &is, p.loss.into(), p.eot, k, true);
         let g = ev
             .grad
             .expect("AttackModel::evaluate must return a gradient when asked");
@@ -350,5 +355,6 @@ pub fn single_run<M: AttackModel + ?Sized>(
         x_best: st.download(&st.x_best, d)?,
         l_best,
         grad_evals: evals,
+        confirm_evals: 0,
     })
 }

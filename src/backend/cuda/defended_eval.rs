@@ -4,7 +4,7 @@
 //! [`crate::diffusion::model::Defended`]).
 
 use super::denoiser::{CudaDefended, CHUNK_ROWS};
-use crate::attack::{AttackModel, LossKind, ModelEval};
+use crate::attack::{AttackModel, Loss, ModelEval};
 use crate::diffusion::model::softmax;
 use ndarray::{s, Array1, Array2, ArrayView2, Axis};
 
@@ -31,7 +31,7 @@ impl AttackModel for CudaDefended {
         x: ArrayView2<f32>,
         y: &[usize],
         ids: &[u64],
-        loss: LossKind,
+        loss: Loss<'_>,
         draws: usize,
         key: u64,
         want_grad: bool,
@@ -52,6 +52,8 @@ impl AttackModel for CudaDefended {
                 .iter()
                 .flat_map(|&c| std::iter::repeat_n(c, draws))
                 .collect();
+            let trep = loss.targets_for(start..end, draws);
+            let loss = loss.with_targets(trep.as_deref());
             let o = self
                 .chunk(
                     rep.view(),

@@ -11,7 +11,7 @@
 
 use super::error::{ensure, CudaResult};
 use super::{CudaBackend, KernelModule};
-use crate::attack::LossKind;
+use crate::attack::Loss;
 use crate::config::Prediction;
 use crate::diffusion::fast::{reverse_steps, StepCoef};
 use crate::diffusion::Schedule;
@@ -191,7 +191,7 @@ impl CudaDefended {
         draws: usize,
         key: u64,
         y: &[usize],
-        loss: LossKind,
+        loss: Loss<'_>,
         grad: bool,
     ) -> CudaResult<CudaChunkOut> {
         let be = &self.be;
@@ -313,30 +313,42 @@ impl CudaDefended {
         };
         let mut logits = be.zeros::<f32>(rows * k)?;
         self.mlp_fwd(&x, &mut logits, rows, cderiv.as_mut())?;
-        let mut dl = be.zeros::<f32>(rows)?;
-        let mut dg = be.zeros::<f32>(rows * k)?;
-        let lf = be.func(
-            KernelModule::Apgd,
-            if loss == LossKind::Ce {
-                "loss_ce_f32"
-            } else {
-                "loss_dlr_f32"
-            },
-        )?;
-        let ki = k as i32;
-        let mut l = be.stream().launch_builder(&lf);
-        l.arg(&logits)
-            .arg(&dy)
-            .arg(&mut dl)
-            .arg(&mut dg)
-            .arg(&r64)
-            .arg(&ki);
-        // SAFETY: logits and dg hold rows·K, dy and dl rows entries; labels < K (checked).
-        unsafe { l.launch(be.cfg_elems(rows)) }?;
         let logits_h =
             Array2::from_shape_vec((rows, k), be.download(&logits)?[..rows * k].to_vec())
                 .expect("rows·K");
-        let loss_h = Array1::from(be.download(&dl)?[..rows].to_vec());
+        let (loss_h, dg) = match loss {
+            Loss::Ce | Loss::Dlr => {
+                let mut dl = be.zeros::<f32>(rows)?;
+                let mut dg = be.zeros::<f32>(rows * k)?;
+                let lf = be.func(
+                    KernelModule::Apgd,
+                    if loss == Loss::Ce {
+                        "loss_ce_f32"
+                    } else {
+                        "loss_dlr_f32"
+                    },
+                )?;
+                let ki = k as i32;
+                let mut l = be.stream().launch_builder(&lf);
+                l.arg(&logits)
+                    .arg(&dy)
+                    .arg(&mut dl)
+                    .arg(&mut dg)
+                    .arg(&r64)
+                    .arg(&ki);
+                // SAFETY: logits and dg hold rows·K, dy and dl rows entries; labels < K
+                // (checked).
+                unsafe { l.launch(be.cfg_elems(rows)) }?;
+                (Array1::from(be.download(&dl)?[..rows].to_vec()), dg)
+            }
+            Loss::DlrTargeted(_) => {
+                // APGD-T: the targeted DLR on the host (K values per row), its logit
+                // gradient uploaded for the device backward pass.
+                let (lh, gh) = crate::attack::loss::loss_and_grad(loss, logits_h.view(), y);
+                let dg = be.upload(gh.as_slice().expect("fresh array"))?;
+                (lh, dg)
+            }
+        };
         let grad = if grad {
             let mut ga = be.zeros::<f32>(rows * d)?;
             self.mlp_bwd(&self.clf, &dg, &mut ga, rows, cderiv.as_ref(), 0.0, 1.0)?;

@@ -1,0 +1,291 @@
+//! The Square attack (Andriushchenko et al. 2020, "Square Attack: a query-efficient
+//! black-box adversarial attack via random search"), L∞, on feature vectors
+//! (`docs/attacks.md` §2).
+//!
+//! OWNS: [`SquareParams`], [`SquareOutput`], the window-size schedule [`p_selection`] and
+//! the random search [`square`]. The feature vector has no spatial layout, so the "square"
+//! is a random contiguous coordinate window of `⌈p·d⌉` coordinates set to `x ± ε` (one sign
+//! per window), clipped to the feasible set `[max(x−ε, lo), min(x+ε, hi)]` (box widened to
+//! contain `x`, as in APGD). A proposal is accepted when its EOT-averaged margin
+//! `z_y − max_{j≠y} z_j` is strictly lower than the current point's. On a stochastic model
+//! a negative margin is only a guess until an independent evaluation with its own noise
+//! key confirms it. Every random draw is keyed by the sample id, so results do not depend
+//! on batching or the thread count.
+
+use crate::attack::loss::margin;
+use crate::attack::{AttackModel, BoxConstraint, Loss};
+use crate::error::{Error, Result};
+use crate::rng::{key, stream, tag};
+use ndarray::{Array2, ArrayView1, ArrayView2, Axis, Zip};
+use rand::Rng as _;
+
+/// Settings of one Square run.
+#[derive(Clone, Debug)]
+pub struct SquareParams {
+    /// L∞ radius.
+    pub eps: f32,
+    /// Query budget per point (AutoAttack: 5000). One query = one (EOT-averaged) evaluation.
+    pub n_queries: usize,
+    /// Initial fraction of coordinates changed (0.8 in AutoAttack).
+    pub p_init: f32,
+    /// Draws averaged in the accept test (1 for deterministic models).
+    pub eot: usize,
+    /// Passes of the independent confirmation of a success on a stochastic model.
+    pub confirm: usize,
+    /// The valid set besides the ε-ball.
+    pub bounds: BoxConstraint,
+    /// Seed of every random stream of the run.
+    pub seed: u64,
+}
+
+/// Result of [`square`], per input row.
+#[derive(Clone, Debug)]
+pub struct SquareOutput {
+    /// Candidate per point: the confirmed misclassifying point, else the lowest-margin point found.
+    pub adv: Array2<f32>,
+    /// The point was misclassified at `x` or a confirmed success was found.
+    pub fooled: Vec<bool>,
+    /// Model draws spent (points × draws summed over all queries, init and confirmations included).
+    pub evals: u64,
+}
+
+impl SquareParams {
+    /// Typed errors for invalid settings (keys `attack.square.*`).
+    pub fn validate(&self) -> Result<()> {
+        if !(self.eps.is_finite() && self.eps >= 0.0) {
+            let msg = format!("must be a finite number ≥ 0, got {}", self.eps);
+            return Err(Error::param("attack.square.eps", msg));
+        }
+        if self.n_queries == 0 {
+            let msg = "must be ≥ 1 (AutoAttack uses 5000)";
+            return Err(Error::param("attack.square.n_queries", msg));
+        }
+        if !(self.p_init > 0.0 && self.p_init <= 1.0) {
+            let msg = format!("must be in (0, 1] (AutoAttack 0.8), got {}", self.p_init);
+            return Err(Error::param("attack.square.p_init", msg));
+        }
+        if self.eot == 0 {
+            return Err(Error::param("attack.square.eot", "must be ≥ 1"));
+        }
+        if self.confirm == 0 {
+            let msg = "must be ≥ 1 (the passes that confirm a success)";
+            return Err(Error::param("attack.square.confirm", msg));
+        }
+        Ok(())
+    }
+}
+
+/// Fraction of coordinates changed at iteration `it` (0-based): AutoAttack's piecewise
+/// halving schedule with the iteration rescaled to a 10 000-query budget.
+pub fn p_selection(p_init: f32, it: usize, n_queries: usize) -> f32 {
+    let i = (it as f64 / n_queries as f64 * 10000.0) as usize;
+    let halvings = match i {
+        0..=10 => 0,
+        11..=50 => 1,
+        51..=200 => 2,
+        201..=500 => 3,
+        501..=1000 => 4,
+        1001..=2000 => 5,
+        2001..=4000 => 6,
+        4001..=6000 => 7,
+        6001..=8000 => 8,
+        _ => 9,
+    };
+    p_init / (1u32 << halvings) as f32
+}
+
+/// Per-dimension feasible interval `[max(x−ε, lo), min(x+ε, hi)]`, box widened to contain
+/// `x` (the same set as APGD's).
+fn feasible(x: ArrayView2<f32>, eps: f32, b: &BoxConstraint) -> (Array2<f32>, Array2<f32>) {
+    let (mut lower, mut upper) = (x.to_owned(), x.to_owned());
+    Zip::from(lower.rows_mut())
+        .and(upper.rows_mut())
+        .par_for_each(|mut l, mut u| {
+            for j in 0..l.len() {
+                let xv = l[j];
+                let (bl, bu) = match b {
+                    BoxConstraint::None => (f32::NEG_INFINITY, f32::INFINITY),
+                    BoxConstraint::Unit => (0.0, 1.0),
+                    BoxConstraint::Range { lo, hi } => (lo[j], hi[j]),
+                };
+                l[j] = (xv - eps).max(bl.min(xv));
+                u[j] = (xv + eps).min(bu.max(xv));
+            }
+        });
+    (lower, upper)
+}
+
+/// Times a window is re-drawn when it would not change the current point.
+const REDRAWS: usize = 10;
+
+/// Rows whose prediction (averaged over `draws` passes keyed by `k`) differs from the label.
+fn misclassified<M: AttackModel + ?Sized>(
+    model: &M,
+    x: ArrayView2<f32>,
+    y: &[usize],
+    ids: &[u64],
+    draws: usize,
+    k: u64,
+) -> Vec<bool> {
+    let ev = model.evaluate(x, y, ids, Loss::Ce, draws, k, false);
+    ev.pred.iter().zip(y).map(|(p, t)| p != t).collect()
+}
+
+/// Margin of each row of `pts` averaged over `eot` copies evaluated in one model call
+/// (copy `e` of id `i` has pseudo-id `key(i, [e])`, one draw, query key `q`).
+fn avg_margins<M: AttackModel + ?Sized>(
+    model: &M,
+    pts: ArrayView2<f32>,
+    y: &[usize],
+    ids: &[u64],
+    eot: usize,
+    q: u64,
+    seed: u64,
+) -> Vec<f32> {
+    let idx: Vec<usize> = (0..pts.nrows())
+        .flat_map(|i| std::iter::repeat_n(i, eot))
+        .collect();
+    let rep = pts.select(Axis(0), &idx);
+    let yr: Vec<usize> = idx.iter().map(|&i| y[i]).collect();
+    let pid: Vec<u64> = (0..idx.len())
+        .map(|r| key(ids[idx[r]], &[(r % eot) as u64]))
+        .collect();
+    let qk = key(seed, &[tag("square-query"), q]);
+    let ev = model.evaluate(rep.view(), &yr, &pid, Loss::Ce, 1, qk, false);
+    let m: Vec<f32> = ev
+        .logits
+        .rows()
+        .into_iter()
+        .zip(&yr)
+        .map(|(z, &t)| margin(&z.to_vec(), t))
+        .collect();
+    m.chunks(eot)
+        .map(|c| c.iter().sum::<f32>() / eot as f32)
+        .collect()
+}
+
+/// L∞ Square attack on the rows of `x` (labels `y`, stable sample ids `ids`); see the
+/// module docs. Panics on invalid parameters or mismatched lengths.
+pub fn square<M: AttackModel + ?Sized>(
+    model: &M,
+    x: ArrayView2<f32>,
+    y: &[usize],
+    ids: &[u64],
+    p: &SquareParams,
+) -> SquareOutput {
+    if let Err(e) = p.validate() {
+        panic!("square: {e}");
+    }
+    let (n, d) = x.dim();
+    assert!(
+        y.len() == n && ids.len() == n,
+        "square: {n} rows but {} labels and {} ids",
+        y.len(),
+        ids.len()
+    );
+    let stochastic = model.stochastic();
+    let eot = if stochastic { p.eot } else { 1 };
+    let mut out = SquareOutput {
+        adv: x.to_owned(),
+        fooled: vec![false; n],
+        evals: 0,
+    };
+    if n == 0 {
+        return out;
+    }
+    // Clean check: one pass (deterministic) or an independent confirmation (stochastic).
+    let draws = if stochastic { p.confirm } else { 1 };
+    out.fooled = misclassified(model, x, y, ids, draws, key(p.seed, &[tag("square-clean")]));
+    out.evals += (n * draws) as u64;
+    let mut active: Vec<usize> = (0..n).filter(|&i| !out.fooled[i]).collect();
+    if p.eps == 0.0 || d == 0 || active.is_empty() {
+        return out;
+    }
+    let (lower, upper) = feasible(x, p.eps, &p.bounds);
+    // Init: a random vertex of the ε-ball per point, clipped to the feasible set.
+    let mut x_best = x.to_owned();
+    Zip::from(x_best.rows_mut())
+        .and(lower.rows())
+        .and(upper.rows())
+        .and(ArrayView1::from(ids))
+        .par_for_each(|mut b, lo, hi, &id| {
+            let mut r = stream(p.seed, &[tag("square-init"), id]);
+            for j in 0..d {
+                let s = if r.random::<bool>() { p.eps } else { -p.eps };
+                b[j] = (b[j] + s).max(lo[j]).min(hi[j]);
+            }
+        });
+    let mut m_best = vec![f32::INFINITY; n];
+    // Query 0 evaluates the init point (always accepted), queries 1..=n_queries proposals.
+    for q in 0..=p.n_queries as u64 {
+        if active.is_empty() {
+            break;
+        }
+        let mut cand = x_best.select(Axis(0), &active);
+        if q > 0 {
+            let s = ((p_selection(p.p_init, q as usize - 1, p.n_queries) * d as f32).ceil()
+                as usize)
+                .clamp(1, d);
+            Zip::from(cand.rows_mut())
+                .and(ArrayView1::from(&active[..]))
+                .par_for_each(|mut c, &i| {
+                    let mut r = stream(p.seed, &[tag("square-window"), ids[i], q]);
+                    for _ in 0..REDRAWS {
+                        let start = r.random_range(0..=d - s);
+                        let delta = if r.random::<bool>() { p.eps } else { -p.eps };
+                        let mut changed = false;
+                        for j in start..start + s {
+                            let v = (x[[i, j]] + delta).max(lower[[i, j]]).min(upper[[i, j]]);
+                            changed |= v != c[j];
+                            c[j] = v;
+                        }
+                        // An unchanged window equals the current point: nothing to undo.
+                        if changed {
+                            break;
+                        }
+                    }
+                });
+        }
+        let ya: Vec<usize> = active.iter().map(|&i| y[i]).collect();
+        let ia: Vec<u64> = active.iter().map(|&i| ids[i]).collect();
+        let m = avg_margins(model, cand.view(), &ya, &ia, eot, q, p.seed);
+        out.evals += (active.len() * eot) as u64;
+        let mut guess = Vec::new();
+        for (r, &i) in active.iter().enumerate() {
+            if m[r] < m_best[i] {
+                m_best[i] = m[r];
+                x_best.row_mut(i).assign(&cand.row(r));
+                if m[r] < 0.0 {
+                    guess.push(i);
+                }
+            }
+        }
+        let confirmed = if stochastic && !guess.is_empty() {
+            let pts = x_best.select(Axis(0), &guess);
+            let yg: Vec<usize> = guess.iter().map(|&i| y[i]).collect();
+            let ig: Vec<u64> = guess.iter().map(|&i| ids[i]).collect();
+            let k = key(p.seed, &[tag("square-confirm"), q]);
+            out.evals += (guess.len() * p.confirm) as u64;
+            let ok = misclassified(model, pts.view(), &yg, &ig, p.confirm, k);
+            guess.iter().zip(ok).filter(|g| g.1).map(|g| *g.0).collect()
+        } else {
+            guess
+        };
+        for &i in &confirmed {
+            out.fooled[i] = true;
+        }
+        active.retain(|&i| !out.fooled[i]);
+    }
+    // Attacked rows (a finite stored margin): the confirmed point if fooled (`x_best` is
+    // frozen once retired), else the lowest-margin point found; the others stay at `x`.
+    for (i, &m) in m_best.iter().enumerate() {
+        if m < f32::INFINITY {
+            out.adv.row_mut(i).assign(&x_best.row(i));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+#[path = "square_tests.rs"]
+mod tests;

@@ -1,0 +1,430 @@
+//! The evaluation's sanity checks (`shared/specs/EVALUATION.md`), each able to fail, stored
+//! in `/checks` of `result.h5` with the numbers behind them:
+//! * `convergence[ε]`: 2× iterations and 2.5× EOT on a stratified subset lower worst-case
+//!   robust accuracy by ≤ 1 point;
+//! * `fixed_randomness[ε]`: the attack on the defence with its noise frozen (one draw,
+//!   reused), scored on the random defence, breaks no more than the adaptive attack plus
+//!   noise;
+//! * `black_box_square[ε]`: Square (EOT-averaged accept test) finds ≤ 0.5 points the
+//!   white-box worst case missed;
+//! * `adaptive_at_least_transfer_per_sample`, `randomness_detected`,
+//!   `nonzero_input_gradients`, `base_reaches_zero`, `reaches_zero[robust_def/worst]` and
+//!   `monotone_fresh[…]` (on the per-ε results without carried candidates).
+
+use super::evaluate::{params, preset_steps};
+use super::worst::{score_all, DefScorer, Scored, Worst};
+use crate::attack::plan::{run_plan, PlanOutput, Step};
+use crate::attack::{AttackModel, BoxConstraint, Loss, ModelEval};
+use crate::config::JobConfig;
+use crate::error::Result;
+use crate::progress::log;
+use crate::results::ScenarioResult;
+use crate::rng::{key, tag};
+use ndarray::{Array2, ArrayView2, Axis};
+
+/// `mean ± sd` of a list (sample sd; `± 0` for one value).
+pub fn mean_sd(v: &[f64]) -> String {
+    let (m, s) = stats(v);
+    format!("{m:.4} ± {s:.4}")
+}
+
+fn stats(v: &[f64]) -> (f64, f64) {
+    let n = v.len().max(1) as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let s = if v.len() > 1 {
+        (v.iter().map(|a| (a - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+    } else {
+        0.0
+    };
+    (m, s)
+}
+
+/// A stratified subset of `m` points: classes in turn, each class's points in a seeded
+/// order (by a hash of the sample id), so every class is represented in proportion.
+pub fn stratified(y: &[usize], ids: &[u64], m: usize, seed: u64) -> Vec<usize> {
+    let k = y.iter().copied().max().map_or(0, |c| c + 1);
+    let mut by: Vec<Vec<usize>> = vec![vec![]; k];
+    for (i, &c) in y.iter().enumerate() {
+        by[c].push(i);
+    }
+    for v in &mut by {
+        v.sort_by_key(|&i| key(seed, &[ids[i]]));
+    }
+    let n = y.len();
+    let mut out = vec![];
+    for v in &by {
+        let take = ((v.len() * m.min(n)) as f64 / n.max(1) as f64).round() as usize;
+        out.extend(v.iter().take(take.max(1).min(v.len())));
+    }
+    out.sort_unstable();
+    out
+}
+
+/// The defence with its randomness frozen: every evaluation uses one draw with one fixed
+/// key, i.e. a deterministic network.
+pub struct FixedNoise<'a> {
+    pub inner: &'a dyn AttackModel,
+    pub key: u64,
+}
+
+impl AttackModel for FixedNoise<'_> {
+    fn num_classes(&self) -> usize {
+        self.inner.num_classes()
+    }
+    fn stochastic(&self) -> bool {
+        false
+    }
+    fn evaluate(
+        &self,
+        x: ArrayView2<f32>,
+        y: &[usize],
+        ids: &[u64],
+        loss: Loss<'_>,
+        _draws: usize,
+        _key: u64,
+        want_grad: bool,
+    ) -> ModelEval {
+        self.inner.evaluate(x, y, ids, loss, 1, self.key, want_grad)
+    }
+}
+
+/// Candidates of a plan: (global rows, one point per row) per step.
+type Cands = Vec<(Vec<usize>, Array2<f32>)>;
+
+/// State of the checks across ε.
+pub struct CheckCtx<'a> {
+    cfg: &'a JobConfig,
+    y: &'a [usize],
+    ids: &'a [u64],
+    subset: Vec<usize>,
+    lines: Vec<(String, bool, String)>,
+    /// (ε, pairs broken by transfer but not adaptive, points).
+    masked: Vec<(f64, usize, usize)>,
+}
+
+impl<'a> CheckCtx<'a> {
+    pub fn new(cfg: &'a JobConfig, y: &'a [usize], ids: &'a [u64]) -> Self {
+        let subset = stratified(
+            y,
+            ids,
+            cfg.attack.checks.subset,
+            key(cfg.seed, &[tag("check-subset")]),
+        );
+        CheckCtx {
+            cfg,
+            y,
+            ids,
+            subset,
+            lines: vec![],
+            masked: vec![],
+        }
+    }
+
+    pub fn subset(&self) -> &[usize] {
+        &self.subset
+    }
+
+    fn wanted(&self, eps: f64, worst_acc: f64) -> bool {
+        let c = &self.cfg.attack.checks;
+        c.enabled
+            && match &c.eps {
+                Some(list) => list.contains(&eps),
+                None => (0.05..=0.90).contains(&worst_acc),
+            }
+    }
+
+    /// Run a plan on the subset rows `rows` and return its candidates with global rows.
+    fn plan_on(
+        &self,
+        model: &dyn AttackModel,
+        x: ArrayView2<f32>,
+        rows: &[usize],
+        steps: &[Step<'_>],
+        p: &crate::attack::apgd::ApgdParams,
+    ) -> (PlanOutput, Cands) {
+        let xs = x.select(Axis(0), rows);
+        let ys: Vec<usize> = rows.iter().map(|&i| self.y[i]).collect();
+        let is: Vec<u64> = rows.iter().map(|&i| self.ids[i]).collect();
+        let o = run_plan(model, xs.view(), &ys, &is, steps, p);
+        let c = o
+            .steps
+            .iter()
+            .map(|s| (s.rows.iter().map(|&j| rows[j]).collect(), s.adv.clone()))
+            .collect();
+        (o, c)
+    }
+
+    fn offered(&self, ds: &DefScorer<'_>, w: &Worst, cands: &Cands) -> Worst {
+        let mut w = w.clone();
+        for (r, a) in cands {
+            w.offer(&score_all(ds, r, a.view(), self.ids));
+        }
+        w
+    }
+
+    /// The attack-strength checks at one ε (when selected): `adaptive_fresh` holds this
+    /// ε's adaptive candidates only, `worst` the reported worst case.
+    #[allow(clippy::too_many_arguments)]
+    pub fn at_eps(
+        &mut self,
+        eps: f64,
+        b: &BoxConstraint,
+        x: ArrayView2<f32>,
+        model: &dyn AttackModel,
+        ds: &DefScorer<'_>,
+        clean: &Worst,
+        adaptive_fresh: &Worst,
+        worst: &Worst,
+    ) -> Result<()> {
+        let cfg = self.cfg;
+        let acc_all = worst.repeat_accuracy()[0];
+        if !self.wanted(eps, acc_all) {
+            return Ok(());
+        }
+        let s = self.subset.clone();
+        let robust: Vec<usize> = s.iter().copied().filter(|&i| !worst.broken(0, i)).collect();
+        let main = worst.accuracy_on(&s);
+        let seed = key(cfg.seed, &[tag("checks"), eps.to_bits()]);
+        let steps = preset_steps(cfg, cfg.attack.square_queries);
+        let ch = &cfg.attack.checks;
+
+        // Convergence: a stronger attack on the points the reported attack left robust.
+        let mut p = params(cfg, eps, b, key(seed, &[tag("strong")]));
+        p.n_iter = (p.n_iter as f64 * ch.iterations_factor).ceil() as usize;
+        p.eot = (p.eot as f64 * ch.eot_factor).ceil() as usize;
+        let strong = if robust.is_empty() {
+            main
+        } else {
+            let (_, c) = self.plan_on(model, x, &robust, &steps, &p);
+            self.offered(ds, worst, &c).accuracy_on(&s)
+        };
+        let drop = main - strong;
+        self.lines.push((
+            format!("convergence[eps={eps}]"),
+            drop <= 0.01 + 1e-12,
+            format!(
+                "on {} stratified points: worst-case robust accuracy {main:.4} with N = {}, EOT = {}; {strong:.4} with N = {}, EOT = {} (change {:.4}, allowed 0.01)",
+                s.len(), cfg.attack.iterations, cfg.attack.eot, p.n_iter, p.eot, drop
+            ),
+        ));
+
+        // Fixed randomness: attack the frozen defence on the subset, score on the random one.
+        let fixed = FixedNoise {
+            inner: model,
+            key: key(seed, &[tag("fixed-noise")]),
+        };
+        let mut pf = params(cfg, eps, b, key(seed, &[tag("fixed")]));
+        pf.eot = 1;
+        let (of, c) = self.plan_on(&fixed, x, &s, &steps, &pf);
+        let fixed_own = 1.0 - of.fooled.iter().filter(|&&f| f).count() as f64 / s.len() as f64;
+        let wf = self.offered(ds, clean, &c);
+        let fixed_scored = wf.accuracy_on(&s);
+        let adapt = adaptive_fresh.accuracy_on(&s);
+        let reps: Vec<f64> = (0..adaptive_fresh.proba.len())
+            .map(|r| {
+                s.iter().filter(|&&i| !adaptive_fresh.broken(r, i)).count() as f64 / s.len() as f64
+            })
+            .collect();
+        let tol = (2.0 * stats(&reps).1).max(1.0 / s.len() as f64);
+        self.lines.push((
+            format!("fixed_randomness[eps={eps}]"),
+            fixed_scored >= adapt - tol - 1e-12,
+            format!(
+                "on {} points: attack on the frozen-noise defence, scored on the random defence {fixed_scored:.4} vs adaptive (this ε only) {adapt:.4} (allowed noise {tol:.4}); on the frozen model itself {fixed_own:.4}",
+                s.len()
+            ),
+        ));
+
+        // Black box: Square on the points the white-box worst case left robust.
+        let sq = [Step::Square(crate::attack::square::SquareParams {
+            eps: eps as f32,
+            n_queries: ch.square_queries,
+            p_init: 0.8,
+            eot: cfg.attack.eot,
+            confirm: cfg.diffusion.passes,
+            bounds: b.clone(),
+            seed: 0,
+        })];
+        let with_sq = if robust.is_empty() {
+            main
+        } else {
+            let ps = params(cfg, eps, b, key(seed, &[tag("square-check")]));
+            let (_, c) = self.plan_on(model, x, &robust, &sq, &ps);
+            self.offered(ds, worst, &c).accuracy_on(&s)
+        };
+        self.lines.push((
+            format!("black_box_square[eps={eps}]"),
+            main - with_sq <= 0.005 + 1e-12,
+            format!(
+                "on {} points: white-box worst case {main:.4}, adding Square ({} queries, EOT {}) {with_sq:.4} (allowed drop 0.005)",
+                s.len(), ch.square_queries, cfg.attack.eot
+            ),
+        ));
+        log(format!(
+            "checks eps {eps}: convergence {main:.4} → {strong:.4}, fixed noise {fixed_scored:.4} vs adaptive {adapt:.4}, square {with_sq:.4}"
+        ));
+        Ok(())
+    }
+
+    /// Remember which points transfer broke that the adaptive attack did not (repeat 0).
+    pub fn record(&mut self, eps: f64, transfer: &Worst, adaptive: &Worst) {
+        if eps <= 0.0 {
+            return;
+        }
+        let m = (0..self.y.len())
+            .filter(|&i| transfer.broken(0, i) && !adaptive.broken(0, i))
+            .count();
+        self.masked.push((eps, m, self.y.len()));
+    }
+
+    /// All check lines.
+    pub fn finish(
+        mut self,
+        out: &[ScenarioResult],
+        clean: &Scored<'_>,
+        grads: Option<Array2<f32>>,
+        both: bool,
+    ) -> Vec<(String, bool, String)> {
+        let mut lines = std::mem::take(&mut self.lines);
+        if both && !self.masked.is_empty() {
+            let total: usize = self.masked.iter().map(|m| m.1).sum();
+            let per: Vec<String> = self
+                .masked
+                .iter()
+                .map(|(e, m, _)| format!("ε={e}: {m}"))
+                .collect();
+            lines.push((
+                "adaptive_at_least_transfer_per_sample".into(),
+                total == 0,
+                if total == 0 {
+                    "every point broken by transfer is broken by the adaptive attack (repeat 0)".into()
+                } else {
+                    format!("{total} (point, ε) pairs broken by transfer but not by the adaptive attack ({}): the adaptive attack is weaker there (noisy EOT gradients or masking); the worst-case row counts them broken", per.join(", "))
+                },
+            ));
+        }
+        if clean.proba.len() >= 2 {
+            let differ = clean.proba[0]
+                .iter()
+                .zip(clean.proba[1].iter())
+                .filter(|(a, b)| a != b)
+                .count();
+            lines.push((
+                "randomness_detected".into(),
+                differ > 0,
+                format!("{differ} probabilities differ between two independent scorings of the clean points: the defence is {}", if differ > 0 { "stochastic (EOT and confirmed successes apply)" } else { "deterministic in practice" }),
+            ));
+        }
+        if let Some(g) = grads {
+            let bad = g
+                .rows()
+                .into_iter()
+                .filter(|r| r.iter().all(|v| *v == 0.0) || r.iter().any(|v| !v.is_finite()))
+                .count();
+            lines.push((
+                "nonzero_input_gradients".into(),
+                bad == 0,
+                format!("{bad} of {} subset points have a zero or non-finite EOT input gradient through the defence", g.nrows()),
+            ));
+        }
+        let last = |p: &str| {
+            out.iter()
+                .filter(|r| r.scenario.starts_with("robust") && r.protocol == p)
+                .max_by(|a, b| a.eps.total_cmp(&b.eps))
+        };
+        if let Some(r) = last("none") {
+            lines.push((
+                "base_reaches_zero".into(),
+                r.metrics.accuracy <= 0.01,
+                format!("undefended robust accuracy {:.4} at the largest ε = {} (≤ 0.01 expected; otherwise add a larger ε)", r.metrics.accuracy, r.eps),
+            ));
+        }
+        if let Some(r) = last("worst") {
+            lines.push((
+                "reaches_zero[robust_def/worst]".into(),
+                r.metrics.accuracy <= 0.05,
+                format!(
+                    "worst-case defended robust accuracy {:.4} at the largest ε = {}",
+                    r.metrics.accuracy, r.eps
+                ),
+            ));
+        }
+        for p in ["none", "transfer", "adaptive", "worst"] {
+            let mut v: Vec<(f64, f64)> = out
+                .iter()
+                .filter(|r| {
+                    r.scenario.starts_with("robust")
+                        && r.protocol == p
+                        && r.fresh_accuracy.is_finite()
+                })
+                .map(|r| (r.eps, r.fresh_accuracy))
+                .collect();
+            v.sort_by(|a, b| a.0.total_cmp(&b.0));
+            if v.len() < 2 {
+                continue;
+            }
+            let ok = v.windows(2).all(|w| w[1].1 <= w[0].1 + 0.005);
+            let txt: Vec<String> = v.iter().map(|(e, a)| format!("{e}:{a:.4}")).collect();
+            let name = if p == "none" {
+                "robust_base".to_string()
+            } else {
+                format!("robust_def/{p}")
+            };
+            lines.push((
+                format!("monotone_fresh[{name}]"),
+                ok,
+                format!(
+                    "per-ε results without carried candidates (tolerance 0.005): {}",
+                    txt.join(" ")
+                ),
+            ));
+        }
+        lines
+    }
+}
+
+/// EOT input gradients of the CE loss through the attacked model at the clean subset points.
+pub fn input_gradients(
+    cfg: &JobConfig,
+    model: &dyn AttackModel,
+    x: ArrayView2<f32>,
+    y: &[usize],
+    ids: &[u64],
+    rows: &[usize],
+) -> Option<Array2<f32>> {
+    if rows.is_empty()
+        || !cfg
+            .attack
+            .protocols
+            .contains(&crate::config::Protocol::Adaptive)
+    {
+        return None;
+    }
+    let xs = x.select(Axis(0), rows);
+    let ys: Vec<usize> = rows.iter().map(|&i| y[i]).collect();
+    let is: Vec<u64> = rows.iter().map(|&i| ids[i]).collect();
+    let k = key(cfg.seed, &[tag("check-grad")]);
+    model
+        .evaluate(xs.view(), &ys, &is, Loss::Ce, cfg.attack.eot, k, true)
+        .grad
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stratified_subset_keeps_class_proportions() {
+        let y: Vec<usize> = (0..1000)
+            .map(|i| if i % 10 < 7 { 0 } else { 1 + i % 3 })
+            .collect();
+        let ids: Vec<u64> = (0..1000).map(|i| i * 3 + 1).collect();
+        let s = stratified(&y, &ids, 200, 7);
+        let c0 = s.iter().filter(|&&i| y[i] == 0).count();
+        assert!((135..=145).contains(&c0), "{c0}");
+        assert!((195..=205).contains(&s.len()));
+        assert_eq!(s, stratified(&y, &ids, 200, 7));
+        assert_ne!(s, stratified(&y, &ids, 200, 8));
+        assert_eq!(mean_sd(&[1.0, 3.0]), "2.0000 ± 1.4142");
+    }
+}
