@@ -103,6 +103,30 @@ pub enum BoxConstraint {
     Range { lo: Array1<f32>, hi: Array1<f32> },
 }
 
+impl BoxConstraint {
+    /// Per-dimension feasible interval `[max(x−ε, lo), min(x+ε, hi)]` of every row of `x`,
+    /// with the box widened to contain `x` (so the interval is never empty): the set every
+    /// attack (APGD, Square) projects onto.
+    pub fn feasible(&self, x: ArrayView2<f32>, eps: f32) -> (Array2<f32>, Array2<f32>) {
+        let (mut lower, mut upper) = (x.to_owned(), x.to_owned());
+        ndarray::Zip::from(lower.rows_mut())
+            .and(upper.rows_mut())
+            .par_for_each(|mut l, mut u| {
+                for j in 0..l.len() {
+                    let xv = l[j];
+                    let (bl, bu) = match self {
+                        BoxConstraint::None => (f32::NEG_INFINITY, f32::INFINITY),
+                        BoxConstraint::Unit => (0.0, 1.0),
+                        BoxConstraint::Range { lo, hi } => (lo[j], hi[j]),
+                    };
+                    l[j] = (xv - eps).max(bl.min(xv));
+                    u[j] = (xv + eps).min(bu.max(xv));
+                }
+            });
+        (lower, upper)
+    }
+}
+
 /// One batched model evaluation.
 #[derive(Clone, Debug)]
 pub struct ModelEval {

@@ -94,27 +94,6 @@ pub fn p_selection(p_init: f32, it: usize, n_queries: usize) -> f32 {
     p_init / (1u32 << halvings) as f32
 }
 
-/// Per-dimension feasible interval `[max(x−ε, lo), min(x+ε, hi)]`, box widened to contain
-/// `x` (the same set as APGD's).
-fn feasible(x: ArrayView2<f32>, eps: f32, b: &BoxConstraint) -> (Array2<f32>, Array2<f32>) {
-    let (mut lower, mut upper) = (x.to_owned(), x.to_owned());
-    Zip::from(lower.rows_mut())
-        .and(upper.rows_mut())
-        .par_for_each(|mut l, mut u| {
-            for j in 0..l.len() {
-                let xv = l[j];
-                let (bl, bu) = match b {
-                    BoxConstraint::None => (f32::NEG_INFINITY, f32::INFINITY),
-                    BoxConstraint::Unit => (0.0, 1.0),
-                    BoxConstraint::Range { lo, hi } => (lo[j], hi[j]),
-                };
-                l[j] = (xv - eps).max(bl.min(xv));
-                u[j] = (xv + eps).min(bu.max(xv));
-            }
-        });
-    (lower, upper)
-}
-
 /// Times a window is re-drawn when it would not change the current point.
 const REDRAWS: usize = 10;
 
@@ -201,7 +180,7 @@ pub fn square<M: AttackModel + ?Sized>(
     if p.eps == 0.0 || d == 0 || active.is_empty() {
         return out;
     }
-    let (lower, upper) = feasible(x, p.eps, &p.bounds);
+    let (lower, upper) = p.bounds.feasible(x, p.eps);
     // Init: a random vertex of the ε-ball per point, clipped to the feasible set.
     let mut x_best = x.to_owned();
     Zip::from(x_best.rows_mut())

@@ -8,7 +8,7 @@
 //! keeps iterating.
 
 use super::schedule::{halve_step, Schedule};
-use super::{ApgdParams, AttackModel, BoxConstraint};
+use super::{ApgdParams, AttackModel};
 use crate::attack::Loss;
 use crate::progress::Progress;
 use crate::rng::{fill_uniform, key, stream, tag};
@@ -41,28 +41,6 @@ impl RunOutput {
             self.x_best.row(i)
         }
     }
-}
-
-/// Per-dimension feasible interval `[max(x−ε, lo), min(x+ε, hi)]`, with the box widened
-/// to contain `x` (so the interval is never empty).
-fn feasible(x: ArrayView2<f32>, eps: f32, b: &BoxConstraint) -> (Array2<f32>, Array2<f32>) {
-    let mut lower = x.to_owned();
-    let mut upper = x.to_owned();
-    Zip::from(lower.rows_mut())
-        .and(upper.rows_mut())
-        .par_for_each(|mut l, mut u| {
-            for j in 0..l.len() {
-                let xv = l[j];
-                let (bl, bu) = match b {
-                    BoxConstraint::None => (f32::NEG_INFINITY, f32::INFINITY),
-                    BoxConstraint::Unit => (0.0, 1.0),
-                    BoxConstraint::Range { lo, hi } => (lo[j], hi[j]),
-                };
-                l[j] = (xv - eps).max(bl.min(xv));
-                u[j] = (xv + eps).min(bu.max(xv));
-            }
-        });
-    (lower, upper)
 }
 
 /// Per-sample state of the active rows (§13 layout).
@@ -149,7 +127,7 @@ pub(super) fn run<M: AttackModel + ?Sized>(
     let stochastic = model.stochastic();
     let (n, n_iter) = (x.nrows(), p.n_iter);
     let eps = p.eps;
-    let (lower, upper) = feasible(x, eps, &p.bounds);
+    let (lower, upper) = p.bounds.feasible(x, eps);
 
     // §4.1 start point: x + ε t / (max|t| + 1e-12), t ~ U[-1,1), then into the box.
     let mut x0 = match x_init {
