@@ -204,3 +204,50 @@ fn validate_prints_resolved_config() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("k: 48"));
 }
+
+#[test]
+fn standard_preset_runs_apgd_t_and_square() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("std");
+    let o = run(&[
+        "run",
+        "jobs/smoke.yaml",
+        "--set",
+        "attack.version=standard",
+        "--set",
+        "attack.square_queries=40",
+        "--set",
+        "attack.targets=3",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let f = diffnmf::results::h5::open_file(&out.join("result.h5")).unwrap();
+    let names: Vec<String> = f
+        .dataset("scenarios/robust_def_adaptive_eps0.5/fooled_by_attack")
+        .unwrap()
+        .read_raw::<hdf5::types::VarLenUnicode>()
+        .unwrap()
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    for want in ["apgd-ce", "apgd-t/1", "apgd-t/3", "square", "warm-transfer"] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "{want} missing in {names:?}"
+        );
+    }
+    // An unknown preset is rejected, naming the choices.
+    let o = run(&[
+        "validate",
+        "jobs/smoke.yaml",
+        "--set",
+        "attack.version=strong",
+    ]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("`rand`, `standard`, `plus`"),
+        "{}",
+        text(&o)
+    );
+}
