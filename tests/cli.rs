@@ -251,3 +251,29 @@ fn standard_preset_runs_apgd_t_and_square() {
         text(&o)
     );
 }
+
+#[test]
+fn checks_never_change_a_reported_row() {
+    // optimize-rank skips the attack-strength checks; this proves that cannot change a row.
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = vec![];
+    for (name, set) in [
+        ("on", "attack.checks.eps=[0.5]"),
+        ("off", "attack.checks.enabled=false"),
+    ] {
+        let out = dir.path().join(name);
+        let o = run(&[
+            "run",
+            "jobs/smoke.yaml",
+            "--set",
+            set,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        let md = std::fs::read_to_string(out.join("tables.md")).unwrap();
+        assert_eq!(md.contains("convergence[eps=0.5]"), name == "on", "{md}");
+        csv.push(std::fs::read_to_string(out.join("metrics.csv")).unwrap());
+    }
+    assert_eq!(csv[0], csv[1]);
+}
