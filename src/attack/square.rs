@@ -172,10 +172,12 @@ pub fn square<M: AttackModel + ?Sized>(
     if n == 0 {
         return out;
     }
-    // Clean check: one pass (deterministic) or an independent confirmation (stochastic).
-    let draws = if stochastic { p.confirm } else { 1 };
-    out.fooled = misclassified(model, x, y, ids, draws, key(p.seed, &[tag("square-clean")]));
-    out.evals += (n * draws) as u64;
+    // Clean check of a deterministic model (exact). A stochastic model gets no clean-check
+    // shortcut: every point is searched, and the caller's scoring decides.
+    if !stochastic {
+        out.fooled = misclassified(model, x, y, ids, 1, key(p.seed, &[tag("square-clean")]));
+        out.evals += n as u64;
+    }
     let mut active: Vec<usize> = (0..n).filter(|&i| !out.fooled[i]).collect();
     if p.eps == 0.0 || d == 0 || active.is_empty() {
         return out;

@@ -96,10 +96,11 @@ fn margin64(m: &Lin, v: ArrayView1<f32>, y: usize) -> f64 {
     margin(&logits64(m, v), y)
 }
 
-/// Closed form: `min_{j≠y} (w_y − w_j)·x + b_y − b_j − ε‖w_y − w_j‖₁` (no box).
-fn opt_margin(m: &Lin, x: ArrayView1<f32>, y: usize, eps: f32) -> f64 {
+/// Closed form per competitor `j ≠ y` (ascending): `(w_y − w_j)·x + b_y − b_j − ε‖w_y − w_j‖₁`
+/// (no box); their minimum is the minimum margin over the ball.
+fn opt_margins(m: &Lin, x: ArrayView1<f32>, y: usize, eps: f32) -> Vec<f64> {
     let z = logits64(m, x);
-    (0..m.w.nrows())
+    let mut v: Vec<f64> = (0..m.w.nrows())
         .filter(|&j| j != y)
         .map(|j| {
             let l1: f64 = (&m.w.row(y) - &m.w.row(j))
@@ -108,7 +109,13 @@ fn opt_margin(m: &Lin, x: ArrayView1<f32>, y: usize, eps: f32) -> f64 {
                 .sum();
             z[y] - z[j] - eps as f64 * l1
         })
-        .fold(f64::INFINITY, f64::min)
+        .collect();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v
+}
+
+fn opt_margin(m: &Lin, x: ArrayView1<f32>, y: usize, eps: f32) -> f64 {
+    opt_margins(m, x, y, eps)[0]
 }
 
 fn params(eps: f32, n_queries: usize, bounds: BoxConstraint) -> SquareParams {
@@ -213,75 +220,97 @@ fn validate_rejects_bad_settings() {
     }
 }
 
-#[test]
-fn reaches_the_closed_form_minimum_margin_of_a_linear_model() {
-    let (k, d, eps) = (4, 8, 0.05);
-    let m = lin(k, d, 0.0);
-    let x0 = normal(3, (60, d), 1.0);
-    let y0 = preds(&m, &x0);
-    let keep: Vec<usize> = (0..60)
-        .filter(|&i| opt_margin(&m, x0.row(i), y0[i], eps) > 0.02)
+/// Relative gaps `(found − optimum)/optimum` of Square (2000 queries) on the correctly
+/// classified points of `m` whose minimum margin over the ball stays positive; asserts the
+/// closed form is never beaten (it is a lower bound) and the evals are exact.
+fn gaps(m: &Lin, x0: &Array2<f32>, y0: &[usize], eps: f32) -> Vec<f64> {
+    let keep: Vec<usize> = (0..x0.nrows())
+        .filter(|&i| {
+            margin64(m, x0.row(i), y0[i]) > 0.0 && opt_margin(m, x0.row(i), y0[i], eps) > 0.02
+        })
         .collect();
     assert!(keep.len() >= 20, "only {} usable points", keep.len());
     let x = x0.select(Axis(0), &keep);
     let y: Vec<usize> = keep.iter().map(|&i| y0[i]).collect();
-    let out = square(
-        &m,
-        x.view(),
-        &y,
-        &ids(x.nrows()),
-        &params(eps, 2000, BoxConstraint::None),
-    );
-    for i in 0..x.nrows() {
-        let (opt, got) = (
-            opt_margin(&m, x.row(i), y[i], eps),
-            margin64(&m, out.adv.row(i), y[i]),
-        );
-        assert!(!out.fooled[i]);
-        let z = logits64(&m, x.row(i));
-        let mut per: Vec<f64> = (0..4)
-            .filter(|&j| j != y[i])
-            .map(|j| {
-                let l1: f64 = (&m.w.row(y[i]) - &m.w.row(j))
-                    .iter()
-                    .map(|v| v.abs() as f64)
-                    .sum();
-                z[y[i]] - z[j] - eps as f64 * l1
-            })
-            .collect();
-        per.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        eprintln!(
-            "DBG {i} {} {:.3e} gap {:.3} {:?}",
-            y[i],
-            (got - opt) / opt,
-            per[1] - per[0],
-            per
-        );
-        if false {
-            assert!(
-                (got - opt).abs() <= 1e-3 * opt.abs() + 1e-6,
-                "point {i}: {got} vs optimum {opt}"
-            );
-        }
-    }
+    let p = params(eps, 2000, BoxConstraint::None);
+    let out = square(m, x.view(), &y, &ids(x.nrows()), &p);
     assert_eq!(out.evals, (x.nrows() * 2002) as u64);
+    (0..x.nrows())
+        .map(|i| {
+            let opt = opt_margin(m, x.row(i), y[i], eps);
+            let got = margin64(m, out.adv.row(i), y[i]);
+            assert!(
+                !out.fooled[i] && got >= opt - 1e-5,
+                "point {i}: {got} below {opt}"
+            );
+            (got - opt) / opt
+        })
+        .collect()
 }
 
-/// Queried `(id, row)` pairs and the draws spent.
+#[test]
+fn reaches_the_closed_form_minimum_margin_of_a_linear_model() {
+    let (k, d, eps) = (4, 8, 0.05);
+    // Class 0 dominates every coordinate (|w_0i| > |w_ji|), so all w_0 − w_j share the sign
+    // pattern of w_0: one vertex minimises every competitor's margin and each coordinate
+    // flip towards it lowers the margin — the search must reach the optimum.
+    let u = normal(11, (1, d), 1.0).mapv(|v| v.signum() * (1.0 + v.abs()));
+    let t = normal(12, (k, d), 0.4).mapv(|v| v.clamp(-0.9, 0.9));
+    let mut w = &t * &u;
+    w.row_mut(0).assign(&u.row(0));
+    let m = Lin {
+        w,
+        b: Array1::from(vec![3.0, 0.2, -0.1, 0.0]),
+        sigma: 0.0,
+    };
+    let x0 = normal(13, (60, d), 1.0);
+    for (i, g) in gaps(&m, &x0, &[0; 60], eps).into_iter().enumerate() {
+        assert!(g <= 1e-3, "point {i}: relative gap {g}");
+    }
+    // A random model: min over competitors is concave, so the search can stall at the
+    // optimal vertex of a competitor whose optimum nearly ties the best one (seen: 2 of
+    // 52 points at 2e-3 and 6e-3); most points still reach the optimum.
+    let m = lin(k, d, 0.0);
+    let x0 = normal(3, (60, d), 1.0);
+    let g = gaps(&m, &x0, &preds(&m, &x0), eps);
+    let hit = g.iter().filter(|&&v| v <= 1e-3).count();
+    assert!(
+        hit * 10 >= g.len() * 9,
+        "{hit} of {} reach the optimum",
+        g.len()
+    );
+}
+
+/// Rows `(id, point)` seen by a [`Spy`] and the draws it spent.
 type Seen = (Vec<(u64, Vec<f32>)>, u64);
 
-/// Records every queried row and the draws spent.
-struct Rec<'a> {
-    inner: &'a Lin,
+/// Wraps a [`Lin`]: records every queried row and the draws spent; under the keys in
+/// `sabotage` the true class loses 100 (noise that "fools" the model for those keys only).
+struct Spy {
+    inner: Lin,
+    stochastic: bool,
+    sabotage: HashSet<u64>,
     seen: Mutex<Seen>,
 }
 
-impl AttackModel for Rec<'_> {
+impl Spy {
+    fn new(inner: Lin, stochastic: bool, sabotage: HashSet<u64>) -> Self {
+        let seen = Mutex::new((Vec::new(), 0));
+        Spy {
+            inner,
+            stochastic,
+            sabotage,
+            seen,
+        }
+    }
+}
+
+impl AttackModel for Spy {
     fn num_classes(&self) -> usize {
         self.inner.num_classes()
     }
     fn stochastic(&self) -> bool {
-        self.inner.stochastic()
+        self.stochastic
     }
     fn evaluate(
         &self,
@@ -295,9 +324,15 @@ impl AttackModel for Rec<'_> {
     ) -> ModelEval {
         let mut s = self.seen.lock().unwrap();
         s.0.extend(x.rows().into_iter().zip(ids).map(|(r, &i)| (i, r.to_vec())));
-        s.1 += (x.nrows() * if self.stochastic() { draws } else { 1 }) as u64;
+        s.1 += (x.nrows() * if self.stochastic { draws } else { 1 }) as u64;
         drop(s);
-        self.inner.evaluate(x, y, ids, loss, draws, k, g)
+        let mut ev = self.inner.evaluate(x, y, ids, loss, draws, k, g);
+        if self.sabotage.contains(&k) {
+            let rows = ev.logits.rows_mut().into_iter().zip(y);
+            rows.for_each(|(mut z, &t)| z[t] -= 100.0);
+            ev.pred = ev.logits.rows().into_iter().map(argmax).collect();
+        }
+        ev
     }
 }
 
@@ -326,10 +361,7 @@ fn never_leaves_the_ball_or_the_box() {
     ];
     let eps = 0.3;
     for (lo, hi, bounds) in ranges {
-        let rec = Rec {
-            inner: &m,
-            seen: Mutex::new((Vec::new(), 0)),
-        };
+        let rec = Spy::new(lin(3, d, 0.1), true, HashSet::new());
         let p = SquareParams {
             eot: 2,
             confirm: 3,
@@ -393,8 +425,8 @@ fn tiny_eps_keeps_accuracy_and_large_eps_breaks_a_linear_model() {
         &id,
         &params(1e-6, 50, BoxConstraint::None),
     );
-    for i in 0..40 {
-        if margin64(&m, x.row(i), y[i]).abs() > 1e-3 {
+    for (i, &t) in y.iter().enumerate() {
+        if margin64(&m, x.row(i), t).abs() > 1e-3 {
             assert_eq!(out.fooled[i], wrong[i], "point {i}");
         }
     }
@@ -405,10 +437,10 @@ fn tiny_eps_keeps_accuracy_and_large_eps_breaks_a_linear_model() {
         &id,
         &params(10.0, 200, BoxConstraint::None),
     );
-    for (i, &yi) in y.iter().enumerate().take(40) {
-        assert!(opt_margin(&m, x.row(i), yi, 10.0) < 0.0);
+    for (i, &t) in y.iter().enumerate() {
+        assert!(opt_margin(&m, x.row(i), t, 10.0) < 0.0);
         assert!(
-            out.fooled[i] && margin64(&m, out.adv.row(i), y[i]) < 0.0,
+            out.fooled[i] && margin64(&m, out.adv.row(i), t) < 0.0,
             "point {i}"
         );
     }
@@ -461,43 +493,6 @@ fn stochastic_results_do_not_depend_on_threads_or_batch_order() {
     assert!((0..n).all(|i| out.fooled[i] && pred[i] != y[i]));
 }
 
-/// Deterministic honest logits, except under the attack's own query keys, where the true
-/// class loses 100: every query "succeeds", no confirmation does.
-struct Flaky {
-    inner: Lin,
-    attack_keys: HashSet<u64>,
-}
-
-impl AttackModel for Flaky {
-    fn num_classes(&self) -> usize {
-        self.inner.num_classes()
-    }
-    fn stochastic(&self) -> bool {
-        true
-    }
-    fn evaluate(
-        &self,
-        x: ArrayView2<f32>,
-        y: &[usize],
-        ids: &[u64],
-        loss: Loss<'_>,
-        draws: usize,
-        k: u64,
-        g: bool,
-    ) -> ModelEval {
-        let mut ev = self.inner.evaluate(x, y, ids, loss, draws, k, g);
-        if self.attack_keys.contains(&k) {
-            ev.logits
-                .rows_mut()
-                .into_iter()
-                .zip(y)
-                .for_each(|(mut z, &t)| z[t] -= 100.0);
-            ev.pred = ev.logits.rows().into_iter().map(argmax).collect();
-        }
-        ev
-    }
-}
-
 #[test]
 fn an_unconfirmed_success_is_not_returned_as_fooled() {
     let (n, d, nq) = (10, 6, 40);
@@ -509,10 +504,9 @@ fn an_unconfirmed_success_is_not_returned_as_fooled() {
     let attack_keys = (0..=nq as u64)
         .map(|q| key(p.seed, &[tag("square-query"), q]))
         .collect();
-    let m = Flaky {
-        inner: lin(3, d, 0.0),
-        attack_keys,
-    };
+    // Deterministic honest logits reported as stochastic, sabotaged under the attack's own
+    // query keys: every query "succeeds", no confirmation does.
+    let m = Spy::new(lin(3, d, 0.0), true, attack_keys);
     let x = normal(10, (n, d), 1.0);
     let y = preds(&m.inner, &x);
     let keep: Vec<usize> = (0..n)
