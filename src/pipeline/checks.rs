@@ -11,7 +11,7 @@
 //!   `nonzero_input_gradients`, `base_reaches_zero`, `reaches_zero[robust_def/worst]` and
 //!   `monotone_fresh[…]` (on the per-ε results without carried candidates).
 
-use super::evaluate::{params, preset_steps};
+use super::evaluate::{params, preset_steps, square_step};
 use super::worst::{score_all, DefScorer, Scored, Worst};
 use crate::attack::plan::{run_plan, PlanOutput, Step};
 use crate::attack::{AttackModel, BoxConstraint, Loss, ModelEval};
@@ -236,15 +236,7 @@ impl<'a> CheckCtx<'a> {
         ));
 
         // Black box: Square on the points the white-box worst case left robust.
-        let sq = [Step::Square(crate::attack::square::SquareParams {
-            eps: eps as f32,
-            n_queries: ch.square_queries,
-            p_init: 0.8,
-            eot: cfg.attack.eot,
-            confirm: cfg.diffusion.passes,
-            bounds: b.clone(),
-            seed: 0,
-        })];
+        let sq = [square_step(cfg, ch.square_queries)];
         let with_sq = if robust.is_empty() {
             main
         } else {

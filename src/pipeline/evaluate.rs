@@ -78,20 +78,24 @@ pub(super) fn bounds(kind: BoxKind, z_train: &Array2<f32>) -> BoxConstraint {
     }
 }
 
+/// Square with `n_queries` queries, EOT and confirmation passes of the job (ε, box and
+/// seed are set by [`run_plan`] from its APGD parameters).
+pub(super) fn square_step<'a>(cfg: &JobConfig, n_queries: usize) -> Step<'a> {
+    Step::Square(SquareParams {
+        eps: 0.0,
+        n_queries,
+        p_init: 0.8,
+        eot: cfg.attack.eot,
+        confirm: cfg.diffusion.passes,
+        bounds: BoxConstraint::None,
+        seed: 0,
+    })
+}
+
 /// The preset's attacks (without warm starts).
 pub(super) fn preset_steps<'a>(cfg: &JobConfig, square_queries: usize) -> Vec<Step<'a>> {
     let a = &cfg.attack;
-    let sq = || {
-        Step::Square(SquareParams {
-            eps: 0.0,
-            n_queries: square_queries,
-            p_init: 0.8,
-            eot: a.eot,
-            confirm: cfg.diffusion.passes,
-            bounds: BoxConstraint::None,
-            seed: 0,
-        })
-    };
+    let sq = || square_step(cfg, square_queries);
     match a.version {
         AttackVersion::Rand => a.losses.iter().map(|&l| Step::Apgd(l)).collect(),
         AttackVersion::Standard => vec![

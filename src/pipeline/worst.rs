@@ -157,23 +157,6 @@ impl Worst {
     pub fn accuracy_on(&self, rows: &[usize]) -> f64 {
         rows.iter().filter(|&&i| !self.broken(0, i)).count() as f64 / rows.len().max(1) as f64
     }
-
-    /// Merge another tracker over the same points (per repeat, the worse candidate).
-    pub fn merge(&mut self, o: &Worst) {
-        let rows: Vec<usize> = (0..self.y.len()).collect();
-        let sc = Scored {
-            rows: &rows,
-            x: o.x.view(),
-            proba: o.proba.clone(),
-        };
-        let offered = self.offered.clone();
-        self.offer(&sc);
-        self.offered = offered
-            .iter()
-            .zip(&o.offered)
-            .map(|(a, b)| a + b - 1)
-            .collect();
-    }
 }
 
 #[cfg(test)]
