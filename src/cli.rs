@@ -64,13 +64,31 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             out,
             threads,
         } => {
-            let threads = backend::thread_count(threads);
+            let threads = backend::thread_count(threads)?;
             backend::init_threads(threads);
             let loaded = config::load_job(&job, &set)
                 .with_context(|| format!("loading job {}", job.display()))?;
-            let (result, dir) =
-                backend::in_pool(|| pipeline::run_job(&loaded, &RunOptions { out, threads }))
-                    .with_context(|| format!("running job `{}`", loaded.config.name))?;
+            crate::signals::install().context("installing the signal handlers")?;
+            let out_dir = out
+                .clone()
+                .unwrap_or_else(|| crate::results::paths::default_out(&loaded.config.name));
+            let _sig = crate::signals::on_signal(move |sig| {
+                crate::sweep::cell::remove_own_tmp(&out_dir);
+                eprintln!(
+                    "[run] interrupted by {} during stage `{}`: nothing was written; an earlier result in {} is untouched",
+                    crate::signals::name(sig),
+                    crate::signals::stage(),
+                    out_dir.display()
+                );
+                None
+            });
+            let opts = RunOptions {
+                out,
+                threads,
+                checkpoint: None,
+            };
+            let (result, dir) = backend::in_pool(|| pipeline::run_job(&loaded, &opts))
+                .with_context(|| format!("running job `{}`", loaded.config.name))?;
             println!("{}", crate::results::table::markdown(&result));
             let total = result
                 .timings

@@ -54,6 +54,9 @@ pub enum Error {
     /// The run was interrupted (Ctrl-C / SIGTERM); nothing partial was kept.
     #[error("interrupted")]
     Interrupted,
+    /// A panic (a bug) caught at a cell boundary, so that the rest of a sweep goes on.
+    #[error("{what} panicked: {msg} (this is a bug in diffnmf; please report it with the cell's job.yaml)")]
+    Panicked { what: String, msg: String },
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,

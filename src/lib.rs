@@ -30,6 +30,7 @@ pub mod report;
 pub mod results;
 pub mod rng;
 pub mod scalar;
+pub mod signals;
 pub mod sweep;
 
 pub use error::{Error, Result};

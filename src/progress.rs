@@ -25,6 +25,12 @@ pub fn log(msg: impl AsRef<str>) {
     }
 }
 
+/// Print a warning to stderr even when log lines are silenced (a local sweep silences the
+/// cells' stage logs; a rebuilt cache entry or an ignored checkpoint must still be seen).
+pub fn warn(msg: impl AsRef<str>) {
+    eprintln!("{}", msg.as_ref());
+}
+
 /// A progress reporter for one stage. Cheap to `inc` from many threads.
 pub struct Progress {
     bar: Option<ProgressBar>,

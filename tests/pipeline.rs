@@ -18,6 +18,7 @@ fn cached_run_equals_uncached_and_second_run_hits_every_stage() {
     let opts = |name: &str| RunOptions {
         out: Some(dir.path().join(name)),
         threads: 2,
+        checkpoint: None,
     };
     let (plain, _) = run_job(&job, &opts("plain")).unwrap();
     let cache = StageCache::new(dir.path().join("cache"));

@@ -108,19 +108,36 @@ impl DeviceCtx {
     }
 }
 
-/// Threads to use: `--threads` if given (> 0), else `SLURM_CPUS_PER_TASK`, else all cores.
-pub fn thread_count(cli: Option<usize>) -> usize {
-    if let Some(n) = cli.filter(|&n| n > 0) {
-        return n;
+/// Threads to use: `--threads` if given, else `SLURM_CPUS_PER_TASK` when set, else all cores.
+/// `--threads 0` and a `SLURM_CPUS_PER_TASK` that is not a positive integer are errors
+/// (silently using all cores of a shared node instead would oversubscribe it).
+pub fn thread_count(cli: Option<usize>) -> Result<usize> {
+    thread_count_from(cli, std::env::var("SLURM_CPUS_PER_TASK").ok().as_deref())
+}
+
+/// [`thread_count`] with the environment variable's value passed in (for tests).
+fn thread_count_from(cli: Option<usize>, slurm: Option<&str>) -> Result<usize> {
+    match cli {
+        Some(0) => Err(Error::param(
+            "--threads",
+            "--threads 0: the thread count must be a positive integer (≥ 1); pass e.g. \
+             `--threads 4`, or leave it out to use SLURM_CPUS_PER_TASK or all cores",
+        )),
+        Some(n) => Ok(n),
+        None => match slurm {
+            Some(v) => match v.trim().parse::<usize>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(Error::param(
+                    "SLURM_CPUS_PER_TASK",
+                    format!(
+                        "SLURM_CPUS_PER_TASK={v} is not a positive integer; unset it, set it \
+                         to the CPUs per task (e.g. 8), or pass `--threads N`"
+                    ),
+                )),
+            },
+            None => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
+        },
     }
-    if let Some(n) = std::env::var("SLURM_CPUS_PER_TASK")
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|&n| n > 0)
-    {
-        return n;
-    }
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Size rayon's global pool and matrixmultiply's GEMM threads. Call once, early.
@@ -173,7 +190,24 @@ mod tests {
 
     #[test]
     fn explicit_threads_win() {
-        assert_eq!(thread_count(Some(3)), 3);
-        assert!(thread_count(None) >= 1);
+        assert_eq!(thread_count(Some(3)).unwrap(), 3);
+        assert_eq!(thread_count_from(Some(3), Some("abc")).unwrap(), 3);
+        assert_eq!(thread_count_from(None, Some(" 6 ")).unwrap(), 6);
+        assert!(thread_count_from(None, None).unwrap() >= 1);
+    }
+
+    #[test]
+    fn zero_and_garbage_thread_counts_are_errors() {
+        let e = thread_count_from(Some(0), None).unwrap_err().to_string();
+        assert!(e.contains("--threads") && e.contains("positive"), "{e}");
+        for v in ["abc", "0", "", "-2", "1.5"] {
+            let e = thread_count_from(None, Some(v)).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!(
+                    "SLURM_CPUS_PER_TASK={v} is not a positive integer"
+                )),
+                "{e}"
+            );
+        }
     }
 }

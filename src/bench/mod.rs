@@ -231,7 +231,7 @@ fn selected(args: &BenchArgs) -> anyhow::Result<Vec<String>> {
 
 /// Run the benchmarks and print the table.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let threads = backend::thread_count(args.threads);
+    let threads = backend::thread_count(args.threads)?;
     backend::init_threads(threads);
     crate::progress::set_quiet(true);
     let table = backend::in_pool(|| bench(&args, threads))?;

@@ -72,6 +72,10 @@ pub struct DataConfig {
     pub images: Option<PathBuf>,
     pub labels: Option<PathBuf>,
     pub root: Option<PathBuf>,
+    /// Number of classes the labels may name (labels `0..classes`); `None`: 10 for the
+    /// embedded digits and IDX files (MNIST-style), the class folders for folder data.
+    /// A label outside the range is an error before any work.
+    pub classes: Option<usize>,
     pub size: ImageSize,
     pub split: [f64; 3],
     /// Seed of the stratified split (defaults to the job seed when absent).
@@ -280,6 +284,7 @@ impl Default for DataConfig {
             images: None,
             labels: None,
             root: None,
+            classes: None,
             size: ImageSize::Square(28),
             split: [0.70, 0.15, 0.15],
             split_seed: None,

@@ -106,3 +106,30 @@ fn shipped_jobs_parse() {
     }
     assert!(n >= 1);
 }
+
+#[test]
+fn k_above_pixel_count_and_bad_classes_rejected() {
+    let e = parse_job(p(), "data:\n  size: 4\nnnmf:\n  k: 17\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("nnmf.k") && e.contains("16 pixels") && e.contains("data.size"),
+        "{e}"
+    );
+    // Exactly the pixel count is allowed, and k does not matter without NNMF features.
+    assert!(parse_job(p(), "data:\n  size: 4\nnnmf:\n  k: 16\n", &[]).is_ok());
+    assert!(parse_job(
+        p(),
+        "data:\n  size: 4\nnnmf:\n  k: 17\nfeatures:\n  nnmf: false\n",
+        &[]
+    )
+    .is_ok());
+    for bad in ["1", "257"] {
+        let e = parse_job(p(), "", &[format!("data.classes={bad}")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("data.classes"), "{e}");
+    }
+    let c = parse_job(p(), "", &["data.classes=47".into()]).unwrap();
+    assert_eq!(c.data.classes, Some(47));
+}

@@ -77,6 +77,15 @@ pub fn validate(c: &JobConfig) -> Result<(), String> {
     let (h, w) = c.data.size.hw();
     range("data.size", h, 4, 1024, "image height in pixels")?;
     range("data.size", w, 4, 1024, "image width in pixels")?;
+    if let Some(k) = c.data.classes {
+        range(
+            "data.classes",
+            k,
+            2,
+            256,
+            "number of classes; labels are 0..classes-1, stored as bytes",
+        )?;
+    }
     for (i, f) in c.data.split.iter().enumerate() {
         if !(f.is_finite() && *f > 0.0 && *f < 1.0) {
             return Err(format!(
@@ -92,6 +101,16 @@ pub fn validate(c: &JobConfig) -> Result<(), String> {
     }
     // nnmf
     range("nnmf.k", c.nnmf.k, 1, 4096, "number of NNMF components")?;
+    // Every image is resized to `data.size`, so the pixel count is known here.
+    if c.features.nnmf && c.nnmf.k > h * w {
+        return Err(format!(
+            "`nnmf.k` = {} exceeds the {} pixels of a {h}×{w} image (`data.size`): NNMF \
+             needs k ≤ the pixel count; lower `nnmf.k` to at most {} or raise `data.size`",
+            c.nnmf.k,
+            h * w,
+            h * w
+        ));
+    }
     range(
         "nnmf.max_iter",
         c.nnmf.max_iter,

@@ -19,8 +19,10 @@ pub const SIDE: usize = 28;
 pub const IMAGES_SHA256: &str = "4e3355b0dd14bc12e53353f1d2789806361e6ef7350c92a8c5e778a74ea77696";
 pub const LABELS_SHA256: &str = "364de413ea4102745aa4d08a168e3501716cb789ace0f8b3033481882a00e25f";
 
-const IMAGES_NAME: &str = "<embedded>/data/digits-images-idx3-ubyte.gz";
-const LABELS_NAME: &str = "<embedded>/data/digits-labels-idx1-ubyte.gz";
+/// Name of the embedded image file in messages.
+pub const IMAGES_NAME: &str = "<embedded>/data/digits-images-idx3-ubyte.gz";
+/// Name of the embedded label file in messages.
+pub const LABELS_NAME: &str = "<embedded>/data/digits-labels-idx1-ubyte.gz";
 
 /// Decode the embedded digits at their native 28×28 size.
 pub fn load_embedded() -> Result<Dataset> {

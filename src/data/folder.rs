@@ -4,7 +4,13 @@
 //! by name. PNG (any bit depth / colour type, via `png` with `EXPAND`) and baseline/progressive
 //! JPEG (via `jpeg-decoder`) are decoded to gray (ITU-R BT.601 luma for colour; alpha is
 //! ignored) and resized to the requested size. Images are decoded in parallel.
+//!
+//! [`read_folder_checked`] (what jobs use) first checks the labels against `data.classes`
+//! when set, and the whole set against the available memory; every file's header against
+//! [`MAX_IMAGE_PIXELS`](super::limits::MAX_IMAGE_PIXELS) is checked before its pixels are
+//! allocated, and decoding converts row by row (at most 12 bytes per pixel in flight).
 
+use super::limits;
 use super::resize::resize_image;
 use super::Dataset;
 use crate::error::{Error, Result};
@@ -33,22 +39,35 @@ fn is_image_file(p: &Path) -> bool {
             .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
 }
 
-/// Convert interleaved samples (`channels` per pixel, already scaled to `[0,1]`) to gray.
-fn to_gray(samples: impl Iterator<Item = f32>, channels: usize, n: usize) -> Vec<f32> {
-    let s: Vec<f32> = samples.collect();
-    (0..n)
-        .map(|i| {
-            let p = &s[i * channels..(i + 1) * channels];
-            match channels {
-                1 | 2 => p[0],
-                _ => luma(p[0], p[1], p[2]),
+/// Convert interleaved samples (`channels` per pixel, already scaled to `[0,1]`) to gray;
+/// stops early (returning fewer than `n` values) when the samples run out.
+fn to_gray(mut samples: impl Iterator<Item = f32>, channels: usize, n: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(n);
+    let mut px = [0f32; 4];
+    'pixels: for _ in 0..n {
+        for slot in px.iter_mut().take(channels) {
+            match samples.next() {
+                Some(v) => *slot = v,
+                None => break 'pixels,
             }
-        })
-        .collect()
+        }
+        out.push(match channels {
+            1 | 2 => px[0],
+            _ => luma(px[0], px[1], px[2]),
+        });
+    }
+    out
 }
 
 fn decode_png(bytes: &[u8], path: &Path) -> Result<GrayImage> {
     let bad = |e: String| Error::data(path, format!("cannot decode PNG: {e}"));
+    // IHDR is always the first chunk: width and height at bytes 16..24. Checked before the
+    // decoder reads on, so that no buffer is sized from an oversized header.
+    if bytes.len() >= 24 && &bytes[12..16] == b"IHDR" {
+        let be =
+            |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        limits::check_image_size(path, be(16).into(), be(20).into())?;
+    }
     let mut dec = png::Decoder::new(bytes);
     dec.set_transformations(png::Transformations::EXPAND);
     let mut reader = dec.read_info().map_err(|e| bad(e.to_string()))?;
@@ -65,29 +84,38 @@ fn decode_png(bytes: &[u8], path: &Path) -> Result<GrayImage> {
         png::ColorType::Indexed => return Err(bad("palette was not expanded".into())),
     };
     let row_samples = w * channels;
-    let mut samples = Vec::with_capacity(h * row_samples);
+    let mut pixels = Vec::with_capacity(w * h);
     for row in buf.chunks_exact(info.line_size).take(h) {
         match info.bit_depth {
-            png::BitDepth::Sixteen => samples.extend(
+            png::BitDepth::Sixteen => pixels.extend(to_gray(
                 row[..2 * row_samples]
                     .chunks_exact(2)
                     .map(|b| u16::from_be_bytes([b[0], b[1]]) as f32 / 65535.0),
-            ),
-            png::BitDepth::Eight => {
-                samples.extend(row[..row_samples].iter().map(|&b| b as f32 / 255.0))
-            }
+                channels,
+                w,
+            )),
+            png::BitDepth::Eight => pixels.extend(to_gray(
+                row[..row_samples].iter().map(|&b| b as f32 / 255.0),
+                channels,
+                w,
+            )),
             d => return Err(bad(format!("unexpected bit depth {d:?} after expansion"))),
         }
     }
     Ok(GrayImage {
         height: h,
         width: w,
-        pixels: to_gray(samples.into_iter(), channels, w * h),
+        pixels,
     })
 }
 
 fn decode_jpeg(bytes: &[u8], path: &Path) -> Result<GrayImage> {
     let mut dec = jpeg_decoder::Decoder::new(bytes);
+    dec.read_info()
+        .map_err(|e| Error::data(path, format!("cannot decode JPEG: {e}")))?;
+    if let Some(info) = dec.info() {
+        limits::check_image_size(path, info.width.into(), info.height.into())?;
+    }
     let data = dec
         .decode()
         .map_err(|e| Error::data(path, format!("cannot decode JPEG: {e}")))?;
@@ -218,8 +246,35 @@ fn class_folders(root: &Path) -> Result<Vec<(u8, String, PathBuf)>> {
     Ok(classes)
 }
 
+/// What [`read_folder_checked`] checks before decoding.
+#[derive(Clone, Debug)]
+pub struct Checks<'a> {
+    /// Labels must lie in `0..classes` (`data.classes`; `None`: the class folders decide).
+    pub classes: Option<usize>,
+    /// Bytes available (`None`: no memory check).
+    pub available: Option<u64>,
+    /// The fix named when the set does not fit.
+    pub fix: &'a str,
+}
+
 /// Read `root/<class>/*.png|jpg|jpeg`, resizing every image to `height × width`.
 pub fn read_folder(root: &Path, height: usize, width: usize) -> Result<Dataset> {
+    let none = Checks {
+        classes: None,
+        available: None,
+        fix: "",
+    };
+    read_folder_checked(root, height, width, &none)
+}
+
+/// [`read_folder`] with the label range and memory checks of `lim` (image headers are always
+/// checked against the pixel limit).
+pub fn read_folder_checked(
+    root: &Path,
+    height: usize,
+    width: usize,
+    lim: &Checks,
+) -> Result<Dataset> {
     if !root.exists() {
         return Err(Error::data(
             root,
@@ -233,6 +288,18 @@ pub fn read_folder(root: &Path, height: usize, width: usize) -> Result<Dataset> 
         ));
     }
     let classes = class_folders(root)?;
+    if let Some(c) = lim.classes {
+        if let Some((l, n, dir)) = classes.iter().find(|(l, _, _)| *l as usize >= c) {
+            return Err(Error::data(
+                dir,
+                format!(
+                    "class folder `{n}` has label {l}, outside `data.classes` = {c} (labels \
+                     0..={}); raise `data.classes` or remove the folder",
+                    c.saturating_sub(1)
+                ),
+            ));
+        }
+    }
     let mut files: Vec<(PathBuf, u8)> = Vec::new();
     for (label, _, dir) in &classes {
         let imgs: Vec<PathBuf> = list_dir(dir)?
@@ -247,6 +314,8 @@ pub fn read_folder(root: &Path, height: usize, width: usize) -> Result<Dataset> 
         }
         files.extend(imgs.into_iter().map(|p| (p, *label)));
     }
+    // The decoded rows and the array each hold the whole set.
+    limits::check_fits(root, files.len(), height * width, lim.available, lim.fix)?;
     let decoded: Vec<Result<Vec<f32>>> = files
         .par_iter()
         .map(|(p, _)| {

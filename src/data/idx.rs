@@ -4,8 +4,12 @@
 //! images have 3 dimensions (`n × rows × cols`), labels have 1.
 //!
 //! Note: EMNIST stores each image transposed (column-major); it is read as stored.
+//!
+//! [`read_idx_checked`] (what jobs use) also checks the labels against the expected class
+//! range ([`check_label_range`], naming the label file) and the set's memory against the
+//! available memory, right after the headers are parsed and before the pixels are converted.
 
-use super::Dataset;
+use super::{limits, Dataset};
 use crate::error::{Error, Result};
 use flate2::read::GzDecoder;
 use ndarray::Array2;
@@ -118,11 +122,13 @@ pub fn parse_images(bytes: Vec<u8>, path: &Path) -> Result<IdxImages> {
             format!("IDX images have zero size {}×{}", dims[1], dims[2]),
         ));
     }
+    let mut pixels = bytes;
+    pixels.drain(..16);
     Ok(IdxImages {
         count: dims[0],
         rows: dims[1],
         cols: dims[2],
-        pixels: bytes[16..].to_vec(),
+        pixels,
     })
 }
 
@@ -130,7 +136,9 @@ pub fn parse_images(bytes: Vec<u8>, path: &Path) -> Result<IdxImages> {
 pub fn parse_labels(bytes: Vec<u8>, path: &Path) -> Result<Vec<u8>> {
     let bytes = maybe_gunzip(bytes, path)?;
     parse_header(&bytes, 1, "labels", path)?;
-    Ok(bytes[8..].to_vec())
+    let mut labels = bytes;
+    labels.drain(..8);
+    Ok(labels)
 }
 
 fn read_file(path: &Path, key: &str) -> Result<Vec<u8>> {
@@ -185,16 +193,75 @@ pub fn to_dataset(
 }
 
 /// Read an IDX image/label pair from disk at native size (config keys `data.images`,
-/// `data.labels`).
+/// `data.labels`), without the label-range and memory checks of [`read_idx_checked`].
 pub fn read_idx(images_path: &Path, labels_path: &Path) -> Result<Dataset> {
+    let none = Checks {
+        classes: None,
+        pixels: 0,
+        available: None,
+        fix: "",
+    };
+    read_idx_checked(images_path, labels_path, &none)
+}
+
+/// What [`read_idx_checked`] checks before converting the pixels.
+#[derive(Clone, Debug)]
+pub struct Checks<'a> {
+    /// Labels must lie in `0..classes` (`None`: any byte).
+    pub classes: Option<usize>,
+    /// Pixels per image after resizing (the memory check uses the larger of this and the
+    /// native size).
+    pub pixels: usize,
+    /// Bytes available (`None`: no memory check).
+    pub available: Option<u64>,
+    /// The fix named when the set does not fit.
+    pub fix: &'a str,
+}
+
+/// [`read_idx`] with the label range and memory checks of `lim`.
+pub fn read_idx_checked(images_path: &Path, labels_path: &Path, lim: &Checks) -> Result<Dataset> {
     let images = parse_images(read_file(images_path, "data.images")?, images_path)?;
+    limits::check_fits(
+        images_path,
+        images.count,
+        (images.rows * images.cols).max(lim.pixels),
+        lim.available,
+        lim.fix,
+    )?;
     let labels = parse_labels(read_file(labels_path, "data.labels")?, labels_path)?;
+    if let Some(c) = lim.classes {
+        check_label_range(&labels, c, labels_path)?;
+    }
     let source = format!(
         "idx: images {} + labels {}",
         images_path.display(),
         labels_path.display()
     );
     to_dataset(images, labels, images_path, labels_path, source)
+}
+
+/// Every label must be below `classes`; the error names `path`, the first offending label and
+/// its index, how many are outside, and the fix (`data.classes`).
+pub fn check_label_range(labels: &[u8], classes: usize, path: &Path) -> Result<()> {
+    let outside = |l: &u8| *l as usize >= classes;
+    let Some(first) = labels.iter().position(outside) else {
+        return Ok(());
+    };
+    let count = labels.iter().filter(|l| outside(l)).count();
+    let max = labels.iter().copied().max().unwrap_or(0);
+    Err(Error::data(
+        path,
+        format!(
+            "label {} at index {first} is outside the expected classes 0..={} \
+             ({count} of {} labels are, the largest is {max}); \
+             if this data set has more classes set `data.classes` to their number \
+             (e.g. `data.classes: {}`), otherwise check that `data.labels` is the right file",
+            labels[first],
+            classes.saturating_sub(1),
+            labels.len(),
+            max as usize + 1
+        ),
+    ))
 }
 
 /// Serialise images (`count × rows × cols` bytes) as an IDX file (magic `0x00000803`).

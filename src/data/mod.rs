@@ -2,21 +2,37 @@
 //!
 //! OWNER: data helper. Contract used by the pipeline (keep these signatures):
 //! - [`Dataset`] holds images as rows of `height*width` f32 values in `[0,1]`.
-//! - [`load`] dispatches on [`DataSource`].
+//! - [`load`] dispatches on [`DataSource`]; [`load_checked`] also applies the job's label
+//!   range (`data.classes`) and the memory limits.
 //! - [`stratified_split`] returns disjoint train/val/test index lists.
+//! - [`training_classes`] rejects a training split with fewer than two classes.
+//!
+//! **Labels.** A label names a class; the model gets `num_classes` = largest label + 1
+//! outputs, while every check and report counts the classes actually present
+//! ([`Dataset::classes_present`]). Expected ranges: `0..data.classes` when the job sets it,
+//! else `0..=9` for the embedded digits and IDX files (MNIST-style; EMNIST/other sets set
+//! `data.classes`), and the class folders themselves for folder data (integer folder names
+//! are the labels, otherwise the sorted folder index). A label outside the range is an
+//! error naming the file.
+//!
+//! **Sizes.** Before allocating, the loaders check each image's header against
+//! [`limits::MAX_IMAGE_PIXELS`] and the whole set against the available memory
+//! ([`limits`]); errors name the file, its dimensions and the fix.
 //!
 //! Submodules: [`embedded`] (the default digits), [`idx`] (IDX files), [`folder`] (image
-//! folders), [`resize`] (area-average / bilinear resizing). Nothing assumes 28×28.
+//! folders), [`resize`] (area-average / bilinear resizing), [`limits`] (size and memory
+//! limits). Nothing assumes 28×28.
 
 pub mod embedded;
 pub mod folder;
 pub mod idx;
+pub mod limits;
 pub mod resize;
 
 use crate::error::{Error, Result};
 use crate::rng::{permutation, stream, tag};
 use ndarray::Array2;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// A labelled image set, one image per row (row-major pixels, values in `[0,1]`).
 #[derive(Clone, Debug)]
@@ -41,23 +57,134 @@ pub enum DataSource {
     Folder { root: PathBuf },
 }
 
+/// Labels of the IDX and embedded data when the job does not set `data.classes`: the ten
+/// digits of MNIST-style files.
+pub const DEFAULT_IDX_CLASSES: usize = 10;
+
+const MEMORY_FIX: &str = "lower `data.size`, use fewer images, or ask for more memory \
+                          (e.g. Slurm `--mem`)";
+
 /// Load a dataset and resize every image to `height × width` (no-op when sizes already match).
 ///
 /// Errors name the file or folder and the config key to fix (`data.images`, `data.labels`,
-/// `data.root`); a zero size is reported against `data.height` / `data.width`.
+/// `data.root`); a zero size is reported against `data.height` / `data.width`. No label
+/// range or memory check: see [`load_checked`].
 pub fn load(src: &DataSource, height: usize, width: usize) -> Result<Dataset> {
+    load_with(src, height, width, None, None)
+}
+
+/// [`load`] for a job: labels must lie in `0..classes` (`data.classes`; `None` =
+/// [`DEFAULT_IDX_CLASSES`] for IDX and embedded data, the class folders for folder data),
+/// every image header within [`limits::MAX_IMAGE_PIXELS`], and the set must fit in the
+/// available memory — all checked before the pixels are allocated.
+pub fn load_checked(
+    src: &DataSource,
+    height: usize,
+    width: usize,
+    classes: Option<usize>,
+) -> Result<Dataset> {
+    load_with(
+        src,
+        height,
+        width,
+        Some(classes),
+        limits::available_memory(),
+    )
+}
+
+/// `classes`: `None` = no label check; `Some(c)` = the job's `data.classes`.
+fn load_with(
+    src: &DataSource,
+    height: usize,
+    width: usize,
+    classes: Option<Option<usize>>,
+    available: Option<u64>,
+) -> Result<Dataset> {
     if height == 0 {
         return Err(Error::param("data.height", "must be at least 1"));
     }
     if width == 0 {
         return Err(Error::param("data.width", "must be at least 1"));
     }
+    let idx_classes = classes.map(|c| c.unwrap_or(DEFAULT_IDX_CLASSES));
     let native = match src {
         DataSource::Embedded => embedded::load_embedded()?,
-        DataSource::Idx { images, labels } => idx::read_idx(images, labels)?,
-        DataSource::Folder { root } => return folder::read_folder(root, height, width),
+        DataSource::Idx { images, labels } => {
+            let lim = idx::Checks {
+                classes: idx_classes,
+                pixels: height * width,
+                available,
+                fix: MEMORY_FIX,
+            };
+            idx::read_idx_checked(images, labels, &lim)?
+        }
+        DataSource::Folder { root } => {
+            let lim = folder::Checks {
+                classes: classes.flatten(),
+                available,
+                fix: MEMORY_FIX,
+            };
+            return folder::read_folder_checked(root, height, width, &lim);
+        }
     };
+    if let DataSource::Embedded = src {
+        if let Some(c) = idx_classes {
+            idx::check_label_range(&native.labels, c, Path::new(embedded::LABELS_NAME))?;
+        }
+        // The IDX reader checked its set at the larger of the native and target sizes.
+        limits::check_fits(
+            Path::new(embedded::IMAGES_NAME),
+            native.len(),
+            height * width,
+            available,
+            MEMORY_FIX,
+        )?;
+    }
     Ok(native.resized(height, width))
+}
+
+impl DataSource {
+    /// The file or folder that defines the labels (used in error messages).
+    pub fn path(&self) -> PathBuf {
+        match self {
+            DataSource::Embedded => PathBuf::from(embedded::LABELS_NAME),
+            DataSource::Idx { labels, .. } => labels.clone(),
+            DataSource::Folder { root } => root.clone(),
+        }
+    }
+}
+
+/// The distinct labels of `indices` in the training split (sorted), after checking that
+/// there are at least two: a classifier cannot be trained on one class. The error names
+/// the data's label file or folder (`src`) and the key to fix.
+pub fn training_classes(ds: &Dataset, train: &[usize], src: &DataSource) -> Result<Vec<u8>> {
+    let mut seen = [false; 256];
+    for &i in train {
+        seen[ds.labels[i] as usize] = true;
+    }
+    let present: Vec<u8> = (0..=255u8).filter(|&l| seen[l as usize]).collect();
+    if present.len() < 2 {
+        let which = match present.first() {
+            Some(l) => format!("1 class (label {l})"),
+            None => "no class".into(),
+        };
+        let fix = match src {
+            DataSource::Folder { .. } => {
+                "add at least one more class folder of images under `data.root`"
+            }
+            DataSource::Idx { .. } => {
+                "point `data.images`/`data.labels` at a set with at least two labels"
+            }
+            DataSource::Embedded => "use more of the embedded digits (`data.subset`)",
+        };
+        return Err(Error::data(
+            src.path(),
+            format!(
+                "the training split holds {which}; a classifier needs at least 2 classes: {fix}"
+            ),
+        ));
+    }
+    Ok(present)
 }
 
 impl Dataset {
@@ -69,6 +196,15 @@ impl Dataset {
     /// True when the set holds no images.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
+    }
+
+    /// The distinct labels present (sorted); their count is the number of classes.
+    pub fn classes_present(&self) -> Vec<u8> {
+        let mut seen = [false; 256];
+        for &l in &self.labels {
+            seen[l as usize] = true;
+        }
+        (0..=255u8).filter(|&l| seen[l as usize]).collect()
     }
 
     /// Images per class (index = label), length `num_classes`.

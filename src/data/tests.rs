@@ -144,3 +144,35 @@ fn subset_and_class_counts() {
     );
     assert_eq!(sub.images.row(1), ds.images.row(9000));
 }
+
+#[test]
+fn checked_load_and_training_classes() {
+    // The embedded digits pass the default 0..=9 range; fewer classes do not.
+    let ds = load_checked(&DataSource::Embedded, 8, 8, None).unwrap();
+    assert_eq!(ds.classes_present(), (0..10).collect::<Vec<u8>>());
+    let e = load_checked(&DataSource::Embedded, 8, 8, Some(5))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("<embedded>") && e.contains("data.classes"),
+        "{e}"
+    );
+    let split = stratified_split(&ds.labels, [0.7, 0.15, 0.15], 0);
+    let src = DataSource::Folder {
+        root: PathBuf::from("some/root"),
+    };
+    assert_eq!(training_classes(&ds, &split.train, &src).unwrap().len(), 10);
+    // A training split of one class (label 3) is rejected naming the folder and the fix.
+    let threes: Vec<usize> = (0..ds.len()).filter(|&i| ds.labels[i] == 3).collect();
+    let e = training_classes(&ds, &threes, &src)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("some/root") && e.contains("1 class (label 3)") && e.contains("data.root"),
+        "{e}"
+    );
+    let e = training_classes(&ds, &[], &DataSource::Embedded)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no class"), "{e}");
+}

@@ -92,6 +92,11 @@ impl AttackModel for FixedNoise<'_> {
 type Cands = Vec<(Vec<usize>, Array2<f32>)>;
 
 /// State of the checks across ε.
+/// One check: name, pass, detail.
+pub type CheckLine = (String, bool, String);
+/// (ε, pairs broken by transfer but not adaptive, points).
+pub type Masked = (f64, usize, usize);
+
 pub struct CheckCtx<'a> {
     cfg: &'a JobConfig,
     y: &'a [usize],
@@ -118,6 +123,17 @@ impl<'a> CheckCtx<'a> {
             lines: vec![],
             masked: vec![],
         }
+    }
+
+    /// The records so far (check lines, masked pairs per ε), for checkpoints.
+    pub fn state(&self) -> (Vec<CheckLine>, Vec<Masked>) {
+        (self.lines.clone(), self.masked.clone())
+    }
+
+    /// Restore the records of [`CheckCtx::state`].
+    pub fn restore(&mut self, lines: Vec<CheckLine>, masked: Vec<Masked>) {
+        self.lines = lines;
+        self.masked = masked;
     }
 
     pub fn subset(&self) -> &[usize] {

@@ -16,6 +16,7 @@
 //!   passes, each repeat with its own noise key (by sample id: ε = 0 reproduces the clean
 //!   rows). A point's result is its worst candidate; metrics on repeat 0.
 
+use super::checkpoint;
 use super::checks::{self, CheckCtx};
 use super::stages::Trained;
 use super::worst::{score_all, BaseScorer, DefScorer, Scored, Scorer, Worst};
@@ -134,7 +135,7 @@ pub(super) fn params(cfg: &JobConfig, eps: f64, b: &BoxConstraint, seed: u64) ->
 }
 
 /// Typed errors for presets the model cannot support (instead of a panic in the attack).
-fn check_classes(cfg: &JobConfig, k: usize) -> Result<()> {
+pub(crate) fn check_classes(cfg: &JobConfig, k: usize) -> Result<()> {
     let a = &cfg.attack;
     let dlr = a.version == AttackVersion::Plus
         || a.version == AttackVersion::Rand && a.losses.contains(&LossKind::Dlr);
@@ -213,12 +214,14 @@ impl Pair {
     }
 }
 
-/// Run every scenario of the job.
+/// Run every scenario of the job. With `ckpt`, the state after every finished ε is saved
+/// there and a matching saved state is continued from ([`super::checkpoint`]).
 pub fn evaluate(
     cfg: &JobConfig,
     tr: &Trained,
     t: &mut Timings,
     ctx: &DeviceCtx,
+    ckpt: Option<&std::path::Path>,
 ) -> Result<Evaluation> {
     let _ = ctx;
     let (x, y, ids) = (tr.z_test.view(), &tr.y_test[..], &tr.test_ids[..]);
@@ -312,8 +315,27 @@ pub fn evaluate(
     let (mut tr_c, mut ad_c, mut wo_c) = (wd.clone(), wd.clone(), wd.clone());
     let mut cx = CheckCtx::new(cfg, y, ids);
     let mut first_pos = true;
+    let fp = checkpoint::fingerprint(cfg, &[&clean_b.proba, &clean_d.proba]);
+    let mut start = 0;
+    let mut eps_timings: Vec<(String, f64)> = vec![];
+    if let Some(st) = ckpt.and_then(|p| checkpoint::load(p, &fp, y)) {
+        log(format!(
+            "[checkpoint] continuing the evaluation at ε index {} of {} ({} finished ε values loaded)",
+            st.next,
+            eps_list.len(),
+            st.next
+        ));
+        start = st.next;
+        first_pos = st.first_pos;
+        out = st.rows;
+        [base_c, tr_c, ad_c, wo_c] = st.trackers;
+        cx.restore(st.check_lines, st.masked);
+        t.0.extend(st.timings.iter().cloned());
+        eps_timings = st.timings;
+    }
 
-    for (ei, &eps) in eps_list.iter().enumerate() {
+    for (ei, &eps) in eps_list.iter().enumerate().skip(start) {
+        let mark = t.0.len();
         let mut base_f = wb.clone();
         let mut tp = Pair {
             carried: tr_c,
@@ -443,6 +465,20 @@ pub fn evaluate(
         tr_c = tp.carried;
         ad_c = ap.carried;
         wo_c = wp.carried;
+        if let Some(path) = ckpt {
+            eps_timings.extend(t.0[mark..].iter().cloned());
+            let (check_lines, masked) = cx.state();
+            let st = checkpoint::EvalState {
+                next: ei + 1,
+                first_pos,
+                rows: out.clone(),
+                trackers: [base_c.clone(), tr_c.clone(), ad_c.clone(), wo_c.clone()],
+                check_lines,
+                masked,
+                timings: eps_timings.clone(),
+            };
+            checkpoint::save(path, &fp, &st)?;
+        }
     }
     let grads = checks::input_gradients(cfg, attack_def, x, y, ids, cx.subset());
     let checks = cx.finish(&out, &clean_d, grads, want_t && want_a);

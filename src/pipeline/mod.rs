@@ -6,6 +6,7 @@
 //! sweep engine can cache them by the configuration slice that determines each one.
 
 pub mod cached;
+pub mod checkpoint;
 pub mod checks;
 pub mod evaluate;
 pub mod stages;
@@ -24,6 +25,9 @@ use std::time::Instant;
 pub struct RunOptions {
     pub out: Option<PathBuf>,
     pub threads: usize,
+    /// Per-ε evaluation checkpoint (sweep cells): resumed from when it matches the job,
+    /// rewritten after every finished ε, removed by the caller once the result is written.
+    pub checkpoint: Option<PathBuf>,
 }
 
 /// Wall-clock timings of named stages.
@@ -33,6 +37,8 @@ pub struct Timings(pub Vec<(String, f64)>);
 impl Timings {
     /// Run `f`, recording its duration under `name`.
     pub fn time<T>(&mut self, name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        crate::signals::set_stage(name);
+        crate::signals::fault(name);
         let t = Instant::now();
         let out = f()?;
         let s = t.elapsed().as_secs_f64();
@@ -42,17 +48,54 @@ impl Timings {
     }
 }
 
-/// The git revision of the source tree this binary was built from, if known at run time.
+/// The git revision this binary was built from (`git rev-parse --short=12 HEAD`, with
+/// `-dirty` when tracked files that go into the binary differed from it), fixed at build time
+/// by `build.rs`; "unknown" when built outside a git checkout (e.g. from a crate tarball).
 pub fn git_revision() -> String {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    std::process::Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .current_dir(dir)
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".into())
+    env!("DIFFNMF_GIT_REVISION").to_string()
+}
+
+/// Check that the output folder `out` can be written before any work: `out`, or its nearest
+/// existing ancestor when `out` does not exist yet, must be a folder in which a probe file
+/// can be created (and is removed at once). Nothing is left behind, not even `out` itself.
+/// `explicit`: `out` came from `--out` (else it is the default `results/<job name>`).
+fn check_out_writable(out: &Path, explicit: bool) -> Result<()> {
+    let fix = if explicit {
+        "pass `--out` a folder you can write to"
+    } else {
+        "this is the default results/<job name> below the current directory: run from a \
+         writable directory or pass `--out DIR`"
+    };
+    let err = |msg: String| crate::error::Error::Results {
+        path: out.to_path_buf(),
+        msg: format!("{msg}; {fix}"),
+    };
+    let mut dir = out;
+    while !dir.exists() {
+        dir = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+    }
+    if !dir.is_dir() {
+        return Err(err(if dir == out {
+            "exists and is not a folder".into()
+        } else {
+            format!(
+                "cannot create the output folder: {} is not a folder",
+                dir.display()
+            )
+        }));
+    }
+    let probe = dir.join(format!(".diffnmf-probe.{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map_err(|e| err(format!("cannot create files in {} ({e})", dir.display())))?;
+    std::fs::remove_file(&probe)
+        .map_err(|e| err(format!("cannot remove files in {} ({e})", dir.display())))?;
+    Ok(())
 }
 
 /// Run one job and write `result.h5`, `metrics.csv` and `tables.md` into the output folder.
@@ -68,12 +111,13 @@ pub fn run_job_cached(
     cache: Option<&crate::cache::StageCache>,
 ) -> Result<(RunResult, PathBuf)> {
     let cfg = &job.config;
-    let device = backend::select(cfg.device)?;
-    let ctx = backend::DeviceCtx::open(device.clone())?;
     let out = opts
         .out
         .clone()
         .unwrap_or_else(|| results::paths::default_out(&cfg.name));
+    check_out_writable(&out, opts.out.is_some())?;
+    let device = backend::select(cfg.device)?;
+    let ctx = backend::DeviceCtx::open(device.clone())?;
     log(format!(
         "diffnmf {}: job `{}` from {}, seed {}, device {}, {} threads, output {}",
         env!("CARGO_PKG_VERSION"),
@@ -87,7 +131,13 @@ pub fn run_job_cached(
     let total = Instant::now();
     let mut timings = Timings::default();
     let trained = stages::train_all(cfg, &mut timings, cache, &ctx)?;
-    let eval = evaluate::evaluate(cfg, &trained, &mut timings, &ctx)?;
+    let eval = evaluate::evaluate(
+        cfg,
+        &trained,
+        &mut timings,
+        &ctx,
+        opts.checkpoint.as_deref(),
+    )?;
     timings
         .0
         .push(("total".into(), total.elapsed().as_secs_f64()));
@@ -117,8 +167,9 @@ pub fn run_job_cached(
         feature_dim: trained.feature_dim(),
         box_kind: format!("{:?}", cfg.attack.bounds).to_lowercase(),
     };
+    // Temporaries of a killed earlier run in this folder, then the three files with
+    // `result.h5` as the commit point (`results` module doc).
+    results::paths::sweep_stale_tmp(&out);
     results::write_all(&out, &result)?;
-    let md = results::table::markdown(&result);
-    results::write_atomic(&out.join(results::paths::TABLES_MD), md.as_bytes())?;
     Ok((result, out))
 }

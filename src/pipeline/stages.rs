@@ -1,6 +1,10 @@
 //! The training stages: data, CNN features, NNMF features, hybrid vector, classifier,
 //! denoiser. Each expensive stage is a function of the configuration slice and seed that
 //! determines it, and goes through the [`StageCache`] when one is given (sweeps).
+//!
+//! Also the checks of the job against its data, run right after loading and before any
+//! training ([`check_job_against_data`]): at least two classes in the training split, the
+//! attack presets' class requirements, and `nnmf.k` against the training images.
 
 use super::cached::*;
 use super::Timings;
@@ -110,12 +114,16 @@ fn stage<T: Cacheable>(
 pub struct Prepared {
     pub ds: Dataset,
     pub split: data::Split,
+    /// The distinct labels of the training split (at least two).
+    pub classes: Vec<u8>,
 }
 
-/// Load the data, take the configured subset and split it.
+/// Load the data (with the job's label range and the memory limits), take the configured
+/// subset and split it; rejects a training split with fewer than two classes.
 pub fn prepare_data(cfg: &JobConfig, t: &mut Timings) -> Result<Prepared> {
     let (h, w) = cfg.data.size.hw();
-    let mut ds: Dataset = t.time("data", || data::load(&data_source(cfg), h, w))?;
+    let src = data_source(cfg);
+    let mut ds: Dataset = t.time("data", || data::load_checked(&src, h, w, cfg.data.classes))?;
     let split_seed = cfg.data.split_seed.unwrap_or(cfg.seed);
     if cfg.data.subset > 0 && cfg.data.subset < ds.len() {
         let mut idx = crate::rng::permutation(
@@ -127,17 +135,24 @@ pub fn prepare_data(cfg: &JobConfig, t: &mut Timings) -> Result<Prepared> {
         ds = ds.subset(&idx);
     }
     let split = data::stratified_split(&ds.labels, cfg.data.split, split_seed);
+    let present = ds.classes_present().len();
     crate::progress::log(format!(
-        "data: {} ({} images {}x{}, {} classes; split train {} / val {} / test {})",
+        "data: {} ({} images {}x{}, {present} {}{}; split train {} / val {} / test {})",
         ds.source,
         ds.images.nrows(),
         ds.height,
         ds.width,
-        ds.num_classes,
+        if present == 1 { "class" } else { "classes" },
+        if present == ds.num_classes {
+            String::new()
+        } else {
+            format!(" (model outputs 0..={})", ds.num_classes.saturating_sub(1))
+        },
         split.train.len(),
         split.val.len(),
         split.test.len()
     ));
+    let classes = data::training_classes(&ds, &split.train, &src)?;
     for (name, part) in [
         ("train", &split.train),
         ("validation", &split.val),
@@ -150,7 +165,54 @@ pub fn prepare_data(cfg: &JobConfig, t: &mut Timings) -> Result<Prepared> {
             ));
         }
     }
-    Ok(Prepared { ds, split })
+    Ok(Prepared { ds, split, classes })
+}
+
+/// Checks of the job against the loaded data, before any training: the attack presets'
+/// class requirements (DLR ≥ 3 classes, APGD-T ≥ 4, counted in the training split), and
+/// `nnmf.k` against the training images (global: all of them; `per_class`: each class's).
+/// `nnmf.k` against the pixel count is a config check (every image is resized to
+/// `data.size`).
+pub fn check_job_against_data(cfg: &JobConfig, p: &Prepared) -> Result<()> {
+    super::evaluate::check_classes(cfg, p.classes.len())?;
+    if !cfg.features.nnmf {
+        return Ok(());
+    }
+    let k = cfg.nnmf.k;
+    let pixels = p.ds.height * p.ds.width;
+    let too_many = |n: usize, whose: String| {
+        Error::param(
+            "nnmf.k",
+            format!(
+                "k = {k} exceeds the {n} training images of {whose} (NNMF needs k ≤ \
+                 min(training images, {pixels} pixels)); lower `nnmf.k` to at most {n} or \
+                 use more images"
+            ),
+        )
+    };
+    match cfg.nnmf.mode {
+        nmf::NmfMode::Global => {
+            if k > p.split.train.len() {
+                return Err(too_many(p.split.train.len(), "the data set".into()));
+            }
+        }
+        nmf::NmfMode::PerClass => {
+            let mut counts = [0usize; 256];
+            for &i in &p.split.train {
+                counts[p.ds.labels[i] as usize] += 1;
+            }
+            for &c in &p.classes {
+                let n = counts[c as usize];
+                if k > n {
+                    return Err(too_many(
+                        n,
+                        format!("class {c} (`nnmf.mode: per_class` fits k parts per class)"),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn train_params(cfg: &JobConfig, which: &str) -> TrainParams {
@@ -179,7 +241,9 @@ pub fn train_all(
     ctx: &DeviceCtx,
 ) -> Result<Trained> {
     let _ = ctx;
-    let Prepared { ds, split } = prepare_data(cfg, t)?;
+    let prepared = prepare_data(cfg, t)?;
+    check_job_against_data(cfg, &prepared)?;
+    let Prepared { ds, split, .. } = prepared;
     let (h, w) = (ds.height, ds.width);
     let lab =
         |idx: &[usize]| -> Vec<usize> { idx.iter().map(|&i| ds.labels[i] as usize).collect() };

@@ -107,6 +107,26 @@ impl Worst {
         }
     }
 
+    /// A tracker from its stored parts (checkpoints); `None` if the shapes disagree.
+    pub fn from_parts(
+        y: &[usize],
+        proba: Vec<Array2<f64>>,
+        x: Array2<f32>,
+        offered: Vec<u32>,
+    ) -> Option<Self> {
+        let n = y.len();
+        let ok = !proba.is_empty()
+            && proba.iter().all(|p| p.nrows() == n)
+            && x.nrows() == n
+            && offered.len() == n;
+        ok.then(|| Worst {
+            y: y.to_vec(),
+            proba,
+            x,
+            offered,
+        })
+    }
+
     /// Offer scored candidates; each repeat keeps the worse of its current and new one.
     pub fn offer(&mut self, c: &Scored<'_>) {
         for (r, p) in c.proba.iter().enumerate() {

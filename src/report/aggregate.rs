@@ -186,6 +186,14 @@ pub fn aggregate(dir: &Path) -> Result<Summary> {
             missing.push(cell.id.clone());
             continue;
         }
+        // A damaged result is an error (never silently aggregated or skipped).
+        let res = cell.dir.join(crate::results::paths::RESULT_H5);
+        crate::results::h5::check_complete(&res).map_err(|e| {
+            err(
+                &res,
+                format!("{e}; recompute it with `diffnmf sweep <file> --resume` (status reports it failed)"),
+            )
+        })?;
         for (s, p, e, m, v) in cell_metrics(cell)? {
             let key = (cell.axis_values.clone(), s, p, e.to_bits(), m);
             values
@@ -305,9 +313,9 @@ fn strs<'a>(it: impl Iterator<Item = &'a str>) -> Array1<VarLenUnicode> {
 /// `summary.h5`: `/summary/{scenario,protocol,eps,metric,n,mean,std,ci95,min,max}`,
 /// `/summary/axis/<key>` (strings), `/cells/{id,done}`, attrs `axes`, `missing`.
 pub fn write_summary_h5(path: &Path, s: &Summary) -> Result<()> {
-    let tmp = crate::results::paths::tmp_name(path);
-    let inner = || -> hdf5::Result<()> {
-        let f = h5::create_file(&tmp)?;
+    // Built in memory and written atomically (`results::h5::write_file`): a full disk is
+    // an error naming the file, never a crash inside HDF5.
+    let inner = |f: &hdf5::File| -> hdf5::Result<()> {
         f.new_attr::<VarLenUnicode>()
             .create("sweep_dir")?
             .write_scalar(&vstr(&s.sweep.dir.display().to_string()))?;
@@ -352,13 +360,9 @@ pub fn write_summary_h5(path: &Path, s: &Summary) -> Result<()> {
         cg.new_dataset_builder().with_data(&ids).create("id")?;
         let done: Array1<bool> = s.sweep.cells.iter().map(|c| c.done).collect();
         cg.new_dataset_builder().with_data(&done).create("done")?;
-        f.flush()
+        Ok(())
     };
-    if let Err(e) = inner() {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(err(path, format!("hdf5: {e}")));
-    }
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    h5::write_file(path, inner)
 }
 
 pub use crate::results::table::label as row_label;

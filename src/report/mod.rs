@@ -29,6 +29,10 @@ pub struct AggregateArgs {
     /// Skip the plots (tables only).
     #[arg(long)]
     pub no_plots: bool,
+    /// Write a partial summary when cells are missing (they are listed in tables.md);
+    /// without it, missing cells are an error and nothing is written.
+    #[arg(long)]
+    pub allow_missing: bool,
 }
 
 /// Arguments of `diffnmf optimize-rank`.
@@ -75,6 +79,16 @@ pub struct ReportArgs {
 pub fn run_aggregate(a: AggregateArgs) -> anyhow::Result<()> {
     let s =
         aggregate::aggregate(&a.dir).with_context(|| format!("aggregating {}", a.dir.display()))?;
+    if !s.missing.is_empty() && !a.allow_missing {
+        anyhow::bail!(
+            "{}: {} of {} cells have no result ({}); finish them with `diffnmf sweep <file> --resume` (see `diffnmf status {}`), or pass --allow-missing for a partial summary. Nothing was written.",
+            a.dir.display(),
+            s.missing.len(),
+            s.sweep.cells.len(),
+            s.missing.join(", "),
+            a.dir.display()
+        );
+    }
     aggregate::write_outputs(&s)?;
     let mut n_plots = 0;
     if !a.no_plots {
@@ -98,7 +112,7 @@ pub fn run_aggregate(a: AggregateArgs) -> anyhow::Result<()> {
 }
 
 pub fn run_optimize(a: OptimizeArgs) -> anyhow::Result<()> {
-    let threads = crate::backend::thread_count(a.threads);
+    let threads = crate::backend::thread_count(a.threads)?;
     crate::backend::init_threads(threads);
     let name = crate::config::load_job(&a.job, &a.set)
         .with_context(|| format!("loading job {}", a.job.display()))?

@@ -178,6 +178,7 @@ impl Evaluator<'_> {
         let run = RunOptions {
             out: Some(self.opts.out.join("search").join(name)),
             threads: self.opts.threads,
+            checkpoint: None,
         };
         let (res, _) = run_job_cached(&job, &run, Some(&self.cache))?;
         let v = self.opts.objective.value(&res.scenarios)?;
@@ -310,6 +311,7 @@ pub fn optimize(job_path: &Path, opts: &OptimizeOptions) -> Result<Outcome> {
         let run = RunOptions {
             out: Some(dir.clone()),
             threads: opts.threads,
+            checkpoint: None,
         };
         let (res, _) = run_job_cached(&job, &run, Some(&ev.cache))?;
         let md = super::optimize_out::table2_md(opts, &outcome, &res);
@@ -330,10 +332,9 @@ fn write_trace(opts: &OptimizeOptions, o: &Outcome) -> Result<()> {
     }
     write_atomic(&opts.out.join("optimize.csv"), csv.as_bytes())?;
     let path = opts.out.join("optimize.h5");
-    let tmp = crate::results::paths::tmp_name(&path);
     let s = |v: &str| -> VarLenUnicode { v.replace('\0', " ").parse().expect("no NUL") };
-    let inner = || -> hdf5::Result<()> {
-        let f = h5::create_file(&tmp)?;
+    // Built in memory and written atomically (a full disk is an error, never a crash).
+    let inner = |f: &hdf5::File| -> hdf5::Result<()> {
         f.new_attr::<u64>()
             .create("chosen_k")?
             .write_scalar(&(o.chosen_k as u64))?;
@@ -374,16 +375,9 @@ fn write_trace(opts: &OptimizeOptions, o: &Outcome) -> Result<()> {
         };
         col_f("budget", o.trace.iter().map(|e| e.budget).collect())?;
         col_f("objective", o.trace.iter().map(|e| e.objective).collect())?;
-        f.flush()
+        Ok(())
     };
-    if let Err(e) = inner() {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::Results {
-            path,
-            msg: format!("hdf5: {e}"),
-        });
-    }
-    std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
+    h5::write_file(&path, inner)
 }
 
 /// Read `optimize.h5`: (chosen k, objective spec, trace).

@@ -1,13 +1,34 @@
-//! `result.h5` writer (schema documented in `docs/results.md`). Files are created with HDF5
-//! file locking disabled (cluster NFS without a lock daemon) under a temporary name and
-//! renamed when complete.
+//! HDF5 files of the crate: the `result.h5` writer (schema in `docs/results.md`), the reader
+//! helpers, the cheap completeness check [`check_complete`], and the one way this crate
+//! writes any HDF5 file, [`write_file`] / [`build_image`] (also used by the stage cache).
+//!
+//! # Why every HDF5 file is built in memory
+//!
+//! HDF5 (the bundled 2.x C library) crashes the process after a write fails on a full disk:
+//! small raw data sits in the dataset's sieve buffer and reaches the disk only when the
+//! dataset is closed; if that write fails (ENOSPC), `H5D_close` frees the dataset anyway but
+//! returns an error, so `H5I__dec_ref` keeps the dataset's ID registered with a dangling
+//! pointer (the Rust handle's `Drop` cannot report the failure). The next `H5Fflush` or
+//! `H5Fclose` of *any* file walks every registered dataset (`H5D_flush_all` →
+//! `H5D__flush_all_cb`) and dereferences it: SIGSEGV. Closing handles in another order does
+//! not help (the close that fails is what poisons the library's ID table, for the rest of
+//! the process — in a sweep, for every later cell).
+//!
+//! So HDF5 never performs disk I/O on write here: a file is created with the *core* driver
+//! without a backing store, filled, flushed (into memory), and its file image
+//! (`H5Fget_file_image`) is written with [`crate::results::write_atomic`] (temporary
+//! sibling, fsync, rename). A full disk or any other I/O error is then a plain
+//! `std::io::Error` from `write`/`fsync`, reported as a typed [`Error`] naming the file, and
+//! no partial file becomes visible. Reading opens files from disk as before
+//! ([`open_file`]). File locking stays disabled (cluster NFS without a lock daemon).
 
-use super::{paths, RunResult};
+use super::RunResult;
 use crate::error::{Error, Result};
 use hdf5::types::VarLenUnicode;
 use hdf5::{Group, H5Type, Location};
 use ndarray::{Array1, Array2, ArrayView, Dimension};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Schema version written as the root attribute `schema_version`.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -48,7 +69,9 @@ fn strings(v: &[&str]) -> Array1<VarLenUnicode> {
     v.iter().map(|s| vstr(s)).collect()
 }
 
-/// Open (create/truncate) an HDF5 file without file locking.
+/// Open (create/truncate) an HDF5 file *on disk* without file locking. Prefer
+/// [`write_file`]: a disk-backed HDF5 file crashes the process when a write fails on a full
+/// disk (see the module doc).
 pub fn create_file(path: &Path) -> hdf5::Result<hdf5::File> {
     hdf5::File::with_options()
         .with_fapl(|p| p.file_locking(false))
@@ -62,31 +85,146 @@ pub fn open_file(path: &Path) -> hdf5::Result<hdf5::File> {
         .open(path)
 }
 
-/// Write `r` to `path` atomically.
-pub fn write(path: &Path, r: &RunResult) -> Result<()> {
-    let tmp = paths::tmp_name(path);
-    let res = write_inner(&tmp, r);
-    if let Err(e) = res {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(h5err(path, e));
-    }
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+// `H5Fget_file_image` is not wrapped by the `hdf5` crate; the symbol is in the HDF5 library
+// that `hdf5-metno-sys` links statically. `hid_t` is `i64` since HDF5 1.10 (the argument
+// below is `Object::id()`, so a different type would not compile).
+unsafe extern "C" {
+    fn H5Fget_file_image(file_id: i64, buf_ptr: *mut std::ffi::c_void, buf_len: usize) -> isize;
 }
 
-fn write_inner(path: &Path, r: &RunResult) -> hdf5::Result<()> {
-    let f = create_file(path)?;
-    attr(&f, "schema_version", SCHEMA_VERSION)?;
-    attr_str(&f, "job_name", &r.job_name)?;
-    attr_str(&f, "config_yaml", &r.config_yaml)?;
-    attr(&f, "seed", r.seed)?;
-    attr_str(&f, "device", &r.device)?;
-    attr(&f, "threads", r.threads as u64)?;
-    attr_str(&f, "git_revision", &r.git_revision)?;
-    attr_str(&f, "diffnmf_version", &r.version)?;
-    attr_str(&f, "threat_model", "feature")?;
-    attr_str(&f, "box", &r.box_kind)?;
-    attr(&f, "feature_dim", r.feature_dim as u64)?;
-    attr(&f, "complete", true)?;
+/// The bytes of an open (flushed) file.
+fn file_image(f: &hdf5::File) -> hdf5::Result<Vec<u8>> {
+    hdf5::sync::sync(|| {
+        // SAFETY: a null buffer asks for the size only; the second call writes at most
+        // `buf.len()` bytes into `buf`. The library lock is held (`sync`).
+        let n = hdf5::h5check(unsafe { H5Fget_file_image(f.id(), std::ptr::null_mut(), 0) })?;
+        let mut buf = vec![0u8; n as usize];
+        let m = hdf5::h5check(unsafe {
+            H5Fget_file_image(f.id(), buf.as_mut_ptr().cast(), buf.len())
+        })?;
+        buf.truncate(m as usize);
+        Ok(buf)
+    })
+}
+
+static MEM_FILES: AtomicU64 = AtomicU64::new(0);
+
+/// Build an HDF5 file in memory (core driver, no backing store: HDF5 touches no disk) with
+/// `fill`, and return its bytes. `path` is the file the bytes are meant for; it only names
+/// errors.
+pub fn build_image(
+    path: &Path,
+    fill: impl FnOnce(&hdf5::File) -> hdf5::Result<()>,
+) -> Result<Vec<u8>> {
+    // A unique name per image: HDF5 refuses to create a file whose name is already open.
+    let name = format!(
+        "diffnmf-memory-{}-{}.h5",
+        std::process::id(),
+        MEM_FILES.fetch_add(1, Ordering::Relaxed)
+    );
+    let inner = || -> hdf5::Result<Vec<u8>> {
+        let f = hdf5::File::with_options()
+            .with_fapl(|p| p.core_filebacked(false).file_locking(false))
+            .create(&name)?;
+        fill(&f)?;
+        f.flush()?;
+        let bytes = file_image(&f)?;
+        f.close()?;
+        Ok(bytes)
+    };
+    inner().map_err(|e| h5err(path, e))
+}
+
+/// Build an HDF5 file in memory with `fill` and write it to `path` atomically (temporary
+/// sibling, fsync, rename); a failed write removes the temporary and names `path`.
+pub fn write_file(path: &Path, fill: impl FnOnce(&hdf5::File) -> hdf5::Result<()>) -> Result<()> {
+    let bytes = build_image(path, fill)?;
+    super::write_atomic(path, &bytes)
+}
+
+/// The bytes of `result.h5` for `r` (built in memory; `path` names errors).
+pub fn result_image(path: &Path, r: &RunResult) -> Result<Vec<u8>> {
+    build_image(path, |f| write_inner(f, r))
+}
+
+/// Write `r` to `path` atomically.
+pub fn write(path: &Path, r: &RunResult) -> Result<()> {
+    super::write_atomic(path, &result_image(path, r)?)
+}
+
+/// The 8-byte signature every HDF5 file starts with (without a user block).
+const HDF5_SIGNATURE: &[u8; 8] = b"\x89HDF\r\n\x1a\n";
+
+/// Cheap completeness check of a `result.h5`: it opens as HDF5 and its root attributes say
+/// `complete = true` and `schema_version` = [`SCHEMA_VERSION`]. The error names the file and
+/// says what is wrong (empty, not HDF5, truncated or damaged, incomplete, other schema).
+pub fn check_complete(path: &Path) -> Result<()> {
+    let bad = |msg: String| Error::Results {
+        path: path.to_path_buf(),
+        msg,
+    };
+    const REDO: &str = "delete it and run again (`diffnmf sweep … --resume` redoes such cells)";
+    let f = match open_file(path) {
+        Ok(f) => f,
+        Err(e) => {
+            use std::io::Read;
+            let mut head = [0u8; 8];
+            let got = std::fs::File::open(path)
+                .and_then(|mut h| h.read(&mut head))
+                .map_err(|e| Error::io(path, e))?;
+            let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            return Err(bad(if len == 0 {
+                format!("empty file (0 bytes), not a complete result; {REDO}")
+            } else if got < 8 || &head != HDF5_SIGNATURE {
+                format!("not an HDF5 file (no HDF5 signature, {len} bytes); {REDO}")
+            } else {
+                format!("truncated or damaged HDF5 file ({len} bytes; hdf5: {e}); {REDO}")
+            }));
+        }
+    };
+    let complete = f
+        .attr("complete")
+        .and_then(|a| a.read_scalar::<bool>())
+        .map_err(|_| {
+            bad(format!(
+                "incomplete result: no readable root attribute `complete`; {REDO}"
+            ))
+        })?;
+    if !complete {
+        return Err(bad(format!(
+            "incomplete result: root attribute `complete` is false; {REDO}"
+        )));
+    }
+    let version = f
+        .attr("schema_version")
+        .and_then(|a| a.read_scalar::<u32>())
+        .map_err(|_| {
+            bad(format!(
+                "incomplete result: no readable root attribute `schema_version`; {REDO}"
+            ))
+        })?;
+    if version != SCHEMA_VERSION {
+        return Err(bad(format!(
+            "schema_version {version}, but this diffnmf writes and reads version {SCHEMA_VERSION}; rerun the experiment with this version"
+        )));
+    }
+    Ok(())
+}
+
+/// Fill an (in-memory) file with the `result.h5` schema.
+fn write_inner(f: &hdf5::File, r: &RunResult) -> hdf5::Result<()> {
+    attr(f, "schema_version", SCHEMA_VERSION)?;
+    attr_str(f, "job_name", &r.job_name)?;
+    attr_str(f, "config_yaml", &r.config_yaml)?;
+    attr(f, "seed", r.seed)?;
+    attr_str(f, "device", &r.device)?;
+    attr(f, "threads", r.threads as u64)?;
+    attr_str(f, "git_revision", &r.git_revision)?;
+    attr_str(f, "diffnmf_version", &r.version)?;
+    attr_str(f, "threat_model", "feature")?;
+    attr_str(f, "box", &r.box_kind)?;
+    attr(f, "feature_dim", r.feature_dim as u64)?;
+    attr(f, "complete", true)?;
 
     let g = f.create_group("timings")?;
     let names: Vec<&str> = r.timings.iter().map(|(n, _)| n.as_str()).collect();
@@ -187,7 +325,6 @@ fn write_inner(path: &Path, r: &RunResult) -> hdf5::Result<()> {
         &Array1::from_iter(r.checks.iter().map(|c| c.1)),
     )?;
     ds(&g, "detail", &strings(&details))?;
-    f.flush()?;
     Ok(())
 }
 
@@ -224,4 +361,109 @@ pub fn read_f32_2d(path: &Path, name: &str) -> Result<Array2<f32>> {
     let inner =
         || -> hdf5::Result<Array2<f32>> { open_file(path)?.dataset(name)?.read_2d::<f32>() };
     inner().map_err(|e| h5err(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A minimal file with the completeness attributes.
+    fn marker_file(path: &Path, complete: bool, version: u32) {
+        write_file(path, |f| {
+            attr(f, "schema_version", version)?;
+            attr(f, "complete", complete)?;
+            let g = f.create_group("metrics")?;
+            ds(&g, "value", &Array1::from(vec![0.5f64; 64]))
+        })
+        .unwrap();
+    }
+
+    fn err(path: &Path) -> String {
+        check_complete(path).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn images_are_built_in_memory_and_read_back() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("x.h5");
+        marker_file(&p, true, SCHEMA_VERSION);
+        check_complete(&p).unwrap();
+        let v = open_file(&p)
+            .unwrap()
+            .dataset("metrics/value")
+            .unwrap()
+            .read_raw::<f64>()
+            .unwrap();
+        assert_eq!(v, vec![0.5; 64]);
+        // Nothing but the file itself: no temporary, no disk file for the in-memory image.
+        let names: Vec<String> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["x.h5".to_string()]);
+        let cwd_leftovers = std::fs::read_dir(".")
+            .unwrap()
+            .filter(|e| {
+                let n = e.as_ref().unwrap().file_name();
+                n.to_string_lossy().starts_with("diffnmf-memory-")
+            })
+            .count();
+        assert_eq!(cwd_leftovers, 0);
+    }
+
+    #[test]
+    fn check_complete_names_what_is_wrong() {
+        let d = tempfile::tempdir().unwrap();
+        let good = d.path().join("good.h5");
+        marker_file(&good, true, SCHEMA_VERSION);
+        let bytes = std::fs::read(&good).unwrap();
+
+        let truncated = d.path().join("truncated.h5");
+        std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+        let e = err(&truncated);
+        assert!(e.contains("truncated.h5") && e.contains("truncated"), "{e}");
+
+        let garbage = d.path().join("garbage.h5");
+        std::fs::write(
+            &garbage,
+            b"this is not an HDF5 file at all, just text\n".repeat(20),
+        )
+        .unwrap();
+        let e = err(&garbage);
+        assert!(
+            e.contains("garbage.h5") && e.contains("not an HDF5 file"),
+            "{e}"
+        );
+
+        let empty = d.path().join("empty.h5");
+        std::fs::write(&empty, b"").unwrap();
+        let e = err(&empty);
+        assert!(e.contains("empty.h5") && e.contains("empty file"), "{e}");
+
+        let incomplete = d.path().join("incomplete.h5");
+        marker_file(&incomplete, false, SCHEMA_VERSION);
+        let e = err(&incomplete);
+        assert!(
+            e.contains("incomplete.h5") && e.contains("`complete` is false"),
+            "{e}"
+        );
+
+        let other = d.path().join("other.h5");
+        marker_file(&other, true, SCHEMA_VERSION + 1);
+        let e = err(&other);
+        assert!(
+            e.contains("other.h5") && e.contains("schema_version"),
+            "{e}"
+        );
+
+        let none = d.path().join("none.h5");
+        write_file(&none, |f| attr(f, "schema_version", SCHEMA_VERSION)).unwrap();
+        let e = err(&none);
+        assert!(
+            e.contains("none.h5") && e.contains("no readable root attribute `complete`"),
+            "{e}"
+        );
+
+        assert!(err(&d.path().join("missing.h5")).contains("missing.h5"));
+    }
 }

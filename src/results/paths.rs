@@ -1,4 +1,7 @@
-//! Every path pattern of the result layout in one place.
+//! Every path pattern of the result layout in one place, plus the temporary names used
+//! while writing them: [`tmp_name`] (`.<name>.tmp.<host>.<pid>`, a sibling of the final
+//! file so the rename is atomic) and [`sweep_stale_tmp`], which removes the temporaries a
+//! dead process of this host left behind (killed, OOM, node crash before the clean-up).
 
 use std::path::{Path, PathBuf};
 
@@ -14,10 +17,78 @@ pub fn default_out(job_name: &str) -> PathBuf {
     Path::new("results").join(job_name)
 }
 
-/// Temporary sibling used while writing `path` (`.<name>.tmp.<pid>`).
+/// This host's name (`/proc/sys/kernel/hostname`; `unknown` where it cannot be read). Used in
+/// temporary names and in the `running` markers of sweep cells.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// The suffix every temporary file of this process ends with: `.tmp.<host>.<pid>`.
+pub fn tmp_suffix() -> String {
+    format!(".tmp.{}.{}", hostname(), std::process::id())
+}
+
+/// Temporary sibling used while writing `path` (`.<name>.tmp.<host>.<pid>`): the host and
+/// pid let [`sweep_stale_tmp`] tell a live writer from a dead one (on a shared file system
+/// several nodes write into one folder).
 pub fn tmp_name(path: &Path) -> PathBuf {
     let name = path.file_name().and_then(|s| s.to_str()).unwrap_or("out");
-    path.with_file_name(format!(".{name}.tmp.{}", std::process::id()))
+    path.with_file_name(format!(".{name}{}", tmp_suffix()))
+}
+
+/// Whether a process with this pid exists on this host.
+fn pid_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// The pid of a temporary file name of a process of this host `host`, if `name` is one:
+/// `.<name>.tmp.<host>.<pid>`, or the older `.<name>.tmp.<pid>` (which did not record the
+/// host). Names of other hosts give `None`: their writers may be alive.
+fn tmp_pid_on_host(name: &str, host: &str) -> Option<u32> {
+    if !name.starts_with('.') {
+        return None;
+    }
+    let digits = |s: &str| -> Option<u32> {
+        if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+            s.parse().ok()
+        } else {
+            None
+        }
+    };
+    let ours = format!(".tmp.{host}.");
+    if let Some(i) = name.rfind(&ours) {
+        if let Some(pid) = digits(&name[i + ours.len()..]) {
+            return Some(pid);
+        }
+    }
+    let i = name.rfind(".tmp.")?;
+    digits(&name[i + ".tmp.".len()..])
+}
+
+/// Remove the temporary files in `dir` (not recursive) left by dead processes of this host:
+/// `.<name>.tmp.<this host>.<pid>` and old-style `.<name>.tmp.<pid>` whose pid does not
+/// exist (`/proc/<pid>` missing). Temporaries of live processes and of other hosts are kept.
+/// Returns how many files were removed; a folder that cannot be read removes nothing.
+pub fn sweep_stale_tmp(dir: &Path) -> usize {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let host = hostname();
+    let mut removed = 0;
+    for e in rd.filter_map(|e| e.ok()) {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(pid) = tmp_pid_on_host(name, &host) else {
+            continue;
+        };
+        let is_file = e.file_type().is_ok_and(|t| t.is_file());
+        if is_file && !pid_alive(pid) && std::fs::remove_file(e.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 // ---- sweep layout -------------------------------------------------------------------------
@@ -91,4 +162,58 @@ pub fn slurm_jobs(dir: &Path) -> PathBuf {
 /// Folder of the task logs.
 pub fn slurm_logs(dir: &Path) -> PathBuf {
     slurm_dir(dir).join("logs")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pid that is not alive on this host (the largest pid the kernel can hand out is far
+    /// below `u32::MAX / 2`).
+    fn dead_pid() -> u32 {
+        let mut pid = 4_000_000;
+        while pid_alive(pid) {
+            pid += 1;
+        }
+        pid
+    }
+
+    #[test]
+    fn tmp_names_carry_host_and_pid() {
+        let t = tmp_name(Path::new("/x/result.h5"));
+        let n = t.file_name().unwrap().to_str().unwrap();
+        assert_eq!(
+            n,
+            format!(".result.h5.tmp.{}.{}", hostname(), std::process::id())
+        );
+        assert_eq!(t.parent(), Some(Path::new("/x")));
+        assert_eq!(tmp_pid_on_host(n, &hostname()), Some(std::process::id()));
+    }
+
+    #[test]
+    fn sweeps_only_dead_temporaries_of_this_host() {
+        let d = tempfile::tempdir().unwrap();
+        let host = hostname();
+        let dead = dead_pid();
+        let me = std::process::id();
+        let files = [
+            (format!(".result.h5.tmp.{host}.{dead}"), true),
+            (format!(".metrics.csv.tmp.{dead}"), true), // old style, dead
+            (format!(".tables.md.tmp.{host}.{me}"), false), // alive (us)
+            (format!(".result.h5.tmp.{me}"), false),    // old style, alive
+            (format!(".result.h5.tmp.other-node.{dead}"), false), // another host
+            (format!(".result.h5.tmp.{host}.12x"), false), // not a pid
+            ("result.h5".to_string(), false),
+            (format!("result.h5.tmp.{dead}"), false), // not hidden: not ours
+        ];
+        for (n, _) in &files {
+            std::fs::write(d.path().join(n), b"x").unwrap();
+        }
+        assert_eq!(sweep_stale_tmp(d.path()), 2);
+        for (n, gone) in &files {
+            assert_eq!(!d.path().join(n).exists(), *gone, "{n}");
+        }
+        assert_eq!(sweep_stale_tmp(d.path()), 0);
+        assert_eq!(sweep_stale_tmp(&d.path().join("missing")), 0);
+    }
 }

@@ -1,11 +1,13 @@
 //! The sweep directory on disk: the resolved `sweep.yaml`, `cells.csv`, one folder per cell
 //! with its resolved `job.yaml`, and the per-cell state that can be read from files alone
-//! (done = `result.h5` exists; failed = `error.txt`; running = a `running` marker whose
-//! process is alive on this host). Paths come from [`crate::results::paths`].
+//! (done = a complete `result.h5`; corrupt = one that does not open as complete; failed =
+//! `error.txt`; running = a `running` claim, judged by [`super::claim`]). Paths come from [`crate::results::paths`].
 
+use super::claim;
 use super::expand::{show_value, Cell};
 use super::spec::SweepSpec;
 use crate::error::{Error, Result};
+pub use crate::results::paths::hostname;
 use crate::results::{paths, write_atomic};
 use serde::Serialize;
 use serde_yaml_ng::Value;
@@ -15,9 +17,11 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DiskState {
     Done,
+    /// `result.h5` exists but is not a complete result (truncated, damaged, not HDF5).
+    Corrupt(String),
     Failed(String),
-    /// A `running` marker (`host pid`) whose process is alive (or on another host).
-    Running(String),
+    /// A `running` marker (the claim) and what can be said about its process from here.
+    Running(claim::Marker, claim::Liveness),
     Missing,
 }
 
@@ -55,12 +59,12 @@ struct Resolved<'a> {
 
 /// The resolved sweep (every range expanded, paths absolute) as YAML.
 pub fn resolved_yaml(spec: &SweepSpec, cells: &[Cell]) -> String {
-    let mut seeds: Vec<u64> = vec![];
-    for c in cells {
-        if !seeds.contains(&c.seed) {
-            seeds.push(c.seed);
-        }
-    }
+    let mut seen = std::collections::HashSet::new();
+    let seeds: Vec<u64> = cells
+        .iter()
+        .map(|c| c.seed)
+        .filter(|s| seen.insert(*s))
+        .collect();
     let r = Resolved {
         name: &spec.name,
         source: spec.path.display().to_string(),
@@ -174,36 +178,23 @@ pub fn read_cell_ids(dir: &Path) -> Result<Vec<String>> {
     Ok(ids)
 }
 
-/// The state of one cell from its files alone.
+/// The state of one cell from its files alone. `result.h5` is opened and its `complete`
+/// attribute checked (cheap); `status --verify` reads every metric.
 pub fn disk_state(dir: &Path, id: &str) -> DiskState {
-    if paths::cell_result(dir, id).exists() {
-        return DiskState::Done;
+    let res = paths::cell_result(dir, id);
+    if res.exists() {
+        return match crate::results::h5::check_complete(&res) {
+            Ok(()) => DiskState::Done,
+            Err(e) => DiskState::Corrupt(e.to_string()),
+        };
     }
-    if let Ok(m) = std::fs::read_to_string(paths::cell_running(dir, id)) {
-        if marker_alive(&m) {
-            return DiskState::Running(m.trim().to_string());
-        }
+    if let Some((m, age)) = claim::read(&paths::cell_running(dir, id)) {
+        let l = claim::liveness(&m, age);
+        return DiskState::Running(m, l);
     }
     match std::fs::read_to_string(paths::cell_error(dir, id)) {
         Ok(e) => DiskState::Failed(e.lines().next().unwrap_or("").to_string()),
         Err(_) => DiskState::Missing,
-    }
-}
-
-/// This host's name (for running markers).
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
-}
-
-/// `host pid`: alive if on another host (cannot tell; Slurm decides) or the pid exists here.
-fn marker_alive(m: &str) -> bool {
-    let mut f = m.split_whitespace();
-    match (f.next(), f.next().and_then(|p| p.parse::<u32>().ok())) {
-        (Some(h), Some(pid)) if h == hostname() => Path::new(&format!("/proc/{pid}")).exists(),
-        (Some(_), Some(_)) => true,
-        _ => false,
     }
 }
 

@@ -1,30 +1,35 @@
 //! The local executor: `jobs` worker threads take cells from one queue (in execution order)
 //! and run them with one shared rayon pool of `threads` threads and one shared stage cache;
-//! one progress bar for the sweep plus a status line per finished cell. Ctrl-C stops at
-//! once: finished cells are kept (their files were renamed into place when complete), the
-//! running ones are discarded (markers and their temporary files removed) and
-//! `--resume` continues.
+//! one progress bar for the sweep plus a status line per finished cell. A cell that fails
+//! or panics is recorded (`error.txt`) and the sweep goes on; a cell claimed by another
+//! live process (a second sweep on the same folder) is skipped. SIGINT / SIGTERM / SIGUSR2
+//! stop at once ([`crate::signals`]): each running cell records the interruption in its
+//! `error.txt` and drops its claim and temporary files, `cells.csv` is refreshed, finished
+//! cells are kept, and `--resume` continues.
 
-use super::cell::{run_one, stats_line};
+use super::cell::{run_one, stats_line, Outcome};
 use super::expand::Cell;
 use crate::cache::StageCache;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::results::paths;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-static STOP: AtomicBool = AtomicBool::new(false);
+/// Rewrites `cells.csv` from the files (shared with the signal action, hence owned).
+pub type Refresh = Arc<dyn Fn() + Send + Sync>;
 
 /// Outcome of a local run.
 #[derive(Debug, Default)]
 pub struct LocalReport {
     pub done: usize,
     pub failed: Vec<String>,
+    /// Cells skipped because another live process holds their claim: `(id, holder)`.
+    pub busy: Vec<(String, String)>,
     pub stats: String,
     pub wall_s: f64,
 }
@@ -37,7 +42,9 @@ fn say(bar: &ProgressBar, msg: String) {
     }
 }
 
-fn append(log: &Mutex<Option<std::fs::File>>, line: String) {
+type Log = Arc<Mutex<Option<std::fs::File>>>;
+
+fn append(log: &Log, line: String) {
     if let Some(f) = log.lock().unwrap().as_mut() {
         let _ = f.write_all(line.as_bytes());
     }
@@ -51,11 +58,10 @@ pub fn run_local(
     jobs: usize,
     threads: usize,
     describe: &(dyn Fn(&Cell) -> String + Sync),
-    refresh: &(dyn Fn() + Sync),
+    refresh: Refresh,
 ) -> Result<LocalReport> {
     let t0 = Instant::now();
     let jobs = jobs.clamp(1, order.len().max(1));
-    let _ = ctrlc::set_handler(|| STOP.store(true, Ordering::SeqCst));
     let cache = StageCache::new(paths::sweep_cache(dir));
     let bar = ProgressBar::with_draw_target(Some(order.len() as u64), ProgressDrawTarget::stderr());
     bar.set_style(
@@ -72,105 +78,93 @@ pub fn run_local(
             order.len()
         ),
     );
-    let log = Mutex::new(
+    let log: Log = Arc::new(Mutex::new(
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(paths::sweep_log(dir))
             .ok(),
-    );
+    ));
+    let running: Arc<Mutex<BTreeSet<String>>> = Arc::new(Mutex::new(BTreeSet::new()));
+    // Runs after the running cells' own actions (newer actions run first).
+    let _sig = {
+        let (bar, log, running, refresh) =
+            (bar.clone(), log.clone(), running.clone(), refresh.clone());
+        crate::signals::on_signal(move |sig| {
+            bar.abandon();
+            let r = running.lock().map(|r| r.clone()).unwrap_or_default();
+            for id in &r {
+                append(
+                    &log,
+                    format!("interrupted {id} by {}\n", crate::signals::name(sig)),
+                );
+            }
+            refresh();
+            eprintln!(
+                "\n[sweep] interrupted by {}: {} running cell(s) recorded as interrupted; finished cells are kept. Continue with `diffnmf sweep <file> --resume`.",
+                crate::signals::name(sig),
+                r.len()
+            );
+            None
+        })
+    };
     let next = AtomicUsize::new(0);
-    let finished_workers = AtomicUsize::new(0);
-    let running: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
     let report = Mutex::new(LocalReport::default());
     std::thread::scope(|scope| {
         for _ in 0..jobs {
-            scope.spawn(|| {
-                loop {
-                    if STOP.load(Ordering::SeqCst) {
-                        break;
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(&pos) = order.get(i) else { break };
+                let c = &cells[pos];
+                running.lock().unwrap().insert(c.id.clone());
+                append(
+                    &log,
+                    format!("started {} pid {}\n", c.id, std::process::id()),
+                );
+                bar.set_message(c.id.clone());
+                let r = run_one(dir, &c.id, &cache, threads);
+                running.lock().unwrap().remove(&c.id);
+                let mut rep = report.lock().unwrap();
+                match r {
+                    Ok(Outcome::Done(s)) => {
+                        rep.done += 1;
+                        append(&log, format!("finished {} {s:.2}s\n", c.id));
+                        say(
+                            &bar,
+                            format!("[cell] {} {} done in {s:.1}s", c.id, describe(c)),
+                        );
                     }
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(&pos) = order.get(i) else { break };
-                    let c = &cells[pos];
-                    running.lock().unwrap().insert(c.id.clone());
-                    append(
-                        &log,
-                        format!("started {} pid {}\n", c.id, std::process::id()),
-                    );
-                    bar.set_message(c.id.clone());
-                    let r = run_one(dir, &c.id, &cache, threads);
-                    if STOP.load(Ordering::SeqCst) {
-                        break; // being discarded by the main thread
+                    Ok(Outcome::Busy(m)) => {
+                        append(
+                            &log,
+                            format!("skipped {} (claimed by {})\n", c.id, m.describe()),
+                        );
+                        say(
+                            &bar,
+                            format!(
+                                "[cell] {} {} skipped: claimed by {}",
+                                c.id,
+                                describe(c),
+                                m.describe()
+                            ),
+                        );
+                        rep.busy.push((c.id.clone(), m.describe()));
                     }
-                    running.lock().unwrap().remove(&c.id);
-                    let mut rep = report.lock().unwrap();
-                    match r {
-                        Ok(s) => {
-                            rep.done += 1;
-                            append(&log, format!("finished {} {s:.2}s\n", c.id));
-                            say(
-                                &bar,
-                                format!("[cell] {} {} done in {s:.1}s", c.id, describe(c)),
-                            );
-                        }
-                        Err(e) => {
-                            rep.failed.push(c.id.clone());
-                            append(&log, format!("failed {}\n", c.id));
-                            say(&bar, format!("[cell] {} {} FAILED: {e}", c.id, describe(c)));
-                        }
+                    Err(e) => {
+                        rep.failed.push(c.id.clone());
+                        append(&log, format!("failed {}\n", c.id));
+                        say(&bar, format!("[cell] {} {} FAILED: {e}", c.id, describe(c)));
                     }
-                    refresh(); // cells.csv, under the report lock (one writer at a time)
-                    drop(rep);
-                    bar.inc(1);
                 }
-                finished_workers.fetch_add(1, Ordering::SeqCst);
+                refresh(); // cells.csv, under the report lock (one writer at a time)
+                drop(rep);
+                bar.inc(1);
             });
-        }
-        while finished_workers.load(Ordering::SeqCst) < jobs {
-            if STOP.load(Ordering::SeqCst) {
-                let _guard = report.lock().unwrap();
-                interrupted(dir, &bar, &running.lock().unwrap(), &log, refresh);
-            }
-            std::thread::sleep(Duration::from_millis(50));
         }
     });
     bar.finish_and_clear();
     let mut rep = report.into_inner().unwrap();
     rep.stats = stats_line(&cache);
     rep.wall_s = t0.elapsed().as_secs_f64();
-    if STOP.load(Ordering::SeqCst) {
-        return Err(Error::Interrupted);
-    }
     Ok(rep)
-}
-
-/// Ctrl-C: discard the running cells and exit (130) without waiting for them.
-fn interrupted(
-    dir: &Path,
-    bar: &ProgressBar,
-    running: &BTreeSet<String>,
-    log: &Mutex<Option<std::fs::File>>,
-    refresh: &(dyn Fn() + Sync),
-) -> ! {
-    bar.abandon();
-    let pid = format!(".tmp.{}", std::process::id());
-    for id in running {
-        let cd = paths::cell_dir(dir, id);
-        let _ = std::fs::remove_file(paths::cell_running(dir, id));
-        if let Ok(rd) = std::fs::read_dir(&cd) {
-            for e in rd.filter_map(|e| e.ok()) {
-                if e.file_name().to_string_lossy().ends_with(&pid) {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
-        }
-        append(log, format!("discarded {id}\n"));
-    }
-    refresh();
-    eprintln!(
-        "\n[sweep] interrupted: discarded {} running cell(s); finished cells are kept. Continue with `diffnmf sweep <file> --resume`.",
-        running.len()
-    );
-    std::process::exit(130)
 }

@@ -3,7 +3,9 @@
 //! Layout (paths in [`crate::results::paths`]): `<sweep dir>/sweep.yaml` (resolved),
 //! `cells.csv` (`id,index,<axis keys…>,seed,status`), `cells/<id>/{result.h5, metrics.csv,
 //! job.yaml}`, `cache/` (the shared [`crate::cache::StageCache`]),
-//! `slurm/{array.sbatch, order.txt, jobs.txt, resume-<n>.txt, logs/%A_%a.out}`.
+//! `slurm/{array.sbatch, order.txt, array-part<k>.sbatch, order-part<k>.txt, aggregate.sbatch,
+//! jobs.txt, resume-<n>[-part<k>].{txt,sbatch}, logs/%A_%a.out}` (arrays split at
+//! `MaxArraySize`: [`slurm`]).
 //! A cell is done iff `cells/<id>/result.h5` exists.
 //!
 //! **Grouping.** Every cell shares `<sweep dir>/cache`: a stage entry is built under a file
@@ -21,6 +23,7 @@
 //! Slurm allocation. The real one-node cluster runs the 8-cell smoke array in ~6 s.
 
 pub mod cell;
+pub mod claim;
 pub mod expand;
 pub mod layout;
 pub mod local;
@@ -141,33 +144,50 @@ pub fn run_sweep(a: SweepArgs) -> anyhow::Result<()> {
     let desc = |c: &expand::Cell| expand::describe(&spec, &c.values, c.seed);
     let exe = std::env::current_exe().context("locating the diffnmf binary")?;
     if a.dry_run {
-        println!(
+        // One buffered writer: 100,000 cells print in well under a second.
+        use std::io::Write;
+        let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+        writeln!(
+            w,
             "# sweep `{}`: {} cells, folder {}",
             spec.name,
             cells.len(),
             dir.display()
-        );
+        )?;
         for c in &cells {
-            println!("{:>5} {} {}", c.index, c.id, desc(c));
+            writeln!(w, "{:>5} {} {}", c.index, c.id, desc(c))?;
         }
-        println!("# execution order: {:?}", order);
-        let map = paths::array_order(&dir);
-        println!(
-            "# {} (task i runs the cell on line i of {}):",
-            paths::array_sbatch(&dir).display(),
-            map.display()
-        );
-        print!(
-            "{}",
-            slurm::render_sbatch(&spec.slurm, &spec.name, &exe, &dir, &map, cells.len())?
-        );
+        writeln!(w, "# execution order: {:?}", order)?;
+        let limit = slurm::array_limit(&spec.slurm)?;
+        let in_order: Vec<usize> = order.iter().map(|&i| cells[i].index).collect();
+        let parts =
+            slurm::plan_submission(&spec.slurm, &spec.name, &exe, &dir, 0, &in_order, limit.max)?;
+        let sizes: Vec<String> = parts.iter().map(|p| p.cells.len().to_string()).collect();
+        writeln!(
+            w,
+            "# {} array(s) of {} tasks (at most {} per array: {})",
+            parts.len(),
+            sizes.join(" + "),
+            limit.max,
+            limit.source
+        )?;
+        for p in &parts {
+            writeln!(
+                w,
+                "# {} (task i runs the cell on line i of {}):",
+                p.script.display(),
+                p.map.display()
+            )?;
+            w.write_all(p.body.as_bytes())?;
+        }
+        w.flush()?;
         return Ok(());
     }
     let ids: Vec<String> = cells.iter().map(|c| c.id.clone()).collect();
     if !a.resume && paths::cells_csv(&dir).exists() {
         let st = status::cell_statuses(&dir, &ids);
         let started = st.iter().any(|s| s.status != Status::Pending || s.active);
-        if started || !status::submissions(&dir).is_empty() {
+        if started || !slurm::submissions(&dir).is_empty() {
             bail!(
                 "{} already holds this sweep ({}); pass --resume to continue it, or --out for a new folder",
                 dir.display(),
@@ -192,24 +212,58 @@ pub fn run_sweep(a: SweepArgs) -> anyhow::Result<()> {
         counts(&statuses),
         todo.len()
     );
-    if todo.is_empty() {
+    // A Slurm sweep whose aggregation job was refused still needs one.
+    let aggregate_only = a.executor == Executor::Slurm && slurm::aggregation_missing(&dir);
+    if todo.is_empty() && !aggregate_only {
         eprintln!("[sweep] nothing to do");
         return Ok(());
     }
     match a.executor {
         Executor::Slurm => {
             let todo_idx: Vec<usize> = todo.iter().map(|&i| cells[i].index).collect();
-            let (array, agg) = slurm::submit(&spec.slurm, &spec.name, &exe, &dir, &todo_idx)?;
-            println!("{array}");
-            eprintln!(
-                "[sweep] submitted array job {array} ({} tasks) and aggregation job {agg} (afterany:{array}); follow with `diffnmf status {}`",
-                todo.len(),
-                dir.display()
+            // The command line that continues this submission (quoted for error messages).
+            let mut resume = format!(
+                "diffnmf sweep {} --executor slurm --out {} --resume",
+                slurm::sh_quote(&a.file.display().to_string()),
+                slurm::sh_quote(&dir.display().to_string())
             );
+            for s in &a.set {
+                resume.push_str(&format!(" --set {}", slurm::sh_quote(s)));
+            }
+            let sub = slurm::submit(&spec.slurm, &spec.name, &exe, &dir, &todo_idx, &resume)?;
+            for (id, _) in &sub.arrays {
+                println!("{id}");
+            }
+            let arrays: Vec<String> = sub
+                .arrays
+                .iter()
+                .map(|(id, t)| format!("{id} ({t} tasks)"))
+                .collect();
+            let waits = if sub.waits_for.is_empty() {
+                String::new()
+            } else {
+                format!(" (afterany:{})", sub.waits_for.join(":"))
+            };
+            if arrays.is_empty() {
+                eprintln!(
+                    "[sweep] submitted the missing aggregation job {}{waits}; follow with `diffnmf status {}`",
+                    sub.aggregate_id,
+                    dir.display()
+                );
+            } else {
+                eprintln!(
+                    "[sweep] submitted array job(s) {} (at most {} tasks per array: {}) and aggregation job {}{waits}; follow with `diffnmf status {}`",
+                    arrays.join(", "),
+                    sub.limit.max,
+                    sub.limit.source,
+                    sub.aggregate_id,
+                    dir.display()
+                );
+            }
             Ok(())
         }
         Executor::Local => {
-            let threads = backend::thread_count(a.threads);
+            let threads = backend::thread_count(a.threads)?;
             backend::init_threads(threads);
             let jobs = a.jobs.unwrap_or(threads).max(1);
             // GEMMs of concurrent cells share the cores: split matrixmultiply's threads.
@@ -218,24 +272,44 @@ pub fn run_sweep(a: SweepArgs) -> anyhow::Result<()> {
                 (threads / jobs.min(todo.len())).max(1).to_string(),
             );
             crate::progress::set_quiet(!a.verbose);
-            let refresh = || {
-                let st: Vec<Status> = ids
-                    .iter()
-                    .map(|id| status::decide(&layout::disk_state(&dir, id), None).status)
-                    .collect();
-                let _ = layout::write_cells_csv(&dir, &spec, &cells, &st);
+            crate::signals::install().context("installing the signal handlers")?;
+            let refresh: local::Refresh = {
+                let (dir, spec, cells, ids) = (dir.clone(), spec.clone(), cells.clone(), ids.clone());
+                // A verified-complete result stays complete: open each result.h5 once, not
+                // once per finished cell (O(n) instead of O(n²) HDF5 opens per sweep).
+                let done = std::sync::Mutex::new(vec![false; ids.len()]);
+                std::sync::Arc::new(move || {
+                    let mut done = done.lock().unwrap_or_else(|e| e.into_inner());
+                    let st: Vec<Status> = ids
+                        .iter()
+                        .zip(done.iter_mut())
+                        .map(|(id, d)| {
+                            if *d {
+                                return Status::Done;
+                            }
+                            let s = status::decide(&layout::disk_state(&dir, id), None).status;
+                            *d = s == Status::Done;
+                            s
+                        })
+                        .collect();
+                    let _ = layout::write_cells_csv(&dir, &spec, &cells, &st);
+                })
             };
-            let rep = local::run_local(&dir, &cells, &todo, jobs, threads, &desc, &refresh)?;
+            let rep = local::run_local(&dir, &cells, &todo, jobs, threads, &desc, refresh.clone())?;
             refresh();
             crate::progress::set_quiet(false);
             eprintln!("{}", rep.stats);
             eprintln!(
-                "[sweep] {} cells done, {} failed in {:.1}s; results in {}",
+                "[sweep] {} cells done, {} failed, {} skipped (claimed by another process) in {:.1}s; results in {}",
                 rep.done,
                 rep.failed.len(),
+                rep.busy.len(),
                 rep.wall_s,
                 dir.display()
             );
+            for (id, by) in &rep.busy {
+                eprintln!("[sweep] {id} skipped: being computed by {by}");
+            }
             if !rep.failed.is_empty() {
                 bail!(
                     "{} cell(s) failed (see cells/<id>/error.txt): {}; rerun with --resume",
@@ -249,7 +323,7 @@ pub fn run_sweep(a: SweepArgs) -> anyhow::Result<()> {
 }
 
 pub fn run_cell(a: CellArgs) -> anyhow::Result<()> {
-    let threads = backend::thread_count(a.threads);
+    let threads = backend::thread_count(a.threads)?;
     backend::init_threads(threads);
     let index = match &a.map {
         Some(m) => cell::map_index(m, a.index)?,
@@ -272,11 +346,17 @@ pub fn run_cell(a: CellArgs) -> anyhow::Result<()> {
         eprintln!("[cell] {id} is already done; nothing to do");
         return Ok(());
     }
+    crate::signals::install().context("installing the signal handlers")?;
     let cache = StageCache::new(paths::sweep_cache(&a.dir));
     let res = backend::in_pool(|| cell::run_one(&a.dir, id, &cache, threads));
     eprintln!("{}", cell::stats_line(&cache));
-    let s = res.with_context(|| format!("cell {id} failed (written to cells/{id}/error.txt)"))?;
-    eprintln!("[cell] {id} done in {s:.1}s");
+    match res.with_context(|| format!("cell {id} failed (written to cells/{id}/error.txt)"))? {
+        cell::Outcome::Done(s) => eprintln!("[cell] {id} done in {s:.1}s"),
+        cell::Outcome::Busy(m) => eprintln!(
+            "[cell] {id} is being computed by {}; nothing to do",
+            m.describe()
+        ),
+    }
     Ok(())
 }
 
@@ -321,10 +401,15 @@ pub fn run_status(a: StatusArgs) -> anyhow::Result<()> {
         let e: Vec<String> = entries.iter().map(|(s, n)| format!("{s}={n}")).collect();
         println!("[cache] entries on disk: {}", e.join(" "));
     }
-    for s in status::submissions(&a.dir) {
+    for s in slurm::submissions(&a.dir) {
         println!(
-            "[slurm] array {} (map {}), aggregation {}",
-            s.array_id, s.map, s.aggregate_id
+            "[slurm] array {} (map {}, submission {}), aggregation {}",
+            s.array_id,
+            s.map,
+            s.submission,
+            s.aggregate_id
+                .as_deref()
+                .unwrap_or("none (refused or interrupted; `sweep --resume` submits it)")
         );
     }
     Ok(())

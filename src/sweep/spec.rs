@@ -1,5 +1,8 @@
 //! Sweep files (`sweeps/*.yaml`): parsing and validation of the grid (axes, seeds, fixed
-//! overrides) and of the `slurm:` block. Every error names the sweep file and the key.
+//! overrides) and of the `slurm:` block (including `signal_grace`, `requeue` and
+//! `max_array_size`, rendered by [`super::slurm`]). A relative `base:` is resolved against
+//! the folder of the sweep file, and only there. Every error names the sweep file and the
+//! key.
 
 use crate::error::{Error, Result};
 use serde::Serialize;
@@ -15,7 +18,7 @@ pub struct Axis {
 
 /// The `slurm:` block. Every value is a single line (checked) and is shell-quoted when
 /// rendered; `setup` lines run verbatim at the top of each task (module loads, env).
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SlurmSpec {
     pub partition: Option<String>,
     pub account: Option<String>,
@@ -30,6 +33,39 @@ pub struct SlurmSpec {
     pub extra_sbatch: Vec<String>,
     /// Shell lines run before the cell (e.g. `module load hdf5`).
     pub setup: Vec<String>,
+    /// Seconds before the time limit at which Slurm sends USR2 to the task
+    /// (`#SBATCH --signal=B:USR2@<grace>`; 0 = no signal). Default 120.
+    pub signal_grace: u64,
+    /// `#SBATCH --requeue` (true, default) or `--no-requeue`.
+    pub requeue: bool,
+    /// Upper bound on the tasks of one array, below the cluster's `MaxArraySize` (for
+    /// clusters whose limit `scontrol show config` does not show). None = the cluster's.
+    pub max_array_size: Option<usize>,
+}
+
+/// Default of `slurm.signal_grace` (seconds).
+pub const DEFAULT_SIGNAL_GRACE: u64 = 120;
+/// Largest signal time sbatch accepts (`--signal=…@<0..65535>`).
+pub const MAX_SIGNAL_GRACE: u64 = 65535;
+
+impl Default for SlurmSpec {
+    fn default() -> Self {
+        SlurmSpec {
+            partition: None,
+            account: None,
+            qos: None,
+            time: None,
+            cpus_per_task: None,
+            mem: None,
+            gpus: None,
+            parallelism: None,
+            extra_sbatch: vec![],
+            setup: vec![],
+            signal_grace: DEFAULT_SIGNAL_GRACE,
+            requeue: true,
+            max_array_size: None,
+        }
+    }
 }
 
 /// A parsed sweep file.
@@ -184,30 +220,26 @@ pub fn parse_sweep(path: &Path, text: &str, cli_set: &[String]) -> Result<SweepS
     })
 }
 
-/// `base` relative to the sweep file's folder, else to the working directory.
+/// `base` as written, or relative to the folder of the sweep file (never to the working
+/// directory: a sweep file means the same thing from wherever it is run).
 fn resolve_base(path: &Path, rel: &str) -> Result<PathBuf> {
     let rel = Path::new(rel);
-    let mut tries = vec![];
-    if rel.is_absolute() {
-        tries.push(rel.to_path_buf());
-    } else {
-        if let Some(dir) = path.parent() {
-            tries.push(dir.join(rel));
-        }
-        tries.push(rel.to_path_buf());
+    let full = match path.parent() {
+        Some(dir) if !rel.is_absolute() => dir.join(rel),
+        _ => rel.to_path_buf(),
+    };
+    let full = std::path::absolute(&full).map_err(|e| Error::io(&full, e))?;
+    if !full.is_file() {
+        return Err(err(
+            path,
+            format!(
+                "`base`: job file `{}` not found: {} is not a file (a relative `base` is relative to the folder of the sweep file)",
+                rel.display(),
+                full.display()
+            ),
+        ));
     }
-    for t in &tries {
-        if t.is_file() {
-            return std::path::absolute(t).map_err(|e| Error::io(t, e));
-        }
-    }
-    Err(err(
-        path,
-        format!(
-            "`base`: job file `{}` not found (looked relative to the sweep file and to the working directory)",
-            rel.display()
-        ),
-    ))
+    Ok(full)
 }
 
 fn show(v: &Value) -> String {
@@ -343,7 +375,7 @@ pub fn log_points(lo: f64, hi: f64, num: usize) -> Vec<f64> {
         .collect()
 }
 
-const SLURM_KEYS: [&str; 10] = [
+const SLURM_KEYS: [&str; 13] = [
     "partition",
     "account",
     "qos",
@@ -354,6 +386,9 @@ const SLURM_KEYS: [&str; 10] = [
     "parallelism",
     "extra_sbatch",
     "setup",
+    "signal_grace",
+    "requeue",
+    "max_array_size",
 ];
 
 fn parse_slurm(path: &Path, m: &Mapping) -> Result<SlurmSpec> {
@@ -402,6 +437,38 @@ fn parse_slurm(path: &Path, m: &Mapping) -> Result<SlurmSpec> {
             }
             "extra_sbatch" => s.extra_sbatch = lines()?,
             "setup" => s.setup = lines()?,
+            "signal_grace" => {
+                s.signal_grace = v.as_u64().filter(|&g| g <= MAX_SIGNAL_GRACE).ok_or_else(|| {
+                    err(
+                        path,
+                        format!(
+                            "`{full}` = {} must be a whole number of seconds in [0, {MAX_SIGNAL_GRACE}] \
+                             (USR2 that long before the time limit; 0 = no signal)",
+                            show(v)
+                        ),
+                    )
+                })?;
+            }
+            "requeue" => {
+                s.requeue = v.as_bool().ok_or_else(|| {
+                    err(
+                        path,
+                        format!("`{full}` = {} must be true or false", show(v)),
+                    )
+                })?;
+            }
+            "max_array_size" => {
+                let m = v.as_u64().filter(|&m| m > 0).ok_or_else(|| {
+                    err(
+                        path,
+                        format!(
+                            "`{full}` = {} must be a positive integer (tasks per array)",
+                            show(v)
+                        ),
+                    )
+                })?;
+                s.max_array_size = Some(m as usize);
+            }
             _ => {
                 return Err(err(
                     path,
@@ -410,7 +477,46 @@ fn parse_slurm(path: &Path, m: &Mapping) -> Result<SlurmSpec> {
             }
         }
     }
+    if let (Some(t), g) = (&s.time, s.signal_grace) {
+        if let Some(limit) = slurm_time_seconds(t) {
+            if g > 0 && g >= limit {
+                return Err(err(
+                    path,
+                    format!(
+                        "`slurm.signal_grace` = {g} s is not shorter than `slurm.time` = {t} ({limit} s): \
+                         the USR2 checkpoint signal would come as soon as the task starts; lower it or set 0"
+                    ),
+                ));
+            }
+        }
+    }
     Ok(s)
+}
+
+/// Seconds of a Slurm time limit (`MM`, `MM:SS`, `HH:MM:SS`, `D-HH`, `D-HH:MM`,
+/// `D-HH:MM:SS`); None for `UNLIMITED`/`INFINITE` or anything else not in these forms.
+pub fn slurm_time_seconds(t: &str) -> Option<u64> {
+    let t = t.trim();
+    let num = |x: &str| -> Option<u64> {
+        (!x.is_empty() && x.chars().all(|c| c.is_ascii_digit()))
+            .then(|| x.parse().ok())
+            .flatten()
+    };
+    let (days, rest) = match t.split_once('-') {
+        Some((d, r)) => (Some(num(d)?), r),
+        None => (None, t),
+    };
+    let f: Vec<u64> = rest.split(':').map(num).collect::<Option<_>>()?;
+    let secs = match (days, f.as_slice()) {
+        (None, [m]) => m * 60,
+        (None, [m, s]) => m * 60 + s,
+        (None, [h, m, s]) => h * 3600 + m * 60 + s,
+        (Some(d), [h]) => d * 86400 + h * 3600,
+        (Some(d), [h, m]) => d * 86400 + h * 3600 + m * 60,
+        (Some(d), [h, m, s]) => d * 86400 + h * 3600 + m * 60 + s,
+        _ => return None,
+    };
+    Some(secs)
 }
 
 /// Values end up on one `#SBATCH` or shell line: no newlines, NULs or other control
@@ -423,4 +529,74 @@ pub fn check_line(path: &Path, key: &str, v: &str) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slurm_times_in_every_form() {
+        for (t, s) in [
+            ("90", 5400),
+            ("5:30", 330),
+            ("02:00:00", 7200),
+            ("1-0", 86400),
+            ("2-03", 2 * 86400 + 3 * 3600),
+            ("1-00:10", 86400 + 600),
+            ("1-00:00:05", 86405),
+        ] {
+            assert_eq!(slurm_time_seconds(t), Some(s), "{t}");
+        }
+        for t in ["UNLIMITED", "infinite", "", "1:2:3:4", "-5", "1h", "a-1"] {
+            assert_eq!(slurm_time_seconds(t), None, "{t}");
+        }
+    }
+
+    #[test]
+    fn base_is_relative_to_the_sweep_file_only() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("sweeps")).unwrap();
+        std::fs::write(d.path().join("job.yaml"), "name: j\n").unwrap();
+        let sweep = d.path().join("sweeps/s.yaml");
+        let spec = parse_sweep(&sweep, "base: ../job.yaml\n", &[]).unwrap();
+        assert!(
+            spec.base.is_absolute() && spec.base.is_file(),
+            "{:?}",
+            spec.base
+        );
+        // jobs/smoke.yaml exists relative to the working directory (the crate root under
+        // cargo test) but not next to the sweep file: not found, and the message says where
+        // it looked.
+        assert!(Path::new("jobs/smoke.yaml").is_file());
+        let e = parse_sweep(&sweep, "base: jobs/smoke.yaml\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("jobs/smoke.yaml")
+                && e.contains(
+                    &d.path()
+                        .join("sweeps/jobs/smoke.yaml")
+                        .display()
+                        .to_string()
+                )
+                && e.contains("relative to the folder of the sweep file"),
+            "{e}"
+        );
+        // A relative sweep path: its folder is relative to the working directory.
+        let spec = parse_sweep(
+            Path::new("sweeps/x.yaml"),
+            "base: ../jobs/smoke.yaml\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            spec.base,
+            std::path::absolute("sweeps/../jobs/smoke.yaml").unwrap()
+        );
+        // Absolute stays as it is.
+        let abs = d.path().join("job.yaml");
+        let spec = parse_sweep(&sweep, &format!("base: {}\n", abs.display()), &[]).unwrap();
+        assert_eq!(spec.base, abs);
+    }
 }

@@ -297,3 +297,72 @@ fn folder_errors_name_the_culprit() {
         "{msg}"
     );
 }
+
+fn zlib(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap()
+}
+
+#[test]
+fn oversized_headers_are_rejected_before_decoding() {
+    let dir = tempfile::tempdir().unwrap();
+    // A PNG header claiming 20000×20000 RGBA16 (3.2 GB decoded) with no pixel data.
+    let p = dir.path().join("huge.png");
+    let file = fs::File::create(&p).unwrap();
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), 20000, 20000);
+    enc.set_color(png::ColorType::Rgba);
+    enc.set_depth(png::BitDepth::Sixteen);
+    let mut wr = enc.write_header().unwrap();
+    // One small IDAT chunk, so the file gets past `read_info` like a real image would.
+    wr.write_chunk(png::chunk::IDAT, &zlib(&[0; 64])).unwrap();
+    drop(wr);
+    let msg = decode_gray(&p).unwrap_err().to_string();
+    assert!(
+        msg.contains("huge.png") && msg.contains("20000×20000") && msg.contains("limit"),
+        "{msg}"
+    );
+    // The gray JPEG fixture with its frame header (SOF0) patched to 30000×20000.
+    let mut jpg = include_bytes!("../../../tests/golden/jpeg_folder/gray.jpg").to_vec();
+    let sof = jpg
+        .windows(2)
+        .position(|w| w == [0xFF, 0xC0])
+        .expect("baseline fixture");
+    jpg[sof + 5..sof + 9].copy_from_slice(&[0x75, 0x30, 0x4E, 0x20]);
+    let p = dir.path().join("huge.jpg");
+    fs::write(&p, &jpg).unwrap();
+    let msg = decode_gray(&p).unwrap_err().to_string();
+    assert!(
+        msg.contains("huge.jpg") && msg.contains("20000×30000"),
+        "{msg}"
+    );
+    // At the limit's side length an image still passes the header check.
+    assert!(limits::check_image_size(&p, 8192, 8192).is_ok());
+}
+
+#[test]
+fn checked_reader_applies_data_classes_and_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    build_tree(dir.path());
+    let lim = |classes, available| Checks {
+        classes,
+        available,
+        fix: "the fix",
+    };
+    // Labels 2 and 10: fine with 11 classes, folder `10` is outside 10.
+    assert!(read_folder_checked(dir.path(), 2, 2, &lim(Some(11), None)).is_ok());
+    let msg = read_folder_checked(dir.path(), 2, 2, &lim(Some(10), None))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("`10`") && msg.contains("data.classes"),
+        "{msg}"
+    );
+    // 4 images of 2×2 f32 = 64 bytes, twice = 128 bytes.
+    assert!(read_folder_checked(dir.path(), 2, 2, &lim(None, Some(128))).is_ok());
+    let msg = read_folder_checked(dir.path(), 2, 2, &lim(None, Some(127)))
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("4 images") && msg.contains("the fix"), "{msg}");
+}

@@ -159,3 +159,39 @@ fn missing_file_names_path_and_key() {
         "{msg}"
     );
 }
+
+#[test]
+fn labels_outside_the_class_range_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rows, cols, pixels, mut labels) = tiny();
+    labels[3] = 200;
+    let ip = write(dir.path(), "img", &encode_images(rows, cols, &pixels));
+    let lp = write(dir.path(), "bad-labels", &encode_labels(&labels));
+    let lim = |classes| Checks {
+        classes,
+        pixels: 0,
+        available: None,
+        fix: "",
+    };
+    let msg = err_text(read_idx_checked(&ip, &lp, &lim(Some(10))).unwrap_err());
+    for needle in [
+        "bad-labels",
+        "label 200 at index 3",
+        "0..=9",
+        "data.classes: 201",
+    ] {
+        assert!(msg.contains(needle), "`{needle}` in {msg}");
+    }
+    // Unchecked and with a large enough range the file loads.
+    assert_eq!(read_idx(&ip, &lp).unwrap().num_classes, 201);
+    assert!(read_idx_checked(&ip, &lp, &lim(Some(256))).is_ok());
+    // The memory check uses the larger of the native and the target size.
+    let small = Checks {
+        classes: None,
+        pixels: 100,
+        available: Some(2 * 5 * 100 * 4 - 1),
+        fix: "lower it",
+    };
+    let msg = err_text(read_idx_checked(&ip, &lp, &small).unwrap_err());
+    assert!(msg.contains("img") && msg.contains("lower it"), "{msg}");
+}
