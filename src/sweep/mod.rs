@@ -234,17 +234,29 @@ pub fn run_sweep(a: SweepArgs) -> anyhow::Result<()> {
             for (id, _) in &sub.arrays {
                 println!("{id}");
             }
-            let arrays: Vec<String> = sub
-                .arrays
-                .iter()
-                .map(|(id, t)| format!("{id} ({t} tasks)"))
-                .collect();
+            // Up to 4 ids in full; more as `first … last` (all are in slurm/jobs.txt).
+            let span = |ids: &[String]| match ids {
+                [a, .., b] if ids.len() > 4 => format!("{} ids {a} … {b}", ids.len()),
+                _ => ids.join(":"),
+            };
+            let ids: Vec<String> = sub.arrays.iter().map(|(id, _)| id.clone()).collect();
+            let arrays = if ids.len() > 4 {
+                let tasks: usize = sub.arrays.iter().map(|(_, t)| t).sum();
+                format!("{} ({tasks} tasks)", span(&ids))
+            } else {
+                let a: Vec<String> = sub
+                    .arrays
+                    .iter()
+                    .map(|(id, t)| format!("{id} ({t} tasks)"))
+                    .collect();
+                a.join(", ")
+            };
             let waits = if sub.waits_for.is_empty() {
                 String::new()
             } else {
-                format!(" (afterany:{})", sub.waits_for.join(":"))
+                format!(" (afterany:{})", span(&sub.waits_for))
             };
-            if arrays.is_empty() {
+            if ids.is_empty() {
                 eprintln!(
                     "[sweep] submitted the missing aggregation job {}{waits}; follow with `diffnmf status {}`",
                     sub.aggregate_id,
@@ -252,8 +264,7 @@ pub fn run_sweep(a: SweepArgs) -> anyhow::Result<()> {
                 );
             } else {
                 eprintln!(
-                    "[sweep] submitted array job(s) {} (at most {} tasks per array: {}) and aggregation job {}{waits}; follow with `diffnmf status {}`",
-                    arrays.join(", "),
+                    "[sweep] submitted array job(s) {arrays} (at most {} tasks per array: {}) and aggregation job {}{waits}; follow with `diffnmf status {}`",
                     sub.limit.max,
                     sub.limit.source,
                     sub.aggregate_id,
@@ -274,7 +285,8 @@ pub fn run_sweep(a: SweepArgs) -> anyhow::Result<()> {
             crate::progress::set_quiet(!a.verbose);
             crate::signals::install().context("installing the signal handlers")?;
             let refresh: local::Refresh = {
-                let (dir, spec, cells, ids) = (dir.clone(), spec.clone(), cells.clone(), ids.clone());
+                let (dir, spec, cells, ids) =
+                    (dir.clone(), spec.clone(), cells.clone(), ids.clone());
                 // A verified-complete result stays complete: open each result.h5 once, not
                 // once per finished cell (O(n) instead of O(n²) HDF5 opens per sweep).
                 let done = std::sync::Mutex::new(vec![false; ids.len()]);
