@@ -412,3 +412,63 @@ fn a_stage_cache_write_on_a_full_disk_fails_cleanly_and_resume_completes() {
     }
     assert_eq!(temporaries(&out), Vec::<String>::new());
 }
+
+#[test]
+fn a_cell_on_a_full_disk_fails_cleanly_and_succeeds_once_space_is_freed() {
+    let fs = match Tmpfs::mount(8192) {
+        Ok(fs) => fs,
+        Err(why) => return skipped(&why),
+    };
+    let spec_dir = tempfile::tempdir().unwrap();
+    let file = sweep_file(spec_dir.path());
+    let out = fs.mnt.join("c");
+    let o = sweep(&file, &out, false);
+    assert!(o.status.success(), "{}", text(&o));
+    let cell0 = files(&out)
+        .into_iter()
+        .find(|f| f.starts_with("cells/") && f.ends_with("/result.h5"))
+        .map(|f| out.join(f).parent().unwrap().to_path_buf())
+        .unwrap();
+    let undo = |with_cache: bool| {
+        for f in OUTPUTS {
+            let _ = std::fs::remove_file(cell0.join(f));
+        }
+        if with_cache {
+            std::fs::remove_dir_all(out.join("cache")).unwrap();
+        }
+    };
+    let index = |d: &Path| -> String {
+        let id = d.file_name().unwrap().to_string_lossy().to_string();
+        let csv = std::fs::read_to_string(out.join("cells.csv")).unwrap();
+        csv.lines()
+            .find(|l| l.starts_with(&id))
+            .unwrap()
+            .split(',')
+            .nth(1)
+            .unwrap()
+            .to_string()
+    };
+    let i = index(&cell0);
+    let cell = || {
+        bin()
+            .args(["cell", out.to_str().unwrap(), "--index", &i])
+            .output()
+            .unwrap()
+    };
+    // Nothing left for the claim, then for the stage cache (the cell must rebuild it), then
+    // for the result files only (stages cached).
+    for (left, with_cache) in [(0, true), (16, true), (8, false)] {
+        undo(with_cache);
+        let what = format!("cell with {left} KiB left (cache removed: {with_cache})");
+        let filler = fs.fill_leaving(left);
+        let o = cell();
+        assert_clean_enospc(&o, &out, &what);
+        assert!(!cell0.join("result.h5").exists(), "{what}");
+        assert!(!cell0.join("running").exists(), "{what}: claim left behind");
+        assert_eq!(temporaries(&out), Vec::<String>::new(), "{what}");
+        std::fs::remove_file(&filler).unwrap();
+        let o = cell();
+        assert!(o.status.success(), "{what}, then again: {}", text(&o));
+        check_complete(&cell0.join("result.h5")).unwrap();
+    }
+}
