@@ -75,7 +75,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let _sig = crate::signals::on_signal(move |sig| {
                 crate::sweep::cell::remove_own_tmp(&out_dir);
                 eprintln!(
-                    "[run] interrupted by {} during stage `{}`: nothing was written; an earlier result in {} is untouched",
+                    "[run] interrupted by {} during stage `{}`; {} holds a complete result set (the earlier one, if the new one was not committed) and no temporary file",
                     crate::signals::name(sig),
                     crate::signals::stage(),
                     out_dir.display()

@@ -11,8 +11,9 @@
 //! evaluation checkpoints, renamed result files), the rest is recomputed on `--resume`.
 //!
 //! The process ends with `_exit`, not `exit`: `exit` would run HDF5's `atexit` shutdown while
-//! a worker thread may be inside an HDF5 call. A second signal during the clean-up ends the
-//! process at once.
+//! a worker thread may be inside an HDF5 call. The clean-up runs on its own thread and waits
+//! for a result set being renamed into place ([`commit_lock`]); a second signal during the
+//! clean-up ends the process at once.
 //!
 //! [`fault`] is a test-only switch (`DIFFNMF_FAULT=panic:<stage>` or
 //! `stall:<stage>`) used by the reliability tests to panic or hang at a named stage.
@@ -29,6 +30,7 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 static CLEANING: AtomicBool = AtomicBool::new(false);
 static INSTALL: Once = Once::new();
 static STAGE: Mutex<String> = Mutex::new(String::new());
+static COMMIT: Mutex<()> = Mutex::new(());
 
 /// Removes its action when dropped (the work it protected has ended normally).
 #[must_use = "the action is removed when the guard is dropped"]
@@ -86,8 +88,15 @@ pub fn install() -> std::io::Result<()> {
                 std::thread::Builder::new()
                     .name("diffnmf-signals".into())
                     .spawn(move || {
+                        // The clean-up runs on its own thread, so that this one keeps
+                        // reading signals: a second one ends the process at once.
                         for sig in sigs.forever() {
-                            handle(sig);
+                            if CLEANING.swap(true, Ordering::SeqCst) {
+                                hard_exit(128 + sig);
+                            }
+                            let _ = std::thread::Builder::new()
+                                .name("diffnmf-cleanup".into())
+                                .spawn(move || handle(sig));
                         }
                     })
                     .map(|_| ())
@@ -99,11 +108,20 @@ pub fn install() -> std::io::Result<()> {
     res
 }
 
+/// Whether a signal's clean-up has started (new work must not start).
+pub fn cleaning() -> bool {
+    CLEANING.load(Ordering::SeqCst)
+}
+
+/// Held while a result set is being renamed into place (`results::write_all`); the clean-up
+/// waits for it, so a signal never lands between removing the old `result.h5` and renaming
+/// the new one.
+pub fn commit_lock() -> std::sync::MutexGuard<'static, ()> {
+    COMMIT.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn handle(sig: i32) {
-    if CLEANING.swap(true, Ordering::SeqCst) {
-        // Second signal while cleaning up: stop now.
-        hard_exit(128 + sig);
-    }
+    let _commit = commit_lock();
     eprintln!(
         "\n[signal] {} received: abandoning the current stage, recording it, exiting",
         name(sig)
@@ -119,10 +137,10 @@ fn handle(sig: i32) {
     hard_exit(code)
 }
 
-/// Flush stdio and `_exit` (no atexit handlers: HDF5's would race worker threads).
+/// `_exit` (no atexit handlers: HDF5's would race worker threads). stdout is not flushed: a
+/// worker may hold its lock on a full pipe; it is line-buffered, so little is lost.
 pub fn hard_exit(code: i32) -> ! {
     use std::io::Write;
-    let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
     // SAFETY: `_exit` ends the process immediately; no Rust state is touched afterwards.
     unsafe { libc::_exit(code) }

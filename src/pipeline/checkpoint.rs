@@ -6,8 +6,8 @@
 //! keyed by (seed, ε index), so the continued run is bit-identical to an uninterrupted one
 //! (tested in `tests/reliability.rs`).
 //!
-//! A checkpoint is used only when its fingerprint matches: the SHA-256 of the job's
-//! configuration and of the clean base and defended probabilities (which depend on every
+//! A checkpoint is used only when its fingerprint matches: the SHA-256 of the build (git
+//! revision, version), the job's configuration and of the clean base and defended probabilities (which depend on every
 //! trained model and on the scoring keys). Anything else — another config, retrained
 //! models, an unreadable file — is logged and ignored (the evaluation starts at the first ε).
 
@@ -38,6 +38,9 @@ pub struct EvalState {
 /// Fingerprint of (configuration, clean base probabilities, clean defended probabilities).
 pub fn fingerprint(cfg: &JobConfig, clean: &[&[Array2<f64>]]) -> String {
     let mut h = Sha256::new();
+    // The build too: another diffnmf version may compute the remaining ε differently.
+    h.update(super::git_revision().as_bytes());
+    h.update(env!("CARGO_PKG_VERSION").as_bytes());
     h.update(serde_yaml_ng::to_string(cfg).unwrap_or_default().as_bytes());
     for set in clean {
         for p in set.iter() {

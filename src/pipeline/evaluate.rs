@@ -477,7 +477,13 @@ pub fn evaluate(
                 masked,
                 timings: eps_timings.clone(),
             };
-            checkpoint::save(path, &fp, &st)?;
+            // A checkpoint is a shortcut for a restart, never a reason to fail the run.
+            if let Err(e) = checkpoint::save(path, &fp, &st) {
+                crate::progress::warn(format!(
+                    "[checkpoint] warning: could not save {} ({e}); a restart recomputes this ε",
+                    path.display()
+                ));
+            }
         }
     }
     let grads = checks::input_gradients(cfg, attack_def, x, y, ids, cx.subset());

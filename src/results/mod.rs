@@ -208,7 +208,9 @@ pub fn write_all(dir: &Path, r: &RunResult) -> Result<()> {
             }
         }
     }
-    // 2. uncommit, rename the others, commit.
+    // 2. uncommit, rename the others, commit — never interrupted by a signal's clean-up
+    // (it waits for this lock; if it holds it already, this waits until the process ends).
+    let _commit = crate::signals::commit_lock();
     match std::fs::remove_file(&h5_path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

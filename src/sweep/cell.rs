@@ -27,6 +27,8 @@ use std::time::Instant;
 pub enum Outcome {
     /// Finished; wall time in seconds.
     Done(f64),
+    /// Another process finished it before this one got the claim.
+    AlreadyDone,
     /// Someone else holds a live claim on the cell.
     Busy(Marker),
 }
@@ -81,6 +83,10 @@ fn requeue_self() -> std::result::Result<String, String> {
 /// The signal action of a running cell (see the module doc).
 fn on_signal(sig: i32, dir: &Path, id: &str, marker: &Path) -> Option<i32> {
     let cell_dir = paths::cell_dir(dir, id);
+    if crate::results::h5::check_complete(&paths::cell_result(dir, id)).is_ok() {
+        claim::release(marker); // it finished just before the signal
+        return None;
+    }
     remove_own_tmp(&cell_dir);
     let stage = crate::signals::stage();
     let name = crate::signals::name(sig);
@@ -111,11 +117,22 @@ pub fn run_one(dir: &Path, id: &str, cache: &StageCache, threads: usize) -> Resu
     let t = Instant::now();
     let cell_dir = paths::cell_dir(dir, id);
     let marker = paths::cell_running(dir, id);
+    if crate::signals::cleaning() {
+        return Err(Error::Interrupted);
+    }
     let guard = match claim::claim(&marker, &slurm_ended)? {
         Claim::Got(g) => g,
         Claim::Busy(m) => return Ok(Outcome::Busy(m)),
     };
-    // Claimed: whatever a dead process left here is stale.
+    // Claimed: finished meanwhile by whoever held the claim before? Then nothing to do.
+    let result = paths::cell_result(dir, id);
+    if result.exists() {
+        if crate::results::h5::check_complete(&result).is_ok() {
+            return Ok(Outcome::AlreadyDone);
+        }
+        let _ = std::fs::remove_file(&result); // damaged: redone now
+    }
+    // Whatever a dead process left here is stale.
     paths::sweep_stale_tmp(&cell_dir);
     let _ = std::fs::remove_file(paths::cell_error(dir, id));
     let ckpt = cell_dir.join(CHECKPOINT);

@@ -34,6 +34,8 @@ pub struct Marker {
     pub boot: Option<String>,
     /// Slurm job of the claimant (`<array>_<task>` or `<job>`), if it ran under Slurm.
     pub job: Option<String>,
+    /// `SLURM_RESTART_COUNT` of the claimant (requeues of the same job count up).
+    pub restart: Option<u32>,
 }
 
 /// Whether a marker's process still runs.
@@ -60,6 +62,15 @@ pub fn start_time(pid: u32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// How often this Slurm job was requeued (`SLURM_RESTART_COUNT`, absent on the first run).
+pub fn slurm_restart() -> Option<u32> {
+    std::env::var("SLURM_RESTART_COUNT")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// The Slurm job this process runs in (`<array job>_<task>` for array tasks).
 pub fn slurm_job() -> Option<String> {
     let v = |k| std::env::var(k).ok().filter(|s: &String| !s.is_empty());
@@ -79,6 +90,7 @@ impl Marker {
             start: start_time(pid),
             boot: boot_id(),
             job: slurm_job(),
+            restart: slurm_job().map(|_| slurm_restart().unwrap_or(0)),
         }
     }
 
@@ -87,12 +99,13 @@ impl Marker {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         format!(
-            "{} {} start={} boot={} job={} since={since}\n",
+            "{} {} start={} boot={} job={} restart={} since={since}\n",
             self.host,
             self.pid,
             self.start.map_or("-".into(), |s| s.to_string()),
             self.boot.as_deref().unwrap_or("-"),
             self.job.as_deref().unwrap_or("-"),
+            self.restart.map_or("-".into(), |s| s.to_string()),
         )
     }
 
@@ -107,6 +120,7 @@ impl Marker {
             start: None,
             boot: None,
             job: None,
+            restart: None,
         };
         for kv in f {
             let Some((k, v)) = kv.split_once('=') else {
@@ -117,6 +131,7 @@ impl Marker {
                 "start" => m.start = v.and_then(|s| s.parse().ok()),
                 "boot" => m.boot = v,
                 "job" => m.job = v,
+                "restart" => m.restart = v.and_then(|s| s.parse().ok()),
                 _ => {}
             }
         }
@@ -148,7 +163,12 @@ pub fn liveness(m: &Marker, age: Option<Duration>) -> Liveness {
             _ => Liveness::Alive,
         };
     }
-    if m.job.is_some() && m.job == slurm_job() {
+    // The same Slurm job, requeued since the claim (node failure, preemption, USR2). Steps of
+    // one allocation share the job id but not a lower restart count.
+    if m.job.is_some()
+        && m.job == slurm_job()
+        && m.restart.unwrap_or(0) < slurm_restart().unwrap_or(0)
+    {
         return Liveness::Stale("an earlier run of this very Slurm job (requeued)".into());
     }
     match age {
@@ -173,6 +193,7 @@ pub fn read(path: &Path) -> Option<(Marker, Option<Duration>)> {
             start: None,
             boot: None,
             job: None,
+            restart: None,
         }),
         age,
     ))
@@ -239,10 +260,19 @@ pub fn claim(path: &Path, ended: &dyn Fn(&str) -> Option<bool>) -> Result<Claim>
                 return Err(Error::io(path, e));
             }
         }
-        let Some((m, age)) = read(path) else {
+        let Ok(raw) = std::fs::read_to_string(path) else {
             continue; // removed meanwhile: try again
         };
+        let Some((m, age)) = read(path) else {
+            continue;
+        };
+        // A job Slurm reports active keeps its claim even with a stopped heartbeat (a
+        // suspended job, a long NFS stall).
+        let job_active = || m.job.as_deref().and_then(ended) == Some(false);
         let stale = match liveness(&m, age) {
+            Liveness::Stale(_) if m.host != crate::results::paths::hostname() && job_active() => {
+                None
+            }
             Liveness::Stale(why) => Some(why),
             Liveness::Alive => None,
             Liveness::Unverified => match m.job.as_deref().and_then(ended) {
@@ -261,13 +291,18 @@ pub fn claim(path: &Path, ended: &dyn Fn(&str) -> Option<bool>) -> Result<Claim>
             path.display(),
             m.describe()
         ));
-        // Only one taker's rename succeeds; the others see NotFound and retry the create.
+        // Move the judged marker aside; if what moved is not what was judged stale (another
+        // taker replaced it with a live claim meanwhile), put it back (`link` never
+        // overwrites) and judge again.
         let aside = path.with_file_name(format!(
             ".running.stale.{}.{}",
             crate::results::paths::hostname(),
             std::process::id()
         ));
         if std::fs::rename(path, &aside).is_ok() {
+            if std::fs::read_to_string(&aside).ok().as_deref() != Some(raw.as_str()) {
+                let _ = std::fs::hard_link(&aside, path);
+            }
             let _ = std::fs::remove_file(&aside);
         }
     }
@@ -383,5 +418,23 @@ mod tests {
         assert!(matches!(claim(&p, &never).unwrap(), Claim::Got(_)));
         let leftovers: Vec<_> = std::fs::read_dir(d.path()).unwrap().collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn a_silent_foreign_claim_is_kept_while_slurm_reports_its_job_active() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("running");
+        std::fs::write(&p, "other-node 42 job=91_0\n").unwrap();
+        let old = SystemTime::now() - STALE_AFTER - Duration::from_secs(60);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let active = |_: &str| Some(false);
+        assert!(matches!(claim(&p, &active).unwrap(), Claim::Busy(_)));
+        let unknown = |_: &str| None;
+        assert!(matches!(claim(&p, &unknown).unwrap(), Claim::Got(_)));
     }
 }

@@ -182,15 +182,21 @@ pub fn read_cell_ids(dir: &Path) -> Result<Vec<String>> {
 /// attribute checked (cheap); `status --verify` reads every metric.
 pub fn disk_state(dir: &Path, id: &str) -> DiskState {
     let res = paths::cell_result(dir, id);
-    if res.exists() {
-        return match crate::results::h5::check_complete(&res) {
-            Ok(()) => DiskState::Done,
-            Err(e) => DiskState::Corrupt(e.to_string()),
-        };
-    }
+    let damaged = if res.exists() {
+        match crate::results::h5::check_complete(&res) {
+            Ok(()) => return DiskState::Done,
+            Err(e) => Some(e.to_string()),
+        }
+    } else {
+        None
+    };
+    // A claim comes before a damaged result: the claimant may be redoing it.
     if let Some((m, age)) = claim::read(&paths::cell_running(dir, id)) {
         let l = claim::liveness(&m, age);
         return DiskState::Running(m, l);
+    }
+    if let Some(e) = damaged {
+        return DiskState::Corrupt(e);
     }
     match std::fs::read_to_string(paths::cell_error(dir, id)) {
         Ok(e) => DiskState::Failed(e.lines().next().unwrap_or("").to_string()),

@@ -134,6 +134,17 @@ pub fn run_local(
                             format!("[cell] {} {} done in {s:.1}s", c.id, describe(c)),
                         );
                     }
+                    Ok(Outcome::AlreadyDone) => {
+                        rep.done += 1;
+                        say(
+                            &bar,
+                            format!(
+                                "[cell] {} {} was finished by another process",
+                                c.id,
+                                describe(c)
+                            ),
+                        );
+                    }
                     Ok(Outcome::Busy(m)) => {
                         append(
                             &log,

@@ -364,6 +364,7 @@ pub fn run_cell(a: CellArgs) -> anyhow::Result<()> {
     eprintln!("{}", cell::stats_line(&cache));
     match res.with_context(|| format!("cell {id} failed (written to cells/{id}/error.txt)"))? {
         cell::Outcome::Done(s) => eprintln!("[cell] {id} done in {s:.1}s"),
+        cell::Outcome::AlreadyDone => eprintln!("[cell] {id} was finished by another process"),
         cell::Outcome::Busy(m) => eprintln!(
             "[cell] {id} is being computed by {}; nothing to do",
             m.describe()

@@ -176,10 +176,13 @@ pub fn cell_statuses(dir: &Path, ids: &[String]) -> Vec<CellStatus> {
         .enumerate()
         .map(|(i, id)| {
             let disk = disk_state(dir, id);
-            // A claim made under Slurm is judged by its own job's state; otherwise the
-            // latest submission of the cell.
+            // The latest submission of the cell; a claim made under Slurm is judged by its
+            // own job's state unless the latest submission is active (a resubmitted cell
+            // pending behind an old stale claim is active: `--resume` stays idempotent).
+            let latest = record.get(&i).and_then(|(a, t)| lookup(a, *t));
+            let latest_active = latest.as_deref().is_some_and(is_active);
             let sl = match &disk {
-                DiskState::Running(m, _) if m.job.is_some() => {
+                DiskState::Running(m, _) if m.job.is_some() && !latest_active => {
                     let j = m.job.as_deref().unwrap_or("");
                     match j
                         .split_once('_')
@@ -189,7 +192,7 @@ pub fn cell_statuses(dir: &Path, ids: &[String]) -> Vec<CellStatus> {
                         _ => job_state(j),
                     }
                 }
-                _ => record.get(&i).and_then(|(a, t)| lookup(a, *t)),
+                _ => latest,
             };
             decide(&disk, sl.as_deref())
         })
@@ -310,6 +313,7 @@ mod tests {
             start: Some(1),
             boot: None,
             job: Some("88_3".into()),
+            restart: None,
         }
     }
 
