@@ -26,6 +26,21 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+/// Open `path` (created if missing) and take an exclusive lock on it, released when the
+/// returned file is dropped. Where the file system has no locks (some NFS mounts) the file
+/// comes back unlocked: callers stay correct without it (write-then-rename), only
+/// concurrent work is no longer serialised.
+pub fn lock_file(path: &Path) -> Result<std::fs::File> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    let _ = f.lock();
+    Ok(f)
+}
+
 /// Named arrays, vectors and strings: the serialised form of a cached stage.
 #[derive(Clone, Debug, Default)]
 pub struct Store {
@@ -122,14 +137,7 @@ impl StageCache {
         let dir = path.parent().expect("entry has a parent");
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         crate::results::paths::sweep_stale_tmp(dir);
-        let lock_path = path.with_extension("lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| Error::io(&lock_path, e))?;
-        let locked = lock.lock().is_ok();
+        let _lock = lock_file(&path.with_extension("lock"))?;
         // Another process may have built (or rebuilt) it while we waited for the lock.
         match try_load::<T>(&path) {
             Loaded::Valid(v) => {
@@ -145,9 +153,6 @@ impl StageCache {
         }
         let v = build()?;
         save_store(&path, &v.to_store())?;
-        if locked {
-            let _ = lock.unlock();
-        }
         self.count(stage, Count::Build);
         crate::progress::log(format!("[cache] built {}", path.display()));
         Ok(v)

@@ -73,7 +73,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 .clone()
                 .unwrap_or_else(|| crate::results::paths::default_out(&loaded.config.name));
             let _sig = crate::signals::on_signal(move |sig| {
-                crate::sweep::cell::remove_own_tmp(&out_dir);
+                crate::results::paths::remove_own_tmp(&out_dir);
                 eprintln!(
                     "[run] interrupted by {} during stage `{}`; {} holds a complete result set (the earlier one, if the new one was not committed) and no temporary file",
                     crate::signals::name(sig),

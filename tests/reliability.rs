@@ -90,6 +90,20 @@ fn leftovers(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// `diffnmf sweep FILE --out OUT EXTRA…`, waited for.
+fn sweep(file: &Path, out: &Path, extra: &[&str]) -> Output {
+    bin()
+        .args([
+            "sweep",
+            file.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
 /// Wait for `child` with a deadline (a hang fails the test instead of hanging it).
 fn wait_for(child: &mut Child, max: Duration) -> std::process::ExitStatus {
     let t = Instant::now();
@@ -183,16 +197,7 @@ fn a_panicking_cell_is_recorded_and_the_local_sweep_goes_on() {
         "{}",
         text(&s)
     );
-    let r = bin()
-        .args([
-            "sweep",
-            p.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--resume",
-        ])
-        .output()
-        .unwrap();
+    let r = sweep(&p, &out, &["--resume"]);
     assert!(r.status.success(), "{}", text(&r));
     assert!(dirs[1].join("result.h5").exists());
 }
@@ -238,17 +243,7 @@ fn signal_case(sig: i32, code: i32, name: &str) {
         "{}",
         text(&s)
     );
-    let r = bin()
-        .args([
-            "sweep",
-            p.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--resume",
-            "--verbose",
-        ])
-        .output()
-        .unwrap();
+    let r = sweep(&p, &out, &["--resume", "--verbose"]);
     assert!(r.status.success(), "{}", text(&r));
     assert!(
         text(&r).contains("[checkpoint] continuing the evaluation at ε index 2 of 3"),
@@ -278,10 +273,7 @@ fn a_cell_continued_from_its_checkpoint_equals_an_uninterrupted_one() {
     let d = tempfile::tempdir().unwrap();
     let p = sweep_file(d.path(), "ck", "");
     let (a, b) = (d.path().join("a"), d.path().join("b"));
-    let o = bin()
-        .args(["sweep", p.to_str().unwrap(), "--out", a.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let o = sweep(&p, &a, &[]);
     assert!(o.status.success(), "{}", text(&o));
     let mut c = bin();
     c.args(["sweep", p.to_str().unwrap(), "--out", b.to_str().unwrap()])
@@ -299,17 +291,7 @@ fn a_cell_continued_from_its_checkpoint_equals_an_uninterrupted_one() {
         wait_for(&mut child, Duration::from_secs(30)).code(),
         Some(143)
     );
-    let r = bin()
-        .args([
-            "sweep",
-            p.to_str().unwrap(),
-            "--out",
-            b.to_str().unwrap(),
-            "--resume",
-            "--verbose",
-        ])
-        .output()
-        .unwrap();
+    let r = sweep(&p, &b, &["--resume", "--verbose"]);
     assert!(r.status.success(), "{}", text(&r));
     assert!(text(&r).contains("[checkpoint] continuing"), "{}", text(&r));
     let (ca, cb) = (&cell_dirs(&a)[0], &cell_dirs(&b)[0]);
@@ -328,10 +310,7 @@ fn stale_claims_are_failed_and_redone_live_ones_are_never_computed_twice() {
     let p = sweep_file(d.path(), "claims", "axes:\n  attack.eps: [0.5, 3.0]\n");
     let out = d.path().join("claims");
     // Prepare the folder with a first run, then fake the situations on the finished cells.
-    let o = bin()
-        .args(["sweep", p.to_str().unwrap(), "--out", out.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let o = sweep(&p, &out, &[]);
     assert!(o.status.success(), "{}", text(&o));
     let dirs = cell_dirs(&out);
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -369,16 +348,7 @@ fn stale_claims_are_failed_and_redone_live_ones_are_never_computed_twice() {
         "{st}"
     );
     assert!(st.contains("running 1") && st.contains("failed 1"), "{st}");
-    let r = bin()
-        .args([
-            "sweep",
-            p.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--resume",
-        ])
-        .output()
-        .unwrap();
+    let r = sweep(&p, &out, &["--resume"]);
     assert!(r.status.success(), "{}", text(&r));
     assert!(dirs[0].join("result.h5").exists(), "stale cell redone");
     assert!(
@@ -413,10 +383,7 @@ fn a_truncated_result_is_not_done_and_resume_redoes_it() {
     let d = tempfile::tempdir().unwrap();
     let p = sweep_file(d.path(), "trunc", "");
     let out = d.path().join("trunc");
-    let o = bin()
-        .args(["sweep", p.to_str().unwrap(), "--out", out.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let o = sweep(&p, &out, &[]);
     assert!(o.status.success(), "{}", text(&o));
     let res = cell_dirs(&out)[0].join("result.h5");
     let bytes = std::fs::read(&res).unwrap();
@@ -436,16 +403,7 @@ fn a_truncated_result_is_not_done_and_resume_redoes_it() {
         "aggregate must not pass over a corrupt cell: {}",
         text(&a)
     );
-    let r = bin()
-        .args([
-            "sweep",
-            p.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--resume",
-        ])
-        .output()
-        .unwrap();
+    let r = sweep(&p, &out, &["--resume"]);
     assert!(r.status.success(), "{}", text(&r));
     assert_eq!(std::fs::read(&res).unwrap().len(), bytes.len());
 }

@@ -30,6 +30,20 @@ pub fn tmp_suffix() -> String {
     format!(".tmp.{}.{}", hostname(), std::process::id())
 }
 
+/// Remove this process's temporary files (`.<name>.tmp.…<pid>`) in `dir`.
+pub fn remove_own_tmp(dir: &Path) {
+    let suffix = tmp_suffix();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.filter_map(|e| e.ok()) {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            if n.starts_with('.') && n.ends_with(&suffix) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
 /// Temporary sibling used while writing `path` (`.<name>.tmp.<host>.<pid>`): the host and
 /// pid let [`sweep_stale_tmp`] tell a live writer from a dead one (on a shared file system
 /// several nodes write into one folder).

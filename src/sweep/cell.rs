@@ -44,20 +44,6 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     msg
 }
 
-/// Remove this process's temporary files (`.<name>.tmp.…<pid>`) in `dir`.
-pub fn remove_own_tmp(dir: &Path) {
-    let suffix = paths::tmp_suffix();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.filter_map(|e| e.ok()) {
-            let n = e.file_name();
-            let n = n.to_string_lossy();
-            if n.starts_with('.') && n.ends_with(&suffix) {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-    }
-}
-
 /// Whether Slurm reports `job` ended (`Some(true)`), active (`Some(false)`), or unknown.
 fn slurm_ended(job: &str) -> Option<bool> {
     super::status::job_state(job).map(|s| !super::status::is_active(&s))
@@ -87,7 +73,7 @@ fn on_signal(sig: i32, dir: &Path, id: &str, marker: &Path) -> Option<i32> {
         claim::release(marker); // it finished just before the signal
         return None;
     }
-    remove_own_tmp(&cell_dir);
+    paths::remove_own_tmp(&cell_dir);
     let stage = crate::signals::stage();
     let name = crate::signals::name(sig);
     if sig == libc::SIGUSR2 && claim::slurm_job().is_some() {

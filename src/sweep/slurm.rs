@@ -560,20 +560,9 @@ pub fn submit(
 ) -> Result<Submitted> {
     let sd = paths::slurm_dir(dir);
     std::fs::create_dir_all(&sd).map_err(|e| Error::io(&sd, e))?;
-    let lock_path = sd.join(".submit.lock");
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| Error::io(&lock_path, e))?;
-    // Where the file system has no locks, submissions are simply not serialised.
-    let locked = lock.lock().is_ok();
-    let res = submit_locked(s, sweep_name, exe, dir, cells, resume);
-    if locked {
-        let _ = lock.unlock();
-    }
-    res
+    // Submissions into one folder are serialised (where the file system has locks).
+    let _lock = crate::cache::lock_file(&sd.join(".submit.lock"))?;
+    submit_locked(s, sweep_name, exe, dir, cells, resume)
 }
 
 fn submit_locked(
