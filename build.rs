@@ -4,10 +4,19 @@
 //! "unknown" when git or the checkout is missing (a crate tarball, or a tarball unpacked
 //! inside some other repository). A `DIFFNMF_GIT_REVISION` set in the build environment wins
 //! (for packagers). Reruns only when HEAD, the branch it points to, the index or those
-//! inputs change, so an unchanged tree does not rebuild. No dependencies; two git calls.
+//! inputs change, so an unchanged tree does not rebuild. Two git calls.
+//!
+//! Also fixes the *code fingerprint* of every training stage (`DIFFNMF_CODE_COMMON`,
+//! `DIFFNMF_CODE_CNN`, …): a hash over the stage's source files as listed in
+//! `src/pipeline/stage_sources.rs`, which the stage cache puts into its keys (see
+//! `src/pipeline/code.rs`). Build dependency: `sha2`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+#[path = "src/pipeline/stage_sources.rs"]
+#[allow(dead_code)]
+mod stage_sources;
 
 /// The tracked inputs of the binary whose edits make the revision `-dirty`.
 const INPUTS: [&str; 6] = [
@@ -78,4 +87,13 @@ fn main() {
         _ => revision(&dir).unwrap_or_else(|| "unknown".into()),
     };
     println!("cargo:rustc-env=DIFFNMF_GIT_REVISION={rev}");
+    let code = |name: &str, entries: &[&str]| {
+        let h = stage_sources::hash(&dir, entries)
+            .unwrap_or_else(|e| panic!("code fingerprint of `{name}`: {e}"));
+        println!("cargo:rustc-env={}={h}", stage_sources::env_name(name));
+    };
+    code("common", stage_sources::COMMON);
+    for (name, entries) in stage_sources::STAGES {
+        code(name, entries);
+    }
 }

@@ -37,6 +37,8 @@ pub enum Command {
     Sweep(crate::sweep::SweepArgs),
     /// Run one cell of a sweep (what each Slurm array task executes).
     Cell(crate::sweep::CellArgs),
+    /// A sweep's stage cache: list, verify or garbage-collect its entries.
+    Cache(crate::sweep::cache_admin::CacheArgs),
     /// Show done / running / pending / failed cells of a sweep.
     Status(crate::sweep::StatusArgs),
     /// Aggregate a sweep across seeds: summary.h5, summary.csv, tables.md, plots/.
@@ -105,6 +107,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sweep(a) => crate::sweep::run_sweep(a),
         Command::Cell(a) => crate::sweep::run_cell(a),
         Command::Status(a) => crate::sweep::run_status(a),
+        Command::Cache(a) => crate::sweep::cache_admin::run(a),
         Command::Aggregate(a) => crate::report::run_aggregate(a),
         Command::OptimizeRank(a) => crate::report::run_optimize(a),
         Command::Report(a) => crate::report::run_report(a),

@@ -5,14 +5,15 @@
 //! runs after one warm-up, throughput (GFLOP/s where the FLOP count is known, else items/s)
 //! and the fraction of the machine's SGEMM peak, measured first: the faster of ndarray's
 //! matrixmultiply (left only in generic reference code) and faer (the GEMM of the NNMF, the
-//! CNN/MLP layers and the defended evaluator) at 2048³. Stages are in `stages` and
-//! `nets`; the whole-pipeline run and the thread scaling re-spawn this binary
+//! CNN/MLP layers and the defended evaluator) at 2048³. Stages are in `fingerprint` (the
+//! data content fingerprints of the stage cache), `stages` and `nets`; the whole-pipeline run and the thread scaling re-spawn this binary
 //! (`spawn`), because the global thread pool is sized once per process.
 //!
 //! Data split used by every stage (reproduced by `scripts/compare`): embedded image `i` is
 //! training when `i % 20 < 14` (7,000 images), validation when `14 ≤ i % 20 < 17` (1,500)
 //! and test otherwise (1,500).
 
+mod fingerprint;
 mod nets;
 mod spawn;
 mod stages;
@@ -29,6 +30,7 @@ use std::time::Instant;
 
 /// Every stage name, in run order.
 pub const STAGES: &[&str] = &[
+    "fingerprint",
     "nnmf_fit",
     "nnmf_accel",
     "nnmf_transform",
@@ -55,9 +57,9 @@ pub struct BenchArgs {
     /// Threads (default: SLURM_CPUS_PER_TASK if set, else all cores).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Comma-separated subset of: nnmf_fit, nnmf_accel, nnmf_transform, cnn_epoch,
-    /// classifier_epoch, denoiser_epoch, defended_inference, apgd_base, apgd_adaptive,
-    /// scaling_size, scaling_threads, pipeline (default: all).
+    /// Comma-separated subset of: fingerprint, nnmf_fit, nnmf_accel, nnmf_transform,
+    /// cnn_epoch, classifier_epoch, denoiser_epoch, defended_inference, apgd_base,
+    /// apgd_adaptive, scaling_size, scaling_threads, pipeline (default: all).
     #[arg(long, value_delimiter = ',')]
     pub stages: Vec<String>,
     /// NNMF component counts for nnmf_fit / nnmf_accel (default 16,32,64).
@@ -289,6 +291,7 @@ pub fn bench(args: &BenchArgs, threads: usize) -> anyhow::Result<String> {
     ctx.push("peak_sgemm_faer", size, fr, Some(flops)).note = fr_note;
     for s in &stages {
         match s.as_str() {
+            "fingerprint" => fingerprint::fingerprint(&mut ctx)?,
             "nnmf_fit" => stages::nnmf_fit(&mut ctx)?,
             "nnmf_accel" => stages::nnmf_accel(&mut ctx)?,
             "nnmf_transform" => stages::nnmf_transform(&mut ctx)?,

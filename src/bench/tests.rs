@@ -54,3 +54,24 @@ fn split_sizes_match_the_paper_fractions() {
     assert_eq!((a.len(), b.len(), c.len()), (7_000, 1_500, 1_500));
     assert!(a.iter().chain(&b).chain(&c).all(|&i| i < 10_000));
 }
+
+#[test]
+fn quick_fingerprint_bench_prints_three_rows() {
+    crate::progress::set_quiet(true);
+    let args = BenchArgs {
+        quick: true,
+        repeats: Some(1),
+        stages: vec!["fingerprint".into()],
+        ..BenchArgs::default()
+    };
+    let table = bench(&args, 2).unwrap();
+    let rows: Vec<&str> = table
+        .lines()
+        .filter(|l| l.starts_with("| fingerprint |"))
+        .collect();
+    assert_eq!(rows.len(), 3, "{table}");
+    assert!(rows[0].contains("embedded, 10000 images") && rows[0].contains("idx:"));
+    assert!(rows[1].contains("idx raw, 500 images") && rows[1].contains("MB/s"));
+    assert!(rows[2].contains("folder, 500 PNG files") && rows[2].contains("files/s"));
+    assert!(rows[2].contains("folder:"), "{}", rows[2]);
+}

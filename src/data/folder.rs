@@ -9,7 +9,13 @@
 //! when set, and the whole set against the available memory; every file's header against
 //! [`MAX_IMAGE_PIXELS`](super::limits::MAX_IMAGE_PIXELS) is checked before its pixels are
 //! allocated, and decoding converts row by row (at most 12 bytes per pixel in flight).
+//!
+//! The loader and [`fingerprint`](super::fingerprint::fingerprint) share one listing
+//! ([`list_images`]). Each decode task reads its file once, hashes those bytes and decodes the
+//! same buffer ([`decode_gray_bytes`]), so the dataset's `content` fingerprint is of exactly
+//! the bytes decoded.
 
+use super::fingerprint::{sha256, FolderHasher};
 use super::limits;
 use super::resize::resize_image;
 use super::Dataset;
@@ -153,14 +159,23 @@ fn decode_jpeg(bytes: &[u8], path: &Path) -> Result<GrayImage> {
     })
 }
 
+/// Read an image file's bytes (the error names the file).
+fn read_image(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::data(path, format!("cannot read image: {e}")))
+}
+
 /// Decode one PNG or JPEG file (format detected from its first bytes) to gray `[0,1]`.
 pub fn decode_gray(path: &Path) -> Result<GrayImage> {
-    let bytes =
-        std::fs::read(path).map_err(|e| Error::data(path, format!("cannot read image: {e}")))?;
+    decode_gray_bytes(&read_image(path)?, path)
+}
+
+/// Decode a PNG or JPEG file already in memory (format detected from its first bytes) to gray
+/// `[0,1]`; `path` is only used in errors.
+pub fn decode_gray_bytes(bytes: &[u8], path: &Path) -> Result<GrayImage> {
     let img = if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
-        decode_png(&bytes, path)?
+        decode_png(bytes, path)?
     } else if bytes.starts_with(&[0xFF, 0xD8]) {
-        decode_jpeg(&bytes, path)?
+        decode_jpeg(bytes, path)?
     } else {
         return Err(Error::data(
             path,
@@ -267,14 +282,47 @@ pub fn read_folder(root: &Path, height: usize, width: usize) -> Result<Dataset> 
     read_folder_checked(root, height, width, &none)
 }
 
-/// [`read_folder`] with the label range and memory checks of `lim` (image headers are always
-/// checked against the pixel limit).
-pub fn read_folder_checked(
-    root: &Path,
-    height: usize,
-    width: usize,
-    lim: &Checks,
-) -> Result<Dataset> {
+/// One image of a folder data set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageFile {
+    /// The file (`root/<class>/<name>`).
+    pub path: PathBuf,
+    /// Its path relative to the root, `/`-separated (what the fingerprint hashes).
+    pub rel: String,
+    /// Its label (from the class folder).
+    pub label: u8,
+}
+
+/// The files a folder data set consists of, in loader order.
+#[derive(Clone, Debug)]
+pub struct Listing {
+    /// Class folders in label order: (label, folder name, folder).
+    pub classes: Vec<(u8, String, PathBuf)>,
+    /// Images: class folders in label order, files sorted by name within each.
+    pub files: Vec<ImageFile>,
+}
+
+/// `/`-separated UTF-8 path of `path` relative to `root`; an error naming the file otherwise.
+fn relative(root: &Path, path: &Path) -> Result<String> {
+    let rel = path
+        .strip_prefix(root)
+        .map_err(|_| Error::data(path, format!("not under `data.root` {}", root.display())))?;
+    let parts: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
+    parts.map(|p| p.join("/")).ok_or_else(|| {
+        Error::data(
+            path,
+            "file name is not valid UTF-8; rename the file (its name is part of the data's \
+             fingerprint)",
+        )
+    })
+}
+
+/// The listing of `root/<class>/*.png|jpg|jpeg` that both [`read_folder_checked`] and
+/// [`fingerprint`](super::fingerprint::fingerprint) use: checks that `root` is a folder with
+/// class folders, that every label lies in `0..classes` when `classes` is set
+/// (`data.classes`), and that every class folder holds an image. Files with other extensions
+/// and hidden class folders are ignored.
+pub fn list_images(root: &Path, classes: Option<usize>) -> Result<Listing> {
     if !root.exists() {
         return Err(Error::data(
             root,
@@ -287,9 +335,9 @@ pub fn read_folder_checked(
             "not a folder; `data.root` must be a folder of class folders",
         ));
     }
-    let classes = class_folders(root)?;
-    if let Some(c) = lim.classes {
-        if let Some((l, n, dir)) = classes.iter().find(|(l, _, _)| *l as usize >= c) {
+    let class_dirs = class_folders(root)?;
+    if let Some(c) = classes {
+        if let Some((l, n, dir)) = class_dirs.iter().find(|(l, _, _)| *l as usize >= c) {
             return Err(Error::data(
                 dir,
                 format!(
@@ -300,8 +348,8 @@ pub fn read_folder_checked(
             ));
         }
     }
-    let mut files: Vec<(PathBuf, u8)> = Vec::new();
-    for (label, _, dir) in &classes {
+    let mut files = Vec::new();
+    for (label, _, dir) in &class_dirs {
         let imgs: Vec<PathBuf> = list_dir(dir)?
             .into_iter()
             .filter(|p| is_image_file(p))
@@ -312,25 +360,56 @@ pub fn read_folder_checked(
                 "class folder holds no .png/.jpg/.jpeg images; add images or remove the folder",
             ));
         }
-        files.extend(imgs.into_iter().map(|p| (p, *label)));
+        for path in imgs {
+            let rel = relative(root, &path)?;
+            files.push(ImageFile {
+                path,
+                rel,
+                label: *label,
+            });
+        }
     }
+    Ok(Listing {
+        classes: class_dirs,
+        files,
+    })
+}
+
+/// [`read_folder`] with the label range and memory checks of `lim` (image headers are always
+/// checked against the pixel limit). Each file is read once: its bytes are hashed for the
+/// `content` fingerprint and decoded from the same buffer.
+pub fn read_folder_checked(
+    root: &Path,
+    height: usize,
+    width: usize,
+    lim: &Checks,
+) -> Result<Dataset> {
+    let Listing { classes, files } = list_images(root, lim.classes)?;
     // The decoded rows and the array each hold the whole set.
     limits::check_fits(root, files.len(), height * width, lim.available, lim.fix)?;
-    let decoded: Vec<Result<Vec<f32>>> = files
+    // Per file: (bytes read, their SHA-256, the resized pixels).
+    type Decoded = (u64, [u8; 32], Vec<f32>);
+    let decoded: Vec<Result<Decoded>> = files
         .par_iter()
-        .map(|(p, _)| {
-            let g = decode_gray(p)?;
-            Ok(resize_image(&g.pixels, g.height, g.width, height, width))
+        .map(|f| {
+            let bytes = read_image(&f.path)?;
+            let (size, digest) = (bytes.len() as u64, sha256(&bytes));
+            let g = decode_gray_bytes(&bytes, &f.path)?;
+            drop(bytes);
+            let px = resize_image(&g.pixels, g.height, g.width, height, width);
+            Ok((size, digest, px))
         })
         .collect();
     let mut images = Array2::<f32>::zeros((files.len(), height * width));
-    for (mut row, r) in images.outer_iter_mut().zip(decoded) {
-        let px = r?;
+    let mut content = FolderHasher::new();
+    for ((mut row, r), f) in images.outer_iter_mut().zip(decoded).zip(&files) {
+        let (size, digest, px) = r?;
+        content.add(&f.rel, size, &digest);
         row.iter_mut()
             .zip(px)
             .for_each(|(o, v)| *o = v.clamp(0.0, 1.0));
     }
-    let labels: Vec<u8> = files.iter().map(|(_, l)| *l).collect();
+    let labels: Vec<u8> = files.iter().map(|f| f.label).collect();
     let num_classes = labels.iter().copied().max().map_or(0, |m| m as usize + 1);
     let names: Vec<String> = classes.iter().map(|(l, n, _)| format!("{l}={n}")).collect();
     Ok(Dataset {
@@ -345,6 +424,7 @@ pub fn read_folder_checked(
             files.len(),
             names.join(", ")
         ),
+        content: content.finish(),
     })
 }
 

@@ -8,7 +8,14 @@
 //! [`read_idx_checked`] (what jobs use) also checks the labels against the expected class
 //! range ([`check_label_range`], naming the label file) and the set's memory against the
 //! available memory, right after the headers are parsed and before the pixels are converted.
+//!
+//! Each file is decoded once (read → gunzip if gzipped → hash → parse): the dataset's
+//! [`content`](super::Dataset::content) fingerprint is the SHA-256 of exactly the bytes parsed
+//! ([`super::fingerprint`]). [`parse_images`] / [`parse_labels`] take raw-or-gzip bytes;
+//! [`parse_images_decoded`] / [`parse_labels_decoded`] take already decoded bytes and never
+//! gunzip (so a doubly gzipped file is rejected, not decoded twice).
 
+use super::fingerprint::{idx_content, sha256, Fingerprint};
 use super::{limits, Dataset};
 use crate::error::{Error, Result};
 use flate2::read::GzDecoder;
@@ -114,7 +121,11 @@ fn parse_header(bytes: &[u8], ndim: usize, what: &str, path: &Path) -> Result<Ve
 
 /// Parse an IDX image file already in memory (raw or gzip); `path` is only used in errors.
 pub fn parse_images(bytes: Vec<u8>, path: &Path) -> Result<IdxImages> {
-    let bytes = maybe_gunzip(bytes, path)?;
+    parse_images_decoded(maybe_gunzip(bytes, path)?, path)
+}
+
+/// Parse a decoded (not gzipped) IDX image file; `path` is only used in errors.
+pub fn parse_images_decoded(bytes: Vec<u8>, path: &Path) -> Result<IdxImages> {
     let dims = parse_header(&bytes, 3, "images", path)?;
     if dims[1] == 0 || dims[2] == 0 {
         return Err(Error::data(
@@ -134,7 +145,11 @@ pub fn parse_images(bytes: Vec<u8>, path: &Path) -> Result<IdxImages> {
 
 /// Parse an IDX label file already in memory (raw or gzip); `path` is only used in errors.
 pub fn parse_labels(bytes: Vec<u8>, path: &Path) -> Result<Vec<u8>> {
-    let bytes = maybe_gunzip(bytes, path)?;
+    parse_labels_decoded(maybe_gunzip(bytes, path)?, path)
+}
+
+/// Parse a decoded (not gzipped) IDX label file; `path` is only used in errors.
+pub fn parse_labels_decoded(bytes: Vec<u8>, path: &Path) -> Result<Vec<u8>> {
     parse_header(&bytes, 1, "labels", path)?;
     let mut labels = bytes;
     labels.drain(..8);
@@ -154,13 +169,21 @@ fn read_file(path: &Path, key: &str) -> Result<Vec<u8>> {
     })
 }
 
-/// Combine decoded images and labels into a [`Dataset`] at the files' native size.
+/// Read an IDX file and undo gzip compression when present: the bytes the parser reads (and
+/// the fingerprint hashes). `key` is the config key named in errors.
+pub fn read_decoded(path: &Path, key: &str) -> Result<Vec<u8>> {
+    maybe_gunzip(read_file(path, key)?, path)
+}
+
+/// Combine decoded images and labels into a [`Dataset`] at the files' native size; `content`
+/// is the fingerprint of the bytes they were parsed from.
 pub fn to_dataset(
     images: IdxImages,
     labels: Vec<u8>,
     images_path: &Path,
     labels_path: &Path,
     source: String,
+    content: Fingerprint,
 ) -> Result<Dataset> {
     if images.count != labels.len() {
         return Err(Error::data(
@@ -189,6 +212,7 @@ pub fn to_dataset(
         width: images.cols,
         num_classes,
         source,
+        content,
     })
 }
 
@@ -220,7 +244,9 @@ pub struct Checks<'a> {
 
 /// [`read_idx`] with the label range and memory checks of `lim`.
 pub fn read_idx_checked(images_path: &Path, labels_path: &Path, lim: &Checks) -> Result<Dataset> {
-    let images = parse_images(read_file(images_path, "data.images")?, images_path)?;
+    let bytes = read_decoded(images_path, "data.images")?;
+    let (d_img, n_img) = (sha256(&bytes), bytes.len() as u64);
+    let images = parse_images_decoded(bytes, images_path)?;
     limits::check_fits(
         images_path,
         images.count,
@@ -228,7 +254,9 @@ pub fn read_idx_checked(images_path: &Path, labels_path: &Path, lim: &Checks) ->
         lim.available,
         lim.fix,
     )?;
-    let labels = parse_labels(read_file(labels_path, "data.labels")?, labels_path)?;
+    let bytes = read_decoded(labels_path, "data.labels")?;
+    let (d_lab, n_lab) = (sha256(&bytes), bytes.len() as u64);
+    let labels = parse_labels_decoded(bytes, labels_path)?;
     if let Some(c) = lim.classes {
         check_label_range(&labels, c, labels_path)?;
     }
@@ -237,7 +265,8 @@ pub fn read_idx_checked(images_path: &Path, labels_path: &Path, lim: &Checks) ->
         images_path.display(),
         labels_path.display()
     );
-    to_dataset(images, labels, images_path, labels_path, source)
+    let content = idx_content(&d_img, &d_lab, 2, n_img + n_lab);
+    to_dataset(images, labels, images_path, labels_path, source, content)
 }
 
 /// Every label must be below `classes`; the error names `path`, the first offending label and

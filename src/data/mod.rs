@@ -6,6 +6,10 @@
 //!   range (`data.classes`) and the memory limits.
 //! - [`stratified_split`] returns disjoint train/val/test index lists.
 //! - [`training_classes`] rejects a training split with fewer than two classes.
+//! - [`fingerprint()`] returns the content [`Fingerprint`] of a source without decoding it;
+//!   every loaded [`Dataset`] carries the same fingerprint in [`Dataset::content`], computed
+//!   while loading from the very bytes that were decoded (the scheme is documented in
+//!   [`fingerprint`](mod@fingerprint)).
 //!
 //! **Labels.** A label names a class; the model gets `num_classes` = largest label + 1
 //! outputs, while every check and report counts the classes actually present
@@ -20,10 +24,11 @@
 //! ([`limits`]); errors name the file, its dimensions and the fix.
 //!
 //! Submodules: [`embedded`] (the default digits), [`idx`] (IDX files), [`folder`] (image
-//! folders), [`resize`] (area-average / bilinear resizing), [`limits`] (size and memory
+//! folders), [`fingerprint`](mod@fingerprint) (content fingerprints for cache keys), [`resize`] (area-average / bilinear resizing), [`limits`] (size and memory
 //! limits). Nothing assumes 28×28.
 
 pub mod embedded;
+pub mod fingerprint;
 pub mod folder;
 pub mod idx;
 pub mod limits;
@@ -31,6 +36,7 @@ pub mod resize;
 
 use crate::error::{Error, Result};
 use crate::rng::{permutation, stream, tag};
+pub use fingerprint::{fingerprint, Fingerprint};
 use ndarray::Array2;
 use std::path::{Path, PathBuf};
 
@@ -44,6 +50,11 @@ pub struct Dataset {
     pub num_classes: usize,
     /// Human-readable description of where the data came from.
     pub source: String,
+    /// The content fingerprint of the source the loader read (see
+    /// [`fingerprint`](mod@fingerprint)), computed from the bytes that were decoded. It names
+    /// the source's content: [`Dataset::resized`] and [`Dataset::subset`] keep it unchanged
+    /// (size and subset are keyed separately by the config).
+    pub content: Fingerprint,
 }
 
 /// Where to load data from (already validated by the config layer).
@@ -217,7 +228,7 @@ impl Dataset {
     }
 
     /// This set with every image resized to `height × width` (moved through unchanged when the
-    /// size already matches).
+    /// size already matches); `content` is kept.
     pub fn resized(self, height: usize, width: usize) -> Dataset {
         if (height, width) == (self.height, self.width) {
             return self;
@@ -237,7 +248,7 @@ impl Dataset {
         }
     }
 
-    /// The rows (and labels) at `indices`, in that order.
+    /// The rows (and labels) at `indices`, in that order; `content` is kept.
     pub fn subset(&self, indices: &[usize]) -> Dataset {
         Dataset {
             images: self.images.select(ndarray::Axis(0), indices),
@@ -246,6 +257,7 @@ impl Dataset {
             width: self.width,
             num_classes: self.num_classes,
             source: self.source.clone(),
+            content: self.content.clone(),
         }
     }
 }

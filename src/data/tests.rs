@@ -176,3 +176,46 @@ fn checked_load_and_training_classes() {
         .to_string();
     assert!(e.contains("no class"), "{e}");
 }
+
+#[test]
+fn content_survives_resize_and_subset_and_short_names_it() {
+    let ds = load(&DataSource::Embedded, 28, 28).unwrap();
+    let fp = fingerprint(&DataSource::Embedded).unwrap();
+    assert_eq!(ds.content, fp);
+    assert_eq!(load(&DataSource::Embedded, 14, 14).unwrap().content, fp);
+    assert_eq!(ds.subset(&[3, 1, 4]).content, fp);
+    assert_eq!(ds.clone().resized(10, 12).content, fp);
+    let short = fp.short();
+    assert_eq!(short.len(), "idx:".len() + 12, "{short}");
+    assert!(fp.id.starts_with(&short), "{short} vs {}", fp.id);
+    let other = Fingerprint {
+        id: format!("folder:{}", "ab".repeat(32)),
+        files: 1,
+        bytes: 1,
+    };
+    assert_eq!(other.short(), "folder:abababababab");
+}
+
+#[test]
+fn folder_hasher_encodes_lengths_unambiguously() {
+    // Moving bytes between the relative path and the next field must change the id.
+    use fingerprint::FolderHasher;
+    let d = fingerprint::sha256(b"x");
+    let id = |rels: &[&str]| {
+        let mut h = FolderHasher::new();
+        for r in rels {
+            h.add(r, 1, &d);
+        }
+        h.finish().id
+    };
+    assert_ne!(id(&["0/a.png"]), id(&["0/a.pn"]));
+    assert_ne!(id(&["0/a.png", "0/b.png"]), id(&["0/b.png", "0/a.png"]));
+    assert_eq!(id(&["0/a.png"]), id(&["0/a.png"]));
+    assert_eq!(
+        fingerprint::from_hex32(&fingerprint::hex(&d)),
+        Some(d),
+        "hex round trip"
+    );
+    assert_eq!(fingerprint::from_hex32("zz"), None);
+    assert_eq!(fingerprint::from_hex32(&"g".repeat(64)), None);
+}

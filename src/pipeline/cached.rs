@@ -1,16 +1,21 @@
-//! Cacheable payloads of the training stages and their cache keys: the configuration slice
-//! that determines each stage (see [`crate::cache`]).
+//! Cacheable payloads of the training stages and their cache keys (see [`crate::cache`]).
+//!
+//! A key holds exactly what determines a stage: the content fingerprint of the data
+//! ([`crate::data::fingerprint`]; never a path — moving a folder keeps its entries, changing
+//! one pixel rebuilds them), the data slice of the configuration that shapes it (label range,
+//! image size, split and split seed, subset), the stage's configuration section and seed, and
+//! the code fingerprints ([`super::code`]). The classifier and denoiser keys nest the feature
+//! keys, so anything that changes a feature stage changes every key after it.
 
+use super::code::CodeFingerprints;
+use crate::cache::CacheKey;
 use crate::cache::{Cacheable, Store};
-use crate::config::{DataConfig, JobConfig};
+use crate::config::{DataFormat, ImageSize, JobConfig};
 use crate::error::Result;
 use crate::nn::mlp::{Activation, Dense, Mlp};
 use crate::nn::train::TrainHistory;
 use ndarray::{Array1, Array2};
 use serde::Serialize;
-
-/// Bump when a payload's meaning changes, so old cache entries are not reused.
-const CACHE_VERSION: u32 = 1;
 
 /// CNN features of the three splits and the training curves.
 #[derive(Clone, Debug)]
@@ -140,27 +145,70 @@ impl Cacheable for MlpStage {
     }
 }
 
-/// Data + split slice of the configuration (the split seed resolved).
-pub fn data_key(cfg: &JobConfig) -> DataConfig {
-    let mut d = cfg.data.clone();
-    d.split_seed = Some(d.split_seed.unwrap_or(cfg.seed));
-    d
+/// What a key needs besides the configuration: the data's content and the code.
+#[derive(Clone, Copy)]
+pub struct KeyCtx<'a> {
+    /// [`crate::data::Fingerprint::id`] of the loaded data (or [`configured_source`] where
+    /// only the configuration is known).
+    pub data: &'a str,
+    pub code: &'a CodeFingerprints,
+}
+
+/// A stand-in for the data's content where only the configuration is known (ordering
+/// cells before anything is loaded): the configured source. Never part of a cache key.
+pub fn configured_source(cfg: &JobConfig) -> String {
+    let d = &cfg.data;
+    let p = |x: &Option<std::path::PathBuf>| x.as_deref().map(|p| p.display().to_string());
+    match d.format {
+        DataFormat::Embedded => "embedded".into(),
+        DataFormat::Idx => format!("idx:{:?}|{:?}", p(&d.images), p(&d.labels)),
+        DataFormat::Folder => format!("folder:{:?}", p(&d.root)),
+    }
+}
+
+/// The data part of the feature keys: content, not location.
+#[derive(Serialize)]
+pub struct DataKey<'a> {
+    content: &'a str,
+    classes: Option<usize>,
+    size: &'a ImageSize,
+    split: [f64; 3],
+    split_seed: u64,
+    subset: usize,
+}
+
+fn data_key<'a>(cfg: &'a JobConfig, k: &KeyCtx<'a>) -> DataKey<'a> {
+    let d = &cfg.data;
+    DataKey {
+        content: k.data,
+        classes: d.classes,
+        size: &d.size,
+        split: d.split,
+        split_seed: d.split_seed.unwrap_or(cfg.seed),
+        subset: d.subset,
+    }
+}
+
+fn short(id: &str) -> &str {
+    // `kind:` and 12 hex digits.
+    let end = id.find(':').map_or(0, |c| c + 1) + 12;
+    &id[..end.min(id.len())]
 }
 
 #[derive(Serialize)]
 pub struct CnnKey<'a> {
-    v: u32,
-    data: DataConfig,
+    code: (&'a str, &'a str),
+    data: DataKey<'a>,
     cnn: &'a crate::config::CnnConfig,
     seed: u64,
 }
 
 #[derive(Serialize)]
 pub struct NnmfKey<'a> {
-    v: u32,
+    code: (&'a str, &'a str),
     /// GPU and CPU fits differ in rounding: keep their entries apart.
     device: crate::config::DevicePref,
-    data: DataConfig,
+    data: DataKey<'a>,
     nnmf: &'a crate::config::NnmfConfig,
     seed: u64,
 }
@@ -168,51 +216,190 @@ pub struct NnmfKey<'a> {
 /// Keys of the feature stages that are enabled.
 #[derive(Serialize)]
 pub struct FeatureKey<'a> {
-    v: u32,
     cnn: Option<CnnKey<'a>>,
     nnmf: Option<NnmfKey<'a>>,
 }
 
-pub fn cnn_key(cfg: &JobConfig) -> CnnKey<'_> {
+#[derive(Serialize)]
+pub struct ClassifierKey<'a> {
+    code: (&'a str, &'a str),
+    features: FeatureKey<'a>,
+    classifier: &'a crate::config::ClassifierConfig,
+    seed: u64,
+}
+
+/// The training part of the diffusion parameters (t* and R only matter at inference, so
+/// sweeps over them reuse one denoiser).
+#[derive(Serialize)]
+pub struct DenoiserKey<'a> {
+    code: (&'a str, &'a str),
+    features: FeatureKey<'a>,
+    steps: usize,
+    beta: (f64, f64),
+    predict: crate::config::Prediction,
+    hidden: &'a [usize],
+    time_dim: usize,
+    training: (usize, usize, f64),
+    seed: u64,
+}
+
+pub fn cnn_key<'a>(cfg: &'a JobConfig, k: &KeyCtx<'a>) -> CnnKey<'a> {
     CnnKey {
-        v: CACHE_VERSION,
-        data: data_key(cfg),
+        code: k.code.key("cnn"),
+        data: data_key(cfg, k),
         cnn: &cfg.cnn,
         seed: cfg.seed,
     }
 }
 
-pub fn nnmf_key(cfg: &JobConfig) -> NnmfKey<'_> {
+pub fn nnmf_key<'a>(cfg: &'a JobConfig, k: &KeyCtx<'a>) -> NnmfKey<'a> {
     NnmfKey {
-        v: CACHE_VERSION,
+        code: k.code.key("nnmf"),
         device: cfg.device,
-        data: data_key(cfg),
+        data: data_key(cfg, k),
         nnmf: &cfg.nnmf,
         seed: cfg.seed,
     }
 }
 
-pub fn feature_key(cfg: &JobConfig) -> FeatureKey<'_> {
+pub fn feature_key<'a>(cfg: &'a JobConfig, k: &KeyCtx<'a>) -> FeatureKey<'a> {
     FeatureKey {
-        v: CACHE_VERSION,
-        cnn: cfg.features.cnn.then(|| cnn_key(cfg)),
-        nnmf: cfg.features.nnmf.then(|| nnmf_key(cfg)),
+        cnn: cfg.features.cnn.then(|| cnn_key(cfg, k)),
+        nnmf: cfg.features.nnmf.then(|| nnmf_key(cfg, k)),
     }
 }
 
 /// Classifier: features + classifier parameters + seed.
-pub fn classifier_key(cfg: &JobConfig) -> impl Serialize + '_ {
-    (feature_key(cfg), &cfg.classifier, cfg.seed)
+pub fn classifier_key<'a>(cfg: &'a JobConfig, k: &KeyCtx<'a>) -> ClassifierKey<'a> {
+    ClassifierKey {
+        code: k.code.key("classifier"),
+        features: feature_key(cfg, k),
+        classifier: &cfg.classifier,
+        seed: cfg.seed,
+    }
 }
 
-/// Denoiser: features + the training part of the diffusion parameters + seed (t* and R only
-/// matter at inference, so sweeps over them reuse one denoiser).
-pub fn denoiser_key(cfg: &JobConfig) -> impl Serialize + '_ {
+/// Denoiser: features + the training part of the diffusion parameters + seed.
+pub fn denoiser_key<'a>(cfg: &'a JobConfig, k: &KeyCtx<'a>) -> DenoiserKey<'a> {
     let d = &cfg.diffusion;
-    (
-        feature_key(cfg),
-        (d.steps, d.beta_start, d.beta_end, d.predict, &d.hidden),
-        (d.time_dim, d.epochs, d.batch_size, d.lr),
-        cfg.seed,
-    )
+    DenoiserKey {
+        code: k.code.key("denoiser"),
+        features: feature_key(cfg, k),
+        steps: d.steps,
+        beta: (d.beta_start, d.beta_end),
+        predict: d.predict,
+        hidden: &d.hidden,
+        time_dim: d.time_dim,
+        training: (d.epochs, d.batch_size, d.lr),
+        seed: cfg.seed,
+    }
+}
+
+impl FeatureKey<'_> {
+    fn summary(&self) -> String {
+        let mut parts = vec![];
+        if let Some(c) = &self.cnn {
+            parts.push(format!("cnn(dim {})", c.cnn.feature_dim));
+        }
+        if let Some(n) = &self.nnmf {
+            parts.push(format!("nnmf(k {})", n.nnmf.k));
+        }
+        let data = self
+            .cnn
+            .as_ref()
+            .map(|c| &c.data)
+            .or(self.nnmf.as_ref().map(|n| &n.data));
+        let data = data.map_or(String::new(), |d| format!(" data={}", short(d.content)));
+        format!("features={}{data}", parts.join("+"))
+    }
+}
+
+impl DataKey<'_> {
+    fn summary(&self) -> String {
+        let (h, w) = self.size.hw();
+        let subset = if self.subset > 0 {
+            format!(" subset={}", self.subset)
+        } else {
+            String::new()
+        };
+        format!(
+            "data={} {h}x{w} split_seed={}{subset}",
+            short(self.content),
+            self.split_seed
+        )
+    }
+}
+
+impl CacheKey for CnnKey<'_> {
+    fn summary(&self) -> String {
+        let c = self.cnn;
+        format!(
+            "seed={} {} channels={:?} dim={} epochs={} lr={}",
+            self.seed,
+            self.data.summary(),
+            c.channels,
+            c.feature_dim,
+            c.epochs,
+            c.lr
+        )
+    }
+}
+
+/// A short YAML rendering of a configuration value (enums: their snake_case name).
+trait ToYaml {
+    fn yaml(&self) -> String;
+}
+
+impl<T: Serialize> ToYaml for T {
+    fn yaml(&self) -> String {
+        serde_yaml_ng::to_string(self)
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+}
+
+impl CacheKey for NnmfKey<'_> {
+    fn summary(&self) -> String {
+        let n = self.nnmf;
+        let s = |v: &dyn ToYaml| v.yaml();
+        format!(
+            "seed={} {} k={} mode={} loss={} init={} max_iter={}",
+            self.seed,
+            self.data.summary(),
+            n.k,
+            s(&n.mode),
+            s(&n.loss),
+            s(&n.init),
+            n.max_iter
+        )
+    }
+}
+
+impl CacheKey for ClassifierKey<'_> {
+    fn summary(&self) -> String {
+        let c = self.classifier;
+        format!(
+            "seed={} {} hidden={:?} epochs={} lr={}",
+            self.seed,
+            self.features.summary(),
+            c.hidden,
+            c.epochs,
+            c.lr
+        )
+    }
+}
+
+impl CacheKey for DenoiserKey<'_> {
+    fn summary(&self) -> String {
+        format!(
+            "seed={} {} steps={} hidden={:?} epochs={} lr={}",
+            self.seed,
+            self.features.summary(),
+            self.steps,
+            self.hidden,
+            self.training.0,
+            self.training.2
+        )
+    }
 }

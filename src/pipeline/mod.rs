@@ -5,10 +5,14 @@
 //! Stages are plain functions of the configuration and the seed (see [`stages`]), so that a
 //! sweep engine can cache them by the configuration slice that determines each one.
 
+#[cfg(test)]
+mod cache_tests;
 pub mod cached;
 pub mod checkpoint;
 pub mod checks;
+pub mod code;
 pub mod evaluate;
+pub mod stage_sources;
 pub mod stages;
 pub mod worst;
 
@@ -148,6 +152,7 @@ pub fn run_job_cached(
         device: device.name(),
         threads: opts.threads,
         git_revision: git_revision(),
+        data_content: trained.data_content.clone(),
         version: env!("CARGO_PKG_VERSION").into(),
         timings: timings.0,
         labels: trained.test_labels_u8(),

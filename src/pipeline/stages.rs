@@ -7,9 +7,10 @@
 //! attack presets' class requirements, and `nnmf.k` against the training images.
 
 use super::cached::*;
+use super::code::CodeFingerprints;
 use super::Timings;
 use crate::backend::DeviceCtx;
-use crate::cache::{Cacheable, StageCache};
+use crate::cache::{CacheKey, Cacheable, StageCache};
 use crate::config::{DataFormat, EvalSplit, JobConfig, LrSchedule};
 use crate::data::{self, DataSource, Dataset};
 use crate::diffusion::denoiser::{train_denoiser, Denoiser};
@@ -23,7 +24,6 @@ use crate::nn::train::{train_classifier, train_cnn, TrainHistory, TrainParams};
 use crate::results::Curve;
 use crate::rng::{key, tag};
 use ndarray::{Array2, ArrayView2, Axis};
-use serde::Serialize;
 
 /// Everything the evaluation needs.
 pub struct Trained {
@@ -32,6 +32,8 @@ pub struct Trained {
     /// Ids (dataset indices) of the evaluated points (test split, or validation split when
     /// `eval_split: val`).
     pub test_ids: Vec<u64>,
+    /// Content fingerprint of the loaded data ([`crate::data::Fingerprint::id`]).
+    pub data_content: String,
     pub y_train: Vec<usize>,
     pub y_val: Vec<usize>,
     pub y_test: Vec<usize>,
@@ -101,7 +103,7 @@ fn stage<T: Cacheable>(
     cache: Option<&StageCache>,
     t: &mut Timings,
     name: &str,
-    parts: &impl Serialize,
+    parts: &impl CacheKey,
     build: impl FnOnce() -> Result<T>,
 ) -> Result<T> {
     t.time(name, || match cache {
@@ -124,6 +126,13 @@ pub fn prepare_data(cfg: &JobConfig, t: &mut Timings) -> Result<Prepared> {
     let (h, w) = cfg.data.size.hw();
     let src = data_source(cfg);
     let mut ds: Dataset = t.time("data", || data::load_checked(&src, h, w, cfg.data.classes))?;
+    let fp = &ds.content;
+    crate::progress::log(format!(
+        "data: content {} ({} files, {:.1} MB hashed while loading; the cache keys on it)",
+        fp.id,
+        fp.files,
+        fp.bytes as f64 / 1e6
+    ));
     let split_seed = cfg.data.split_seed.unwrap_or(cfg.seed);
     if cfg.data.subset > 0 && cfg.data.subset < ds.len() {
         let mut idx = crate::rng::permutation(
@@ -244,6 +253,11 @@ pub fn train_all(
     let prepared = prepare_data(cfg, t)?;
     check_job_against_data(cfg, &prepared)?;
     let Prepared { ds, split, .. } = prepared;
+    let code = cache.map_or_else(CodeFingerprints::current, |c| c.code().clone());
+    let keys = KeyCtx {
+        data: &ds.content.id,
+        code: &code,
+    };
     let (h, w) = (ds.height, ds.width);
     let lab =
         |idx: &[usize]| -> Vec<usize> { idx.iter().map(|&i| ds.labels[i] as usize).collect() };
@@ -259,7 +273,7 @@ pub fn train_all(
     let mut blocks: [Vec<Array2<f32>>; 3] = [vec![], vec![], vec![]];
 
     if cfg.features.cnn {
-        let cnn = stage(cache, t, "cnn", &cnn_key(cfg), || {
+        let cnn = stage(cache, t, "cnn", &cnn_key(cfg, &keys), || {
             let arch = CnnArch {
                 channels: cfg.cnn.channels.clone(),
                 feature_dim: cfg.cnn.feature_dim,
@@ -293,7 +307,7 @@ pub fn train_all(
 
     let mut nnmf_out = None;
     if cfg.features.nnmf {
-        let st = stage(cache, t, "nnmf", &nnmf_key(cfg), || {
+        let st = stage(cache, t, "nnmf", &nnmf_key(cfg, &keys), || {
             let p = NmfParams {
                 k: cfg.nnmf.k,
                 mode: cfg.nnmf.mode,
@@ -359,7 +373,7 @@ pub fn train_all(
     }
     let [z_train, z_val, z_test]: [Array2<f32>; 3] = z.try_into().expect("three splits");
 
-    let clf = stage(cache, t, "classifier", &classifier_key(cfg), || {
+    let clf = stage(cache, t, "classifier", &classifier_key(cfg, &keys), || {
         let mut sizes = vec![z_train.ncols()];
         sizes.extend(&cfg.classifier.hidden);
         sizes.push(ds.num_classes);
@@ -388,7 +402,7 @@ pub fn train_all(
     })?;
     curves_out.extend(curves("classifier", &clf.hist));
 
-    let den = stage(cache, t, "denoiser", &denoiser_key(cfg), || {
+    let den = stage(cache, t, "denoiser", &denoiser_key(cfg, &keys), || {
         let (d, dh) = train_denoiser(
             &cfg.diffusion,
             key(cfg.seed, &[tag("denoiser")]),
@@ -429,6 +443,7 @@ pub fn train_all(
         image_shape: (h, w),
         num_classes: ds.num_classes,
         test_ids: ids.iter().map(|&i| i as u64).collect(),
+        data_content: ds.content.id.clone(),
         y_train,
         y_val,
         y_test: y_eval,

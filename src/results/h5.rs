@@ -221,6 +221,7 @@ fn write_inner(f: &hdf5::File, r: &RunResult) -> hdf5::Result<()> {
     attr(f, "threads", r.threads as u64)?;
     attr_str(f, "git_revision", &r.git_revision)?;
     attr_str(f, "diffnmf_version", &r.version)?;
+    attr_str(f, "data_content", &r.data_content)?;
     attr_str(f, "threat_model", "feature")?;
     attr_str(f, "box", &r.box_kind)?;
     attr(f, "feature_dim", r.feature_dim as u64)?;

@@ -81,6 +81,8 @@ pub struct RunResult {
     pub threads: usize,
     pub git_revision: String,
     pub version: String,
+    /// Content fingerprint of the data the run loaded ([`crate::data::fingerprint`]).
+    pub data_content: String,
     pub timings: Vec<(String, f64)>,
     pub labels: Vec<u8>,
     pub test_ids: Vec<u64>,
@@ -266,6 +268,7 @@ mod tests {
             device: "cpu".into(),
             threads: 1,
             git_revision: "test".into(),
+            data_content: "idx:test".into(),
             version: "0".into(),
             timings: vec![("total".into(), 0.1)],
             labels: vec![0, 1, 1],

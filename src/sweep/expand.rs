@@ -14,6 +14,7 @@ use crate::cache::entry_key;
 use crate::config::{self, JobConfig, LoadedJob};
 use crate::error::{Error, Result};
 use crate::pipeline::cached;
+use crate::pipeline::code::CodeFingerprints;
 use serde::Deserialize;
 use serde_yaml_ng::Mapping;
 use serde_yaml_ng::Value;
@@ -487,17 +488,25 @@ pub fn cell_id(index: usize, resolved_yaml: &str) -> String {
 /// first, and the cells that reuse them mostly find them built instead of waiting on the
 /// stage lock (see docs in `sweep/mod.rs`).
 pub fn owners_first(cells: &[Cell]) -> Vec<usize> {
+    let code = CodeFingerprints::current();
     let keys: Vec<(Option<[u8; 32]>, [u8; 32])> = in_parallel(cells.len(), |r| {
         cells[r]
             .iter()
             .map(|c| {
                 let cfg = &c.job.config;
+                let data = cached::configured_source(cfg);
+                let k = cached::KeyCtx {
+                    data: &data,
+                    code: &code,
+                };
                 let cnn = cfg
                     .features
                     .cnn
-                    .then(|| fingerprint::of(&cached::cnn_key(cfg)));
-                let group =
-                    fingerprint::of(&(cached::classifier_key(cfg), cached::denoiser_key(cfg)));
+                    .then(|| fingerprint::of(&cached::cnn_key(cfg, &k)));
+                let group = fingerprint::of(&(
+                    cached::classifier_key(cfg, &k),
+                    cached::denoiser_key(cfg, &k),
+                ));
                 (cnn, group)
             })
             .collect::<Vec<_>>()
@@ -753,12 +762,22 @@ mod fingerprint {
     fields!(SerializeStruct, SerializeStructVariant);
 }
 
-/// Key of every trained stage of a cell: cells with equal keys differ only at evaluation.
+/// Key of every trained stage of a cell (its data named by the configured source): cells
+/// with equal keys differ only at evaluation.
 pub fn training_group(c: &Cell) -> String {
     let cfg = &c.job.config;
+    let data = cached::configured_source(cfg);
+    let code = CodeFingerprints::current();
+    let k = cached::KeyCtx {
+        data: &data,
+        code: &code,
+    };
     entry_key(
         "group",
-        &(cached::classifier_key(cfg), cached::denoiser_key(cfg)),
+        &(
+            cached::classifier_key(cfg, &k),
+            cached::denoiser_key(cfg, &k),
+        ),
     )
 }
 
@@ -867,9 +886,15 @@ mod tests {
         let mut cnn = HashSet::new();
         let mut group = HashSet::new();
         let mut tier = vec![];
+        let code = CodeFingerprints::current();
         for c in &cells {
             let cfg = &c.job.config;
-            let a = cfg.features.cnn && cnn.insert(entry_key("cnn", &cached::cnn_key(cfg)));
+            let data = cached::configured_source(cfg);
+            let k = cached::KeyCtx {
+                data: &data,
+                code: &code,
+            };
+            let a = cfg.features.cnn && cnn.insert(entry_key("cnn", &cached::cnn_key(cfg, &k)));
             let b = group.insert(training_group(c));
             tier.push(if a {
                 0

@@ -22,6 +22,7 @@
 //! are identical (locks guarantee them); the order matters where a waiting task holds a
 //! Slurm allocation. The real one-node cluster runs the 8-cell smoke array in ~6 s.
 
+pub mod cache_admin;
 pub mod cell;
 pub mod claim;
 pub mod expand;

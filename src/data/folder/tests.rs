@@ -366,3 +366,204 @@ fn checked_reader_applies_data_classes_and_memory() {
         .to_string();
     assert!(msg.contains("4 images") && msg.contains("the fix"), "{msg}");
 }
+
+/// The folder fingerprint computed independently of the crate: walk `root` with `std::fs`
+/// (integer class names in numeric order, else by name; `.png/.jpg/.jpeg` files by name),
+/// build the documented preimage in one buffer and hash it with `sha2` directly.
+fn reference_folder_id(root: &Path) -> (String, usize, u64) {
+    use sha2::{Digest, Sha256};
+    let mut classes: Vec<String> = fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().unwrap().is_dir())
+        .map(|e| e.file_name().into_string().unwrap())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    if classes.iter().all(|n| n.parse::<u64>().is_ok()) {
+        classes.sort_by_key(|n| n.parse::<u64>().unwrap());
+    } else {
+        classes.sort();
+    }
+    let mut pre = b"diffnmf-data-v1\0folder\0".to_vec();
+    let (mut files, mut bytes) = (0, 0);
+    for class in &classes {
+        let mut names: Vec<String> = fs::read_dir(root.join(class))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| {
+                let l = n.to_ascii_lowercase();
+                l.ends_with(".png") || l.ends_with(".jpg") || l.ends_with(".jpeg")
+            })
+            .collect();
+        names.sort();
+        for name in names {
+            let rel = format!("{class}/{name}");
+            let data = fs::read(root.join(class).join(&name)).unwrap();
+            pre.extend_from_slice(&(rel.len() as u64).to_le_bytes());
+            pre.extend_from_slice(rel.as_bytes());
+            pre.extend_from_slice(&(data.len() as u64).to_le_bytes());
+            pre.extend_from_slice(&Sha256::digest(&data));
+            files += 1;
+            bytes += data.len() as u64;
+        }
+    }
+    let hex: String = Sha256::digest(&pre)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    (format!("folder:{hex}"), files, bytes)
+}
+
+/// `fingerprint()` and the loader's `content` of `root`, after checking they agree with
+/// each other and with the reference.
+fn folder_id(root: &Path) -> String {
+    use crate::data::{fingerprint, DataSource};
+    let fp = fingerprint(&DataSource::Folder {
+        root: root.to_path_buf(),
+    })
+    .unwrap();
+    let (want, files, bytes) = reference_folder_id(root);
+    assert_eq!(fp.id, want);
+    assert_eq!((fp.files, fp.bytes), (files, bytes));
+    assert_eq!(read_folder(root, 3, 3).unwrap().content, fp);
+    fp.id
+}
+
+#[test]
+fn folder_fingerprint_matches_reference_and_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("digits");
+    build_tree(&root);
+    // A JPEG next to the PNGs and a mixed-case extension are part of the listing too.
+    fs::write(
+        root.join("10").join("c.Jpeg"),
+        include_bytes!("../../../tests/golden/jpeg_folder/gray.jpg"),
+    )
+    .unwrap();
+    let id = folder_id(&root);
+    assert!(id.starts_with("folder:") && id.len() == 7 + 64, "{id}");
+    let fp =
+        crate::data::fingerprint(&crate::data::DataSource::Folder { root: root.clone() }).unwrap();
+    assert_eq!(fp.files, 5);
+    assert_eq!(fp.short(), id[..7 + 12]);
+    // Through `load`, at another size and with the label check, the content is the same.
+    let src = crate::data::DataSource::Folder { root: root.clone() };
+    assert_eq!(crate::data::load(&src, 5, 4).unwrap().content, fp);
+    assert_eq!(
+        crate::data::load_checked(&src, 2, 2, Some(11))
+            .unwrap()
+            .content,
+        fp
+    );
+}
+
+#[test]
+fn folder_fingerprint_tracks_content_not_location() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("first");
+    build_tree(&root);
+    let id = folder_id(&root);
+
+    // Moving / renaming the root keeps the id.
+    let moved = dir.path().join("elsewhere").join("second");
+    fs::create_dir_all(moved.parent().unwrap()).unwrap();
+    fs::rename(&root, &moved).unwrap();
+    assert_eq!(folder_id(&moved), id);
+    let root = moved;
+
+    // Files the loader ignores do not change it.
+    fs::write(root.join("10").join("notes.txt"), "more notes").unwrap();
+    fs::write(root.join("README.md"), "top-level notes").unwrap();
+    fs::create_dir_all(root.join(".cache")).unwrap();
+    fs::write(root.join(".cache").join("x.png"), "hidden folder").unwrap();
+    assert_eq!(folder_id(&root), id);
+
+    // One pixel of one image rewritten in place (same size) changes it.
+    let b = root.join("2").join("b.png");
+    let before = fs::metadata(&b).unwrap().len();
+    gray8(&b, 2, 2, &[10, 20, 30, 41]);
+    assert_eq!(fs::metadata(&b).unwrap().len(), before, "same file size");
+    let changed = folder_id(&root);
+    assert_ne!(changed, id);
+    gray8(&b, 2, 2, &[10, 20, 30, 40]);
+    assert_eq!(folder_id(&root), id, "restoring the pixel restores the id");
+
+    // Renaming a class folder changes it (the labels come from folder names).
+    fs::rename(root.join("2"), root.join("3")).unwrap();
+    assert_ne!(folder_id(&root), id);
+    fs::rename(root.join("3"), root.join("2")).unwrap();
+    assert_eq!(folder_id(&root), id);
+
+    // Renaming an image changes it; so does adding one.
+    fs::rename(root.join("2").join("b.png"), root.join("2").join("bb.png")).unwrap();
+    assert_ne!(folder_id(&root), id);
+    fs::rename(root.join("2").join("bb.png"), root.join("2").join("b.png")).unwrap();
+    gray8(&root.join("2").join("c.png"), 1, 1, &[7]);
+    assert_ne!(folder_id(&root), id);
+}
+
+#[test]
+fn loader_and_fingerprint_share_one_listing() {
+    let dir = tempfile::tempdir().unwrap();
+    build_tree(dir.path());
+    let listing = list_images(dir.path(), None).unwrap();
+    let rels: Vec<(&str, u8)> = listing
+        .files
+        .iter()
+        .map(|f| (f.rel.as_str(), f.label))
+        .collect();
+    assert_eq!(
+        rels,
+        [
+            ("2/a.PNG", 2),
+            ("2/b.png", 2),
+            ("10/a.PNG", 10),
+            ("10/b.png", 10)
+        ]
+    );
+    let ds = read_folder(dir.path(), 2, 2).unwrap();
+    assert_eq!(
+        ds.labels,
+        listing.files.iter().map(|f| f.label).collect::<Vec<_>>()
+    );
+    // The label check of `data.classes` is part of the listing.
+    let msg = list_images(dir.path(), Some(10)).unwrap_err().to_string();
+    assert!(msg.contains("data.classes"), "{msg}");
+}
+
+#[cfg(unix)]
+#[test]
+fn non_utf8_file_names_are_an_error_naming_the_file() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    build_tree(dir.path());
+    let bad = dir.path().join("2").join(OsStr::from_bytes(b"bad\xff.png"));
+    if fs::write(&bad, b"x").is_err() {
+        return; // the file system refuses non-UTF-8 names: nothing to test
+    }
+    let src = crate::data::DataSource::Folder {
+        root: dir.path().to_path_buf(),
+    };
+    for msg in [
+        crate::data::fingerprint(&src).unwrap_err().to_string(),
+        read_folder(dir.path(), 2, 2).unwrap_err().to_string(),
+    ] {
+        assert!(
+            msg.contains("bad\u{FFFD}.png") && msg.contains("UTF-8"),
+            "{msg}"
+        );
+    }
+}
+
+#[test]
+fn decode_gray_bytes_matches_decode_gray() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("g.png");
+    gray8(&p, 3, 1, &[0, 128, 255]);
+    let a = decode_gray(&p).unwrap();
+    let b = decode_gray_bytes(&fs::read(&p).unwrap(), &p).unwrap();
+    assert_eq!((a.height, a.width, a.pixels), (b.height, b.width, b.pixels));
+    let msg = decode_gray_bytes(b"plain", &p).unwrap_err().to_string();
+    assert!(msg.contains("g.png") && msg.contains("not a PNG"), "{msg}");
+}

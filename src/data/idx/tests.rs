@@ -195,3 +195,116 @@ fn labels_outside_the_class_range_name_the_file() {
     let msg = err_text(read_idx_checked(&ip, &lp, &small).unwrap_err());
     assert!(msg.contains("img") && msg.contains("lower it"), "{msg}");
 }
+
+/// The IDX fingerprint computed independently of the crate: the raw files are built byte by
+/// byte and the id follows the documented formula with `sha2` directly.
+fn reference_idx_id(img: &[u8], lab: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut pre = b"diffnmf-data-v1\0idx\0".to_vec();
+    pre.extend_from_slice(&Sha256::digest(img));
+    pre.extend_from_slice(&Sha256::digest(lab));
+    let hex: String = Sha256::digest(&pre)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("idx:{hex}")
+}
+
+/// The raw IDX bytes of `tiny()`, written out by hand (not with `encode_*`).
+fn tiny_raw() -> (Vec<u8>, Vec<u8>) {
+    let (rows, cols, pixels, labels) = tiny();
+    let mut img = vec![
+        0, 0, 8, 3, 0, 0, 0, 5, 0, 0, 0, rows as u8, 0, 0, 0, cols as u8,
+    ];
+    img.extend_from_slice(&pixels);
+    let mut lab = vec![0, 0, 8, 1, 0, 0, 0, 5];
+    lab.extend_from_slice(&labels);
+    (img, lab)
+}
+
+#[test]
+fn idx_fingerprint_matches_reference_raw_and_gzip() {
+    use crate::data::{fingerprint, DataSource};
+    let dir = tempfile::tempdir().unwrap();
+    let (img, lab) = tiny_raw();
+    let want = reference_idx_id(&img, &lab);
+    let bytes = (img.len() + lab.len()) as u64;
+    let cases = [
+        (
+            write(dir.path(), "r-img", &img),
+            write(dir.path(), "r-lab", &lab),
+        ),
+        (
+            write(dir.path(), "g-img.gz", &gzip(&img)),
+            write(dir.path(), "g-lab.gz", &gzip(&lab)),
+        ),
+        (
+            write(dir.path(), "m-img", &gzip(&img)),
+            write(dir.path(), "m-lab", &lab),
+        ),
+    ];
+    for (ip, lp) in cases {
+        let src = DataSource::Idx {
+            images: ip.clone(),
+            labels: lp.clone(),
+        };
+        let fp = fingerprint(&src).unwrap();
+        assert_eq!(fp.id, want, "{}", ip.display());
+        assert_eq!((fp.files, fp.bytes), (2, bytes));
+        assert_eq!(read_idx(&ip, &lp).unwrap().content, fp);
+        assert_eq!(crate::data::load(&src, 7, 2).unwrap().content, fp);
+    }
+    // Content changes change the id: one pixel, one label, or images and labels swapped in
+    // the preimage order.
+    let (mut img2, mut lab2) = (img.clone(), lab.clone());
+    img2[16 + 7] ^= 1;
+    lab2[8] = 3;
+    let p1 = write(dir.path(), "img2", &img2);
+    let p2 = write(dir.path(), "lab2", &lab2);
+    let (pi, pl) = (
+        write(dir.path(), "img", &img),
+        write(dir.path(), "lab", &lab),
+    );
+    let fp = |i: &Path, l: &Path| read_idx(i, l).unwrap().content.id;
+    assert_ne!(fp(&p1, &pl), want);
+    assert_ne!(fp(&pi, &p2), want);
+    assert_eq!(fp(&pi, &pl), want);
+    assert_ne!(reference_idx_id(&lab, &img), want);
+}
+
+#[test]
+fn a_doubly_gzipped_file_is_decoded_once_and_rejected() {
+    // Decoding once means the parser sees the inner gzip stream, not IDX bytes: the file is
+    // rejected (as before fingerprints), and never silently decoded twice.
+    let dir = tempfile::tempdir().unwrap();
+    let (img, lab) = tiny_raw();
+    let ip = write(dir.path(), "double-img", &gzip(&gzip(&img)));
+    let lp = write(dir.path(), "lab", &lab);
+    let msg = err_text(read_idx(&ip, &lp).unwrap_err());
+    assert!(
+        msg.contains("double-img") && msg.contains("not an IDX file"),
+        "{msg}"
+    );
+    // The `_decoded` parsers do not gunzip at all.
+    assert!(parse_images_decoded(gzip(&img), &ip).is_err());
+    assert!(parse_labels_decoded(gzip(&lab), &lp).is_err());
+    assert_eq!(parse_images_decoded(img.clone(), &ip).unwrap().count, 5);
+    assert_eq!(parse_labels_decoded(lab.clone(), &lp).unwrap().len(), 5);
+}
+
+#[test]
+fn idx_fingerprint_errors_name_the_file_and_key() {
+    use crate::data::{fingerprint, DataSource};
+    let dir = tempfile::tempdir().unwrap();
+    let (_, lab) = tiny_raw();
+    let lp = write(dir.path(), "lab", &lab);
+    let src = DataSource::Idx {
+        images: dir.path().join("gone-img"),
+        labels: lp,
+    };
+    let msg = err_text(fingerprint(&src).unwrap_err());
+    assert!(
+        msg.contains("gone-img") && msg.contains("data.images"),
+        "{msg}"
+    );
+}

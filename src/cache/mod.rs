@@ -15,8 +15,15 @@
 //! by [`load_store`]. An entry that fails to open or parse, lacks the checksum (written
 //! before checksums existed) or does not match it is logged as a warning naming the file and
 //! the reason, and rebuilt under the lock (counted in [`StageStats::invalid`]).
+//!
+//! What goes into a key (data content, configuration slice, code fingerprints) is decided
+//! in [`crate::pipeline::cached`]. Each entry also stores its key (`_key`, the YAML that was
+//! hashed into its name; a mismatch is invalid) and a one-line summary (`_summary`) for
+//! `diffnmf cache ls`; a hit sets the entry's modification time, its *last use*.
+//! Listing, verifying and collecting entries: [`crate::sweep::cache_admin`].
 
 use crate::error::{Error, Result};
+use crate::pipeline::code::CodeFingerprints;
 use crate::results::h5::{open_file, write_file};
 use hdf5::types::VarLenUnicode;
 use ndarray::{Array1, Array2};
@@ -68,6 +75,17 @@ fn missing(name: &str) -> Error {
     }
 }
 
+/// A cache key: serialised (YAML) into the entry's name, with a one-line summary for
+/// listings.
+pub trait CacheKey: Serialize {
+    fn summary(&self) -> String;
+}
+
+/// Name of the string holding an entry's key YAML.
+pub const KEY_FIELD: &str = "_key";
+/// Name of the string holding an entry's key summary.
+pub const SUMMARY_FIELD: &str = "_summary";
+
 /// A stage result that can be cached.
 pub trait Cacheable: Sized {
     fn to_store(&self) -> Store;
@@ -86,21 +104,37 @@ pub struct StageStats {
 /// The cache rooted at a folder (normally `<sweep dir>/cache`).
 pub struct StageCache {
     root: PathBuf,
+    code: CodeFingerprints,
     stats: Mutex<BTreeMap<String, StageStats>>,
+}
+
+fn key_yaml(parts: &impl Serialize) -> String {
+    serde_yaml_ng::to_string(parts).expect("cache key parts serialise")
 }
 
 /// `<stage>-<first 16 hex digits of sha256(YAML of parts)>`.
 pub fn entry_key(stage: &str, parts: &impl Serialize) -> String {
-    let yaml = serde_yaml_ng::to_string(parts).expect("cache key parts serialise");
+    entry_name(stage, &key_yaml(parts))
+}
+
+/// [`entry_key`] from the key's YAML.
+pub fn entry_name(stage: &str, yaml: &str) -> String {
     let digest = Sha256::digest(yaml.as_bytes());
     let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
     format!("{stage}-{hex}")
 }
 
 impl StageCache {
+    /// The cache at `root`, keyed with this build's code fingerprints.
     pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self::with_code(root, CodeFingerprints::current())
+    }
+
+    /// The cache at `root` with other code fingerprints (tests of invalidation).
+    pub fn with_code(root: impl Into<PathBuf>, code: CodeFingerprints) -> Self {
         StageCache {
             root: root.into(),
+            code,
             stats: Mutex::new(BTreeMap::new()),
         }
     }
@@ -109,11 +143,20 @@ impl StageCache {
         &self.root
     }
 
+    /// The code fingerprints its keys are built with.
+    pub fn code(&self) -> &CodeFingerprints {
+        &self.code
+    }
+
     /// Path of the entry for `(stage, parts)`.
     pub fn path(&self, stage: &str, parts: &impl Serialize) -> PathBuf {
+        self.entry_path(stage, &key_yaml(parts))
+    }
+
+    fn entry_path(&self, stage: &str, yaml: &str) -> PathBuf {
         self.root
             .join(stage)
-            .join(format!("{}.h5", entry_key(stage, parts)))
+            .join(format!("{}.h5", entry_name(stage, yaml)))
     }
 
     /// Load the entry if present and valid, else build it (under the entry's lock) and
@@ -121,14 +164,16 @@ impl StageCache {
     pub fn get_or_build<T: Cacheable>(
         &self,
         stage: &str,
-        parts: &impl Serialize,
+        parts: &impl CacheKey,
         build: impl FnOnce() -> Result<T>,
     ) -> Result<T> {
-        let path = self.path(stage, parts);
+        let yaml = key_yaml(parts);
+        let path = self.entry_path(stage, &yaml);
         let mut invalid = None;
-        match try_load::<T>(&path) {
+        match try_load::<T>(&path, &yaml) {
             Loaded::Valid(v) => {
                 self.count(stage, Count::Hit);
+                touch(&path);
                 return Ok(v);
             }
             Loaded::Invalid(why) => invalid = Some(why),
@@ -139,7 +184,7 @@ impl StageCache {
         crate::results::paths::sweep_stale_tmp(dir);
         let _lock = lock_file(&path.with_extension("lock"))?;
         // Another process may have built (or rebuilt) it while we waited for the lock.
-        match try_load::<T>(&path) {
+        match try_load::<T>(&path, &yaml) {
             Loaded::Valid(v) => {
                 self.count(stage, Count::Hit);
                 return Ok(v);
@@ -152,7 +197,10 @@ impl StageCache {
             self.count(stage, Count::Invalid);
         }
         let v = build()?;
-        save_store(&path, &v.to_store())?;
+        let mut store = v.to_store();
+        store.strings.insert(KEY_FIELD.into(), yaml);
+        store.strings.insert(SUMMARY_FIELD.into(), parts.summary());
+        save_store(&path, &store)?;
         self.count(stage, Count::Build);
         crate::progress::log(format!("[cache] built {}", path.display()));
         Ok(v)
@@ -189,15 +237,37 @@ enum Loaded<T> {
     Invalid(String),
 }
 
-fn try_load<T: Cacheable>(path: &Path) -> Loaded<T> {
+/// Mark an entry as used now (its modification time; best effort: a read-only cache still
+/// works).
+fn touch(path: &Path) {
+    if let Ok(f) = std::fs::File::options().append(true).open(path) {
+        let _ = f.set_modified(std::time::SystemTime::now());
+    }
+}
+
+fn try_load<T: Cacheable>(path: &Path, yaml: &str) -> Loaded<T> {
     if !path.exists() {
         return Loaded::Absent;
     }
+    let bad = |msg: String| Error::Results {
+        path: path.to_path_buf(),
+        msg,
+    };
     match load_store(path).and_then(|s| {
-        T::from_store(&s).map_err(|e| Error::Results {
-            path: path.to_path_buf(),
-            msg: format!("does not hold this stage's result ({e})"),
-        })
+        match s.strings.get(KEY_FIELD) {
+            Some(k) if k == yaml => {}
+            Some(_) => {
+                return Err(bad(
+                    "holds another key (a hash collision or a renamed file)".into(),
+                ))
+            }
+            None => {
+                return Err(bad(format!(
+                    "has no `{KEY_FIELD}` (written by an older diffnmf)"
+                )))
+            }
+        }
+        T::from_store(&s).map_err(|e| bad(format!("does not hold this stage's result ({e})")))
     }) {
         Ok(v) => Loaded::Valid(v),
         Err(e) => Loaded::Invalid(e.to_string()),
@@ -278,6 +348,21 @@ pub fn save_store(path: &Path, s: &Store) -> Result<()> {
     })
 }
 
+/// The key summary stored in an entry (its `strings` only; the arrays are not read).
+pub fn read_summary(path: &Path) -> Result<String> {
+    let read = || -> hdf5::Result<Option<String>> {
+        let f = open_file(path)?;
+        let gs = f.group("strings")?;
+        if !gs.attr_names()?.iter().any(|n| n == SUMMARY_FIELD) {
+            return Ok(None);
+        }
+        let v: VarLenUnicode = gs.attr(SUMMARY_FIELD)?.read_scalar()?;
+        Ok(Some(v.to_string()))
+    };
+    let s = read().map_err(|e| h5err(path, e))?;
+    Ok(s.unwrap_or_else(|| "(no summary: written by an older diffnmf)".into()))
+}
+
 /// Read a store and verify its checksum: an entry without one (written by an older
 /// diffnmf) or with a mismatching one is an error naming the file.
 pub fn load_store(path: &Path) -> Result<Store> {
@@ -325,236 +410,4 @@ pub fn load_store(path: &Path) -> Result<Store> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[derive(Debug, PartialEq)]
-    struct Thing(Array2<f32>, Vec<f64>, String);
-    impl Cacheable for Thing {
-        fn to_store(&self) -> Store {
-            let mut s = Store::default();
-            s.arrays.insert("a".into(), self.0.clone());
-            s.vectors.insert("v".into(), self.1.clone());
-            s.strings.insert("s".into(), self.2.clone());
-            s
-        }
-        fn from_store(s: &Store) -> Result<Self> {
-            Ok(Thing(
-                s.array("a")?.clone(),
-                s.vector("v")?.clone(),
-                s.string("s")?.clone(),
-            ))
-        }
-    }
-
-    #[test]
-    fn builds_once_then_hits_and_keys_depend_on_parts() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = StageCache::new(dir.path());
-        let mk = || {
-            Ok(Thing(
-                Array2::from_elem((2, 3), 1.5),
-                vec![1.0, 2.0],
-                "x".into(),
-            ))
-        };
-        let a = c.get_or_build("nnmf", &("k", 8), mk).unwrap();
-        let b = c
-            .get_or_build("nnmf", &("k", 8), || -> Result<Thing> {
-                panic!("must not rebuild")
-            })
-            .unwrap();
-        assert_eq!(a, b);
-        c.get_or_build("nnmf", &("k", 16), mk).unwrap();
-        assert_eq!(
-            c.stats()["nnmf"],
-            StageStats {
-                hits: 1,
-                builds: 2,
-                invalid: 0
-            }
-        );
-        assert_ne!(entry_key("nnmf", &("k", 8)), entry_key("nnmf", &("k", 16)));
-        // A second cache object (another process) sees the entries.
-        let c2 = StageCache::new(dir.path());
-        c2.get_or_build("nnmf", &("k", 8), || -> Result<Thing> {
-            panic!("must not rebuild")
-        })
-        .unwrap();
-        let leftovers = std::fs::read_dir(dir.path().join("nnmf"))
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .contains(".tmp")
-            })
-            .count();
-        assert_eq!(leftovers, 0);
-    }
-
-    #[test]
-    fn a_failed_build_leaves_no_entry() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = StageCache::new(dir.path());
-        let r = c.get_or_build("cnn", &1, || -> Result<Thing> {
-            Err(Error::param("x", "boom"))
-        });
-        assert!(r.is_err());
-        assert!(!c.path("cnn", &1).exists());
-    }
-
-    fn thing() -> Thing {
-        // A distinctive array whose raw bytes can be found in the file.
-        let a = Array2::from_shape_fn((4, 8), |(i, j)| 1234.5 + (i * 8 + j) as f32 * 0.25);
-        Thing(a, vec![3.0, 4.0], "hello".into())
-    }
-
-    fn build_count(c: &StageCache, parts: &impl Serialize) -> (Thing, StageStats) {
-        let v = c.get_or_build("nnmf", parts, || Ok(thing())).unwrap();
-        (v, c.stats()["nnmf"])
-    }
-
-    #[test]
-    fn flipped_bytes_are_detected_and_the_entry_rebuilt() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = StageCache::new(dir.path());
-        build_count(&c, &("k", 8));
-        let path = c.path("nnmf", &("k", 8));
-        let mut bytes = std::fs::read(&path).unwrap();
-        let needle: Vec<u8> = thing()
-            .0
-            .iter()
-            .take(4)
-            .flat_map(|x| x.to_le_bytes())
-            .collect();
-        let at = bytes
-            .windows(needle.len())
-            .position(|w| w == needle.as_slice())
-            .expect("the array's raw data is in the file");
-        for b in &mut bytes[at + 9..at + 12] {
-            *b ^= 0x5a;
-        }
-        std::fs::write(&path, &bytes).unwrap();
-        let e = load_store(&path).unwrap_err().to_string();
-        assert!(
-            e.contains(path.to_str().unwrap()) && e.contains("checksum mismatch: stored "),
-            "{e}"
-        );
-        assert!(e.contains(" computed "), "{e}");
-        let c2 = StageCache::new(dir.path());
-        let (v, st) = build_count(&c2, &("k", 8));
-        assert_eq!(v, thing());
-        assert_eq!(
-            st,
-            StageStats {
-                hits: 0,
-                builds: 1,
-                invalid: 1
-            }
-        );
-        // The rebuilt entry is valid again.
-        let c3 = StageCache::new(dir.path());
-        let (_, st) = build_count(&c3, &("k", 8));
-        assert_eq!((st.hits, st.builds, st.invalid), (1, 0, 0));
-    }
-
-    #[test]
-    fn truncated_garbage_and_unchecksummed_entries_are_rebuilt() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = StageCache::new(dir.path());
-        build_count(&c, &("k", 8));
-        let path = c.path("nnmf", &("k", 8));
-        let good = std::fs::read(&path).unwrap();
-        let old_style = |p: &Path| {
-            // As written before checksums: the same groups, no `sha256` attribute.
-            write_file(p, |f| {
-                let ga = f.create_group("arrays")?;
-                ga.new_dataset_builder().with_data(&thing().0).create("a")?;
-                let gv = f.create_group("vectors")?;
-                gv.new_dataset_builder()
-                    .with_data(&Array1::from(thing().1))
-                    .create("v")?;
-                let gs = f.create_group("strings")?;
-                let val: VarLenUnicode = "hello".parse().unwrap();
-                gs.new_attr::<VarLenUnicode>()
-                    .create("s")?
-                    .write_scalar(&val)
-            })
-            .unwrap()
-        };
-        type Damage<'a> = Box<dyn Fn(&Path) + 'a>;
-        let cases: [(&str, Damage, &str); 3] = [
-            (
-                "truncated",
-                Box::new(|p: &Path| std::fs::write(p, &good[..good.len() / 2]).unwrap()),
-                "hdf5:",
-            ),
-            (
-                "garbage",
-                Box::new(|p: &Path| std::fs::write(p, b"not hdf5\n".repeat(50)).unwrap()),
-                "hdf5:",
-            ),
-            ("unchecksummed", Box::new(old_style), "no `sha256` checksum"),
-        ];
-        for (what, damage, reason) in cases {
-            damage(&path);
-            let e = load_store(&path).unwrap_err().to_string();
-            assert!(
-                e.contains(path.to_str().unwrap()) && e.contains(reason),
-                "{what}: {e}"
-            );
-            let c2 = StageCache::new(dir.path());
-            let (v, st) = build_count(&c2, &("k", 8));
-            assert_eq!(v, thing(), "{what}");
-            assert_eq!((st.hits, st.builds, st.invalid), (0, 1, 1), "{what}");
-            load_store(&path).unwrap();
-        }
-    }
-
-    #[test]
-    fn the_hash_covers_names_shapes_and_values() {
-        let t = thing();
-        let base = content_hash(&t.to_store());
-        let mut s = t.to_store();
-        s.arrays.insert(
-            "a".into(),
-            t.0.clone().into_shape_with_order((8, 4)).unwrap(),
-        );
-        assert_ne!(content_hash(&s), base, "shape");
-        let mut s = t.to_store();
-        s.arrays.get_mut("a").unwrap()[[0, 0]] += 1.0;
-        assert_ne!(content_hash(&s), base, "value");
-        let mut s = t.to_store();
-        let a = s.arrays.remove("a").unwrap();
-        s.arrays.insert("b".into(), a);
-        assert_ne!(content_hash(&s), base, "name");
-        let mut s = t.to_store();
-        s.strings.insert("s".into(), "hellp".into());
-        assert_ne!(content_hash(&s), base, "string");
-        let mut s = t.to_store();
-        s.vectors.insert("v".into(), vec![3.0, 4.5]);
-        assert_ne!(content_hash(&s), base, "vector");
-        assert_eq!(content_hash(&t.to_store()), base);
-    }
-
-    #[test]
-    fn stale_temporaries_in_the_entry_folder_are_swept() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = StageCache::new(dir.path());
-        let stage_dir = dir.path().join("nnmf");
-        std::fs::create_dir_all(&stage_dir).unwrap();
-        let mut pid = 4_000_000u32;
-        while Path::new(&format!("/proc/{pid}")).exists() {
-            pid += 1;
-        }
-        let stale = stage_dir.join(format!(
-            ".nnmf-0000000000000000.h5.tmp.{}.{pid}",
-            crate::results::paths::hostname()
-        ));
-        std::fs::write(&stale, b"half").unwrap();
-        build_count(&c, &("k", 8));
-        assert!(!stale.exists());
-    }
-}
+mod tests;
