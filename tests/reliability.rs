@@ -11,44 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn repo(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
-}
+mod common;
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_diffnmf"));
-    c.current_dir(env!("CARGO_MANIFEST_DIR"));
-    c.env_remove("DIFFNMF_FAULT");
-    for k in ["SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"] {
-        c.env_remove(k);
-    }
-    c
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// Settings that make a smoke cell take about a second in debug builds.
-const CHEAP: &str = "set:
-  data.subset: 200
-  nnmf.max_iter: 5
-  cnn.channels: [2, 2, 2]
-  cnn.feature_dim: 4
-  cnn.epochs: 1
-  classifier.hidden: [8]
-  classifier.epochs: 2
-  diffusion.epochs: 1
-  diffusion.hidden: [8]
-  diffusion.passes: 2
-  attack.iterations: 2
-  attack.eot: 1
-  attack.score_repeats: 2
-";
+use common::{bin, repo, text, CHEAP};
 
 fn sweep_file(dir: &Path, name: &str, body: &str) -> PathBuf {
     let p = dir.join(format!("{name}.yaml"));

@@ -39,21 +39,9 @@ fn sweep_file(dir: &Path, name: &str, body: &str) -> PathBuf {
 }
 
 /// Settings that make a smoke cell take a fraction of a second in debug builds.
-const CHEAP: &str = "set:
-  data.subset: 200
-  nnmf.max_iter: 5
-  cnn.channels: [2, 2, 2]
-  cnn.feature_dim: 4
-  cnn.epochs: 1
-  classifier.hidden: [8]
-  classifier.epochs: 2
-  diffusion.epochs: 1
-  diffusion.hidden: [8]
-  diffusion.passes: 2
-  attack.iterations: 2
-  attack.eot: 1
-  attack.score_repeats: 2
-";
+mod common;
+
+use common::CHEAP;
 
 #[test]
 fn every_repo_sweep_expands_to_the_product_of_its_axes() {
