@@ -116,11 +116,45 @@ fn keys_follow_content_not_paths_and_cache_commands_manage_entries() {
     let dry = ok(bin().args(["cache", "gc", "--dry-run"]).arg(&c));
     assert!(dry.contains("would remove 7 entries"), "{dry}");
     assert_eq!(h5_entries(&c).len(), 14);
+
+    // While a cell is claimed by a live process (this test's own marker) gc refuses: that
+    // process may be another build with other keys. --dry-run still answers.
+    let cell = diffnmf::sweep::layout::read_cell_ids(&c).unwrap()[0].clone();
+    let running = diffnmf::results::paths::cell_running(&c, &cell);
+    std::fs::write(&running, diffnmf::sweep::claim::Marker::mine().render()).unwrap();
+    let o = bin().args(["cache", "gc"]).arg(&c).output().unwrap();
+    let t = common::text(&o);
+    assert!(!o.status.success() && t.contains("are being run"), "{t}");
+    assert_eq!(h5_entries(&c).len(), 14);
+    ok(bin().args(["cache", "gc", "--dry-run"]).arg(&c));
+    std::fs::remove_file(&running).unwrap();
+
+    // An unreferenced entry whose lock is held (a build in progress) is kept; the lock file
+    // is never removed.
+    let held_name = built
+        .iter()
+        .find(|e| e.starts_with("denoiser-"))
+        .unwrap()
+        .clone();
+    let held_lock = c.join("cache/denoiser").join(format!("{held_name}.lock"));
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&held_lock)
+        .unwrap();
+    lock.try_lock().unwrap();
     let gc = ok(bin().args(["cache", "gc"]).arg(&c));
     assert!(
-        gc.contains("removed 7 entries") && gc.contains("kept 7"),
+        gc.contains("removed 6 entries")
+            && gc.contains(&format!("kept denoiser/{held_name} (locked"))
+            && gc.contains("kept 7 referenced and 1 locked"),
         "{gc}"
     );
+    drop(lock);
+    let gc = ok(bin().args(["cache", "gc"]).arg(&c));
+    assert!(gc.contains("removed 1 entries"), "{gc}");
+    assert!(held_lock.exists(), "gc removed a lock file");
     let left = h5_entries(&c);
     assert!(left.iter().all(|e| !built.contains(e)), "{left:?}");
     assert_eq!(left.len(), 7);
@@ -157,4 +191,14 @@ fn keys_follow_content_not_paths_and_cache_commands_manage_entries() {
     assert!(!o.status.success(), "{t}");
     assert!(t.contains("cannot fingerprint the data of cell"), "{t}");
     assert_eq!(h5_entries(&c).len(), 6);
+    // ls still lists, with unknown reference counts.
+    let ls = ok(bin().args(["cache", "ls"]).arg(&c));
+    assert!(
+        ls.lines()
+            .filter(|l| !l.starts_with('?') && l.contains(" ?  "))
+            .count()
+            == 6
+            && ls.contains("? cannot fingerprint the data of cell"),
+        "{ls}"
+    );
 }

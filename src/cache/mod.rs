@@ -1,10 +1,11 @@
 //! Content-addressed stage cache shared by the cells of a sweep (and safe across processes).
 //!
-//! An entry is identified by its stage name and a hash of the configuration slice that
-//! determines it (`<root>/<stage>/<stage>-<16 hex>.h5`). Entries are built under an
-//! exclusive file lock (`.lock` beside the entry; concurrent builders of the same entry wait
-//! for the first one and then load its result), written to a temporary name and renamed, so
-//! a half-written entry is never read. Where the file system does not support locks (some
+//! An entry is identified by its stage name and a hash of its key — everything that
+//! determines it: data content, configuration section, seed, code fingerprints
+//! (`<root>/<stage>/<stage>-<16 hex>.h5`). Entries are built under an exclusive file lock
+//! (`.lock` beside the entry; concurrent builders of the same entry wait for the first one
+//! and then load its result), written to a temporary name and renamed, so a half-written
+//! entry is never read. Where the file system does not support locks (some
 //! NFS mounts), building proceeds without one and write-then-rename still keeps entries whole.
 //!
 //! Entries are built in memory and written with [`crate::results::h5::write_file`], so a full

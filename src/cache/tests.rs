@@ -241,3 +241,42 @@ impl CacheKey for i32 {
         self.to_string()
     }
 }
+
+#[test]
+fn an_entry_whose_stored_key_differs_is_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = StageCache::new(dir.path());
+    build_count(&c, &("k", 8));
+    // A valid entry (checksum whole) under the name of another key: a hash collision or a
+    // file copied by hand. The stored key decides.
+    let other = c.path("nnmf", &("k", 16));
+    std::fs::copy(c.path("nnmf", &("k", 8)), &other).unwrap();
+    let e = load_store(&other).unwrap();
+    assert!(e.strings[KEY_FIELD].contains("8"));
+    let c2 = StageCache::new(dir.path());
+    let (_, st) = build_count(&c2, &("k", 16));
+    assert_eq!((st.hits, st.builds, st.invalid), (0, 1, 1));
+    assert!(load_store(&other).unwrap().strings[KEY_FIELD].contains("16"));
+}
+
+#[test]
+fn a_hit_marks_the_entry_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = StageCache::new(dir.path());
+    build_count(&c, &("k", 8));
+    let path = c.path("nnmf", &("k", 8));
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400 * 30);
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let (_, st) = build_count(&StageCache::new(dir.path()), &("k", 8));
+    assert_eq!(st.hits, 1);
+    let used = std::fs::metadata(&path).unwrap().modified().unwrap();
+    assert!(
+        used.duration_since(old).unwrap() > std::time::Duration::from_secs(86_400 * 29),
+        "a hit did not update the last use"
+    );
+}

@@ -56,15 +56,6 @@ pub enum ImageSize {
     Rect([usize; 2]),
 }
 
-impl ImageSize {
-    pub fn hw(&self) -> (usize, usize) {
-        match *self {
-            ImageSize::Square(s) => (s, s),
-            ImageSize::Rect([h, w]) => (h, w),
-        }
-    }
-}
-
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {

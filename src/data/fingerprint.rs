@@ -35,7 +35,7 @@
 //! listing of [`folder::list_images`](super::folder::list_images): class folders in label
 //! order, images sorted by name within each, only `.png` / `.jpg` / `.jpeg` files). For each
 //! file: `rel` = its path relative to `root`, components joined by `/`, as UTF-8 bytes (a
-//! non-UTF-8 name is an error naming the file), `size` = its length in bytes, `d` =
+//! non-UTF-8 file or class-folder name is an error naming it), `size` = its length in bytes, `d` =
 //! `sha256(file bytes)`. Then
 //!
 //! ```text

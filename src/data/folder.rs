@@ -202,14 +202,19 @@ fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// Class folders of `root`, sorted, with their labels and display names.
 fn class_folders(root: &Path) -> Result<Vec<(u8, String, PathBuf)>> {
-    let dirs: Vec<(String, PathBuf)> = list_dir(root)?
-        .into_iter()
-        .filter(|p| p.is_dir())
-        .filter_map(|p| {
-            let name = p.file_name()?.to_str()?.to_owned();
-            (!name.starts_with('.')).then_some((name, p))
-        })
-        .collect();
+    let mut dirs: Vec<(String, PathBuf)> = vec![];
+    for p in list_dir(root)?.into_iter().filter(|p| p.is_dir()) {
+        let Some(name) = p.file_name().and_then(|n| n.to_str()) else {
+            return Err(Error::data(
+                &p,
+                "class folder name is not valid UTF-8; rename the folder (its name gives the \
+                 label and is part of the data's fingerprint)",
+            ));
+        };
+        if !name.starts_with('.') {
+            dirs.push((name.to_owned(), p.clone()));
+        }
+    }
     if dirs.is_empty() {
         return Err(Error::data(
             root,

@@ -6,6 +6,17 @@
 use ndarray::{Array2, ArrayView2};
 use rayon::prelude::*;
 
+/// The size's `(height, width)`. It lives here, with the resizing it drives, because this
+/// file is part of every stage's code fingerprint and the configuration is not.
+impl crate::config::ImageSize {
+    pub fn hw(&self) -> (usize, usize) {
+        match *self {
+            crate::config::ImageSize::Square(s) => (s, s),
+            crate::config::ImageSize::Rect([h, w]) => (h, w),
+        }
+    }
+}
+
 /// Interpolation taps of one axis: output pixel `i` is `Σ_k w[k] · src[start + k]`.
 #[derive(Clone, Debug)]
 struct AxisTaps {

@@ -152,6 +152,30 @@ pub struct KeyCtx<'a> {
     /// only the configuration is known).
     pub data: &'a str,
     pub code: &'a CodeFingerprints,
+    /// Whether a CUDA backend is open for the run: the NNMF fit then takes the GPU path
+    /// where it has one, and its entry is kept apart (GPU and CPU fits differ in rounding).
+    pub cuda: bool,
+}
+
+/// Whether a run of `cfg` on this machine opens a CUDA backend (`device: cuda`, or `auto`
+/// in a CUDA build with a usable GPU): what the keys of cells not yet run assume.
+pub fn plans_cuda(cfg: &JobConfig) -> bool {
+    match cfg.device {
+        crate::config::DevicePref::Cpu => false,
+        crate::config::DevicePref::Cuda => true,
+        crate::config::DevicePref::Auto => crate::backend::cuda_available(),
+    }
+}
+
+/// The device the NNMF stage of `cfg` is fitted on: the GPU path covers the global
+/// Frobenius fit only.
+fn nnmf_device(cfg: &JobConfig, k: &KeyCtx) -> &'static str {
+    use crate::nmf::{NmfLoss, NmfMode};
+    if k.cuda && cfg.nnmf.loss == NmfLoss::Frobenius && cfg.nnmf.mode == NmfMode::Global {
+        "cuda"
+    } else {
+        "cpu"
+    }
 }
 
 /// A stand-in for the data's content where only the configuration is known (ordering
@@ -197,7 +221,7 @@ fn short(id: &str) -> &str {
 
 #[derive(Serialize)]
 pub struct CnnKey<'a> {
-    code: (&'a str, &'a str),
+    code: (&'a str, &'a str, &'a str),
     data: DataKey<'a>,
     cnn: &'a crate::config::CnnConfig,
     seed: u64,
@@ -205,9 +229,9 @@ pub struct CnnKey<'a> {
 
 #[derive(Serialize)]
 pub struct NnmfKey<'a> {
-    code: (&'a str, &'a str),
-    /// GPU and CPU fits differ in rounding: keep their entries apart.
-    device: crate::config::DevicePref,
+    code: (&'a str, &'a str, &'a str),
+    /// The device actually fitted on (`auto` resolved): GPU and CPU fits differ in rounding.
+    device: &'static str,
     data: DataKey<'a>,
     nnmf: &'a crate::config::NnmfConfig,
     seed: u64,
@@ -222,7 +246,7 @@ pub struct FeatureKey<'a> {
 
 #[derive(Serialize)]
 pub struct ClassifierKey<'a> {
-    code: (&'a str, &'a str),
+    code: (&'a str, &'a str, &'a str),
     features: FeatureKey<'a>,
     classifier: &'a crate::config::ClassifierConfig,
     seed: u64,
@@ -232,7 +256,7 @@ pub struct ClassifierKey<'a> {
 /// sweeps over them reuse one denoiser).
 #[derive(Serialize)]
 pub struct DenoiserKey<'a> {
-    code: (&'a str, &'a str),
+    code: (&'a str, &'a str, &'a str),
     features: FeatureKey<'a>,
     steps: usize,
     beta: (f64, f64),
@@ -255,7 +279,7 @@ pub fn cnn_key<'a>(cfg: &'a JobConfig, k: &KeyCtx<'a>) -> CnnKey<'a> {
 pub fn nnmf_key<'a>(cfg: &'a JobConfig, k: &KeyCtx<'a>) -> NnmfKey<'a> {
     NnmfKey {
         code: k.code.key("nnmf"),
-        device: cfg.device,
+        device: nnmf_device(cfg, k),
         data: data_key(cfg, k),
         nnmf: &cfg.nnmf,
         seed: cfg.seed,

@@ -3,7 +3,8 @@
 //! protocols for the defence) → metrics and result files.
 //!
 //! Stages are plain functions of the configuration and the seed (see [`stages`]), so that a
-//! sweep engine can cache them by the configuration slice that determines each one.
+//! sweep engine can cache each by what determines it (data content, configuration section, seed and
+//! code; see [`cached`]).
 
 #[cfg(test)]
 mod cache_tests;

@@ -1,6 +1,6 @@
 //! The training stages: data, CNN features, NNMF features, hybrid vector, classifier,
-//! denoiser. Each expensive stage is a function of the configuration slice and seed that
-//! determines it, and goes through the [`StageCache`] when one is given (sweeps).
+//! denoiser. Each expensive stage is a function of its key (data content, configuration
+//! section, seed, code; see [`super::cached`]), and goes through the [`StageCache`] when one is given (sweeps).
 //!
 //! Also the checks of the job against its data, run right after loading and before any
 //! training ([`check_job_against_data`]): at least two classes in the training split, the
@@ -249,14 +249,21 @@ pub fn train_all(
     cache: Option<&StageCache>,
     ctx: &DeviceCtx,
 ) -> Result<Trained> {
-    let _ = ctx;
     let prepared = prepare_data(cfg, t)?;
     check_job_against_data(cfg, &prepared)?;
     let Prepared { ds, split, .. } = prepared;
     let code = cache.map_or_else(CodeFingerprints::current, |c| c.code().clone());
+    #[cfg(feature = "cuda")]
+    let cuda = ctx.cuda.is_some();
+    #[cfg(not(feature = "cuda"))]
+    let cuda = {
+        let _ = ctx;
+        false
+    };
     let keys = KeyCtx {
         data: &ds.content.id,
         code: &code,
+        cuda,
     };
     let (h, w) = (ds.height, ds.width);
     let lab =

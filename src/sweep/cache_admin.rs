@@ -7,7 +7,11 @@
 //! * `gc` removes the entries no cell references (for this build's keys: entries of an
 //!   older diffnmf whose stage code changed, of cells removed from the sweep, of data that
 //!   changed) and damaged ones; `--dry-run` only prints. An entry whose lock another process
-//!   holds (it is being built or rebuilt) is left alone.
+//!   holds (it is being built or rebuilt) is left alone, and a damaged entry is checked
+//!   again once its lock is held (a build may have just replaced it). Lock files are never
+//!   removed: a process waiting on one would otherwise build beside a new one. `gc` refuses
+//!   while a cell of the sweep is claimed by a live process, because that process may run
+//!   another diffnmf build whose keys this one cannot compute.
 //!
 //! *References* are computed, not recorded: each cell's `job.yaml` gives its configuration,
 //! the data it names is fingerprinted ([`crate::data::fingerprint`], once per distinct
@@ -76,7 +80,11 @@ pub fn entries(root: &Path) -> Result<Vec<Entry>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
         Err(e) => return Err(Error::io(root, e)),
     };
-    for stage in rd.filter_map(|e| e.ok()).filter(|e| e.path().is_dir()) {
+    for stage in rd {
+        let stage = stage.map_err(|e| Error::io(root, e))?;
+        if !stage.path().is_dir() {
+            continue;
+        }
         let stage_name = stage.file_name().to_string_lossy().to_string();
         let dir = stage.path();
         for f in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
@@ -88,7 +96,12 @@ pub fn entries(root: &Path) -> Result<Vec<Entry>> {
             if name.starts_with('.') {
                 continue;
             }
-            let meta = f.metadata().map_err(|e| Error::io(f.path(), e))?;
+            let meta = match f.metadata() {
+                Ok(m) => m,
+                // Removed between listing and stat (a concurrent gc or rebuild).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(f.path(), e)),
+            };
             out.push(Entry {
                 stage: stage_name.clone(),
                 name: name.to_string(),
@@ -102,12 +115,21 @@ pub fn entries(root: &Path) -> Result<Vec<Entry>> {
     Ok(out)
 }
 
-/// Entry names (`<stage>-<hex>`) referenced by the cells of the sweep at `dir`, with the
-/// number of cells referencing each.
-pub fn references(dir: &Path, code: &CodeFingerprints) -> Result<BTreeMap<String, usize>> {
+/// The references of a sweep's cells to cache entries.
+#[derive(Debug, Default)]
+pub struct Refs {
+    /// Entry name (`<stage>-<hex>`) → number of cells referencing it.
+    pub counts: BTreeMap<String, usize>,
+    /// Cells whose data could not be fingerprinted (moved or deleted), with the reason:
+    /// their references are unknown.
+    pub unresolved: Vec<String>,
+}
+
+/// The entries referenced by the cells of the sweep at `dir`.
+pub fn references(dir: &Path, code: &CodeFingerprints) -> Result<Refs> {
     let ids = super::layout::read_cell_ids(dir)?;
-    let mut prints: HashMap<String, Fingerprint> = HashMap::new();
-    let mut refs = BTreeMap::new();
+    let mut prints: HashMap<String, std::result::Result<Fingerprint, String>> = HashMap::new();
+    let mut refs = Refs::default();
     for id in &ids {
         let job_path = paths::cell_job(dir, id);
         let job = config::load_job(&job_path, &[])?;
@@ -115,41 +137,52 @@ pub fn references(dir: &Path, code: &CodeFingerprints) -> Result<BTreeMap<String
         let source = cached::configured_source(cfg);
         if !prints.contains_key(&source) {
             let t = Instant::now();
-            let fp = fingerprint(&data_source(cfg)).map_err(|e| Error::Results {
-                path: job_path.clone(),
-                msg: format!(
-                    "cannot fingerprint the data of cell {id} ({e}); restore the data so the \
-                     cache can tell which entries the cell uses"
-                ),
-            })?;
-            crate::progress::log(format!(
-                "[cache] data {} → {} ({} files, {:.1} MB) in {:.2}s",
-                source,
-                fp.short(),
-                fp.files,
-                fp.bytes as f64 / 1e6,
-                t.elapsed().as_secs_f64()
-            ));
+            let fp = fingerprint(&data_source(cfg)).map_err(|e| e.to_string());
+            if let Ok(fp) = &fp {
+                crate::progress::log(format!(
+                    "[cache] data {} → {} ({} files, {:.1} MB) in {:.2}s",
+                    source,
+                    fp.short(),
+                    fp.files,
+                    fp.bytes as f64 / 1e6,
+                    t.elapsed().as_secs_f64()
+                ));
+            }
             prints.insert(source.clone(), fp);
         }
-        let k = KeyCtx {
-            data: &prints[&source].id,
-            code,
+        let data = match &prints[&source] {
+            Ok(fp) => fp.id.clone(),
+            Err(e) => {
+                refs.unresolved.push(format!(
+                    "cannot fingerprint the data of cell {id} ({}): {e}",
+                    job_path.display()
+                ));
+                continue;
+            }
         };
-        let mut names = vec![];
-        if cfg.features.cnn {
-            names.push(cache::entry_key("cnn", &cached::cnn_key(cfg, &k)));
+        // A cell may have run with or without a GPU (`device: auto` on mixed nodes): both
+        // NNMF variants and everything after them count as referenced.
+        let mut names = std::collections::BTreeSet::new();
+        for cuda in [false, true] {
+            let k = KeyCtx {
+                data: &data,
+                code,
+                cuda,
+            };
+            if cfg.features.cnn {
+                names.insert(cache::entry_key("cnn", &cached::cnn_key(cfg, &k)));
+            }
+            if cfg.features.nnmf {
+                names.insert(cache::entry_key("nnmf", &cached::nnmf_key(cfg, &k)));
+            }
+            names.insert(cache::entry_key(
+                "classifier",
+                &cached::classifier_key(cfg, &k),
+            ));
+            names.insert(cache::entry_key("denoiser", &cached::denoiser_key(cfg, &k)));
         }
-        if cfg.features.nnmf {
-            names.push(cache::entry_key("nnmf", &cached::nnmf_key(cfg, &k)));
-        }
-        names.push(cache::entry_key(
-            "classifier",
-            &cached::classifier_key(cfg, &k),
-        ));
-        names.push(cache::entry_key("denoiser", &cached::denoiser_key(cfg, &k)));
         for n in names {
-            *refs.entry(n).or_insert(0) += 1;
+            *refs.counts.entry(n).or_insert(0) += 1;
         }
     }
     Ok(refs)
@@ -208,20 +241,34 @@ pub fn run(a: CacheArgs) -> anyhow::Result<()> {
                 "{:<10} {:<28} {:>10} {:>12} {:>5}  summary",
                 "stage", "entry", "size", "last use", "cells"
             );
+            // With cells whose data is missing, a count is a lower bound and 0 is unknown.
+            let partial = !refs.unresolved.is_empty();
             for e in &list {
                 let summary =
                     cache::read_summary(&e.path).unwrap_or_else(|x| format!("(unreadable: {x})"));
+                let cells = match refs.counts.get(&e.name) {
+                    Some(n) if partial => format!("{n}+"),
+                    Some(n) => n.to_string(),
+                    None if partial => "?".into(),
+                    None => "0".into(),
+                };
                 println!(
                     "{:<10} {:<28} {:>10} {:>12} {:>5}  {summary}",
                     e.stage,
                     e.name,
                     size(e.size),
                     age(e.last_use),
-                    refs.get(&e.name).copied().unwrap_or(0)
+                    cells
                 );
             }
+            for u in &refs.unresolved {
+                println!("? {u}");
+            }
             let total: u64 = list.iter().map(|e| e.size).sum();
-            let unref = list.iter().filter(|e| !refs.contains_key(&e.name)).count();
+            let unref = list
+                .iter()
+                .filter(|e| !refs.counts.contains_key(&e.name))
+                .count();
             println!(
                 "{}: {} entries, {}; {unref} referenced by no cell (`diffnmf cache gc` removes them)",
                 paths::sweep_cache(&dir).display(),
@@ -289,17 +336,63 @@ pub struct GcReport {
     pub kept: usize,
 }
 
+/// Cells of the sweep at `dir` claimed by a process that is (or may be) alive.
+pub fn live_claims(dir: &Path) -> Result<Vec<String>> {
+    let mut out = vec![];
+    for id in super::layout::read_cell_ids(dir)? {
+        if let Some((m, age)) = super::claim::read(&paths::cell_running(dir, &id)) {
+            if !matches!(
+                super::claim::liveness(&m, age),
+                super::claim::Liveness::Stale(_)
+            ) {
+                out.push(format!("{id} ({})", m.describe()));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Remove the entries of `<dir>/cache` that no cell references, and damaged ones.
 pub fn gc(dir: &Path, code: &CodeFingerprints, dry_run: bool) -> Result<GcReport> {
     let root = paths::sweep_cache(dir);
+    let live = live_claims(dir)?;
+    if !live.is_empty() && !dry_run {
+        return Err(Error::Results {
+            path: dir.to_path_buf(),
+            msg: format!(
+                "{} cell(s) are being run ({}{}); a running diffnmf may be another build whose \
+                 cache keys this one cannot compute, so gc could remove entries it uses. Run \
+                 `diffnmf cache gc` once the sweep has finished (`--dry-run` works now)",
+                live.len(),
+                live[..live.len().min(3)].join(", "),
+                if live.len() > 3 { ", …" } else { "" }
+            ),
+        });
+    }
     let refs = references(dir, code)?;
+    if let Some(first) = refs.unresolved.first() {
+        return Err(Error::Results {
+            path: dir.to_path_buf(),
+            msg: format!(
+                "{first}{}; gc could not tell that cell's entries from garbage: restore the \
+                 data (or remove the cell from the sweep) and run gc again",
+                if refs.unresolved.len() > 1 {
+                    format!(" (and {} more cells)", refs.unresolved.len() - 1)
+                } else {
+                    String::new()
+                }
+            ),
+        });
+    }
+    let refs = refs.counts;
     let mut r = GcReport {
         removed: vec![],
         busy: vec![],
         kept: 0,
     };
     for e in entries(&root)? {
-        let why = if !refs.contains_key(&e.name) {
+        let referenced = refs.contains_key(&e.name);
+        let why = if !referenced {
             "referenced by no cell"
         } else if check(&e).is_err() {
             "damaged"
@@ -322,9 +415,19 @@ pub fn gc(dir: &Path, code: &CodeFingerprints, dry_run: bool) -> Result<GcReport
             r.busy.push(e);
             continue;
         }
-        std::fs::remove_file(&e.path).map_err(|x| Error::io(&e.path, x))?;
-        let _ = std::fs::remove_file(&lock_path);
-        r.removed.push((e, why));
+        // Under the lock: a referenced entry found damaged may have been rebuilt meanwhile.
+        if referenced && check(&e).is_ok() {
+            r.kept += 1;
+            continue;
+        }
+        match std::fs::remove_file(&e.path) {
+            Ok(()) => r.removed.push((e, why)),
+            Err(x) if x.kind() == std::io::ErrorKind::NotFound => {}
+            Err(x) => return Err(Error::io(&e.path, x)),
+        }
+        // The lock file stays: removing it would let a waiter and a newcomer lock two
+        // different files for the same entry.
+        drop(lock);
     }
     if !dry_run {
         for stage in std::fs::read_dir(&root).into_iter().flatten().flatten() {

@@ -498,6 +498,7 @@ pub fn owners_first(cells: &[Cell]) -> Vec<usize> {
                 let k = cached::KeyCtx {
                     data: &data,
                     code: &code,
+                    cuda: cached::plans_cuda(cfg),
                 };
                 let cnn = cfg
                     .features
@@ -771,6 +772,7 @@ pub fn training_group(c: &Cell) -> String {
     let k = cached::KeyCtx {
         data: &data,
         code: &code,
+        cuda: cached::plans_cuda(cfg),
     };
     entry_key(
         "group",
@@ -893,6 +895,7 @@ mod tests {
             let k = cached::KeyCtx {
                 data: &data,
                 code: &code,
+                cuda: cached::plans_cuda(cfg),
             };
             let a = cfg.features.cnn && cnn.insert(entry_key("cnn", &cached::cnn_key(cfg, &k)));
             let b = group.insert(training_group(c));
