@@ -19,7 +19,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run one experiment and write result.h5, metrics.csv and tables.md.
+    /// Run one experiment and write result.h5, models.h5, metrics.csv and tables.md.
     Run {
         /// Job file (e.g. jobs/paper.yaml).
         job: PathBuf,
@@ -32,6 +32,31 @@ pub enum Command {
         /// Threads (default: SLURM_CPUS_PER_TASK if set, else all cores).
         #[arg(long)]
         threads: Option<usize>,
+    },
+    /// Re-run only the evaluation on a run's stored models (models.h5): the same metrics
+    /// as the run with its own configuration; --set may change attack.*, diffusion.t_star,
+    /// diffusion.passes, eval_split, device and name.
+    Evaluate {
+        /// A models.h5 (e.g. results/paper/models.h5).
+        models: PathBuf,
+        /// Override an evaluation key: --set attack.eps=[0.3] (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Output folder (default: evaluate/ beside MODELS).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Threads (default: SLURM_CPUS_PER_TASK if set, else all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Export a run's stored models as ONNX (cnn/classifier/denoiser.onnx), pipeline.json
+    /// and the evaluated points as .npy (docs/onnx.md).
+    Export {
+        /// A run folder (e.g. results/paper or a sweep's cells/<id>) or its models.h5.
+        run_dir: PathBuf,
+        /// Folder to write the ONNX files into.
+        #[arg(long, value_name = "OUT_DIR")]
+        onnx: PathBuf,
     },
     /// Run a sweep (grid over config keys × seeds) locally or as a Slurm job array.
     Sweep(crate::sweep::SweepArgs),
@@ -98,9 +123,41 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 .find(|t| t.0 == "total")
                 .map_or(0.0, |t| t.1);
             log(format!(
-                "wrote {}/{{result.h5, metrics.csv, tables.md}} in {total:.1}s",
+                "wrote {}/{{result.h5, models.h5, metrics.csv, tables.md}} in {total:.1}s",
                 dir.display()
             ));
+            Ok(())
+        }
+        Command::Evaluate {
+            models,
+            set,
+            out,
+            threads,
+        } => {
+            let threads = backend::thread_count(threads)?;
+            backend::init_threads(threads);
+            crate::signals::install().context("installing the signal handlers")?;
+            let opts = RunOptions {
+                out,
+                threads,
+                checkpoint: None,
+            };
+            let (result, dir) =
+                backend::in_pool(|| pipeline::stored::evaluate_stored(&models, &set, &opts))
+                    .with_context(|| format!("evaluating the models in {}", models.display()))?;
+            println!("{}", crate::results::table::markdown(&result));
+            log(format!(
+                "wrote {}/{{result.h5, metrics.csv, tables.md}}",
+                dir.display()
+            ));
+            Ok(())
+        }
+        Command::Export { run_dir, onnx } => {
+            let files = crate::export::bundle::export(&run_dir, &onnx)
+                .with_context(|| format!("exporting the models of {}", run_dir.display()))?;
+            for f in &files {
+                log(format!("wrote {}", f.display()));
+            }
             Ok(())
         }
         Command::Bench(args) => crate::bench::run(args),

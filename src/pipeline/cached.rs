@@ -12,14 +12,16 @@ use crate::cache::CacheKey;
 use crate::cache::{Cacheable, Store};
 use crate::config::{DataFormat, ImageSize, JobConfig};
 use crate::error::Result;
+use crate::nn::cnn::{Cnn, CnnArch, ConvBlock};
 use crate::nn::mlp::{Activation, Dense, Mlp};
 use crate::nn::train::TrainHistory;
 use ndarray::{Array1, Array2};
 use serde::Serialize;
 
-/// CNN features of the three splits and the training curves.
+/// The trained CNN, its features of the three splits and the training curves.
 #[derive(Clone, Debug)]
 pub struct CnnStage {
+    pub cnn: Cnn<f32>,
     pub feats: [Array2<f32>; 3],
     pub hist: TrainHistory,
 }
@@ -61,18 +63,104 @@ fn hist_from(s: &Store) -> Result<TrainHistory> {
     })
 }
 
+fn row(v: &Array1<f32>) -> Array2<f32> {
+    v.clone().insert_axis(ndarray::Axis(0))
+}
+
+fn dense_to(s: &mut Store, name: &str, d: &Dense<f32>) {
+    s.arrays.insert(format!("{name}.w"), d.w.clone());
+    s.arrays.insert(format!("{name}.b"), row(&d.b));
+}
+
+fn dense_from(s: &Store, name: &str) -> Result<Dense<f32>> {
+    Ok(Dense {
+        w: s.array(&format!("{name}.w"))?.clone(),
+        b: s.array(&format!("{name}.b"))?.row(0).to_owned(),
+    })
+}
+
+fn cnn_to(s: &mut Store, c: &Cnn<f32>) {
+    let a = &c.arch;
+    s.vectors.insert(
+        "cnn.channels".into(),
+        a.channels.iter().map(|&v| v as f64).collect(),
+    );
+    s.vectors.insert(
+        "cnn.shape".into(),
+        [a.feature_dim, a.height, a.width, a.classes]
+            .iter()
+            .map(|&v| v as f64)
+            .collect(),
+    );
+    for (i, b) in c.blocks.iter().enumerate() {
+        s.arrays.insert(format!("cnn.block{i}.w"), b.w.clone());
+        for (n, v) in [
+            ("gamma", &b.gamma),
+            ("beta", &b.beta),
+            ("running_mean", &b.running_mean),
+            ("running_var", &b.running_var),
+        ] {
+            s.arrays.insert(format!("cnn.block{i}.{n}"), row(v));
+        }
+    }
+    dense_to(s, "cnn.fc1", &c.fc1);
+    dense_to(s, "cnn.fc2", &c.fc2);
+}
+
+fn cnn_from(s: &Store) -> Result<Cnn<f32>> {
+    let channels: Vec<usize> = s
+        .vector("cnn.channels")?
+        .iter()
+        .map(|&v| v as usize)
+        .collect();
+    let sh: Vec<usize> = s.vector("cnn.shape")?.iter().map(|&v| v as usize).collect();
+    let [feature_dim, height, width, classes] = sh[..] else {
+        return Err(crate::error::Error::param(
+            "cnn.shape",
+            "a cached CNN needs 4 shape entries; delete the cache folder to rebuild it",
+        ));
+    };
+    let mut blocks = vec![];
+    for i in 0..channels.len() {
+        let v = |n: &str| -> Result<Array1<f32>> {
+            Ok(s.array(&format!("cnn.block{i}.{n}"))?.row(0).to_owned())
+        };
+        blocks.push(ConvBlock {
+            w: s.array(&format!("cnn.block{i}.w"))?.clone(),
+            gamma: v("gamma")?,
+            beta: v("beta")?,
+            running_mean: v("running_mean")?,
+            running_var: v("running_var")?,
+        });
+    }
+    Ok(Cnn {
+        arch: CnnArch {
+            channels,
+            feature_dim,
+            height,
+            width,
+            classes,
+        },
+        blocks,
+        fc1: dense_from(s, "cnn.fc1")?,
+        fc2: dense_from(s, "cnn.fc2")?,
+    })
+}
+
 impl Cacheable for CnnStage {
     fn to_store(&self) -> Store {
         let mut s = Store::default();
         for (name, f) in SPLITS.iter().zip(&self.feats) {
             s.arrays.insert(format!("features_{name}"), f.clone());
         }
+        cnn_to(&mut s, &self.cnn);
         hist_to(&mut s, &self.hist);
         s
     }
     fn from_store(s: &Store) -> Result<Self> {
         let f = |n: &str| s.array(&format!("features_{n}")).cloned();
         Ok(CnnStage {
+            cnn: cnn_from(s)?,
             feats: [f("train")?, f("val")?, f("test")?],
             hist: hist_from(s)?,
         })
@@ -136,7 +224,13 @@ impl Cacheable for MlpStage {
         }
         let act = match s.string("activation")?.as_str() {
             "silu" => Activation::Silu,
-            _ => Activation::Relu,
+            "relu" => Activation::Relu,
+            other => {
+                return Err(crate::error::Error::param(
+                    "activation",
+                    format!("unknown activation `{other}` in a cached MLP; delete the cache folder to rebuild it"),
+                ))
+            }
         };
         Ok(MlpStage {
             mlp: Mlp { layers, act },
@@ -170,12 +264,17 @@ pub fn plans_cuda(cfg: &JobConfig) -> bool {
 /// The device the NNMF stage of `cfg` is fitted on: the GPU path covers the global
 /// Frobenius fit only.
 fn nnmf_device(cfg: &JobConfig, k: &KeyCtx) -> &'static str {
-    use crate::nmf::{NmfLoss, NmfMode};
-    if k.cuda && cfg.nnmf.loss == NmfLoss::Frobenius && cfg.nnmf.mode == NmfMode::Global {
+    if nnmf_on_gpu(cfg, k.cuda) {
         "cuda"
     } else {
         "cpu"
     }
+}
+
+/// Whether the NNMF stage of `cfg` runs on the GPU when a CUDA backend is open (`cuda`).
+pub fn nnmf_on_gpu(cfg: &JobConfig, cuda: bool) -> bool {
+    use crate::nmf::{NmfLoss, NmfMode};
+    cuda && cfg.nnmf.loss == NmfLoss::Frobenius && cfg.nnmf.mode == NmfMode::Global
 }
 
 /// A stand-in for the data's content where only the configuration is known (ordering

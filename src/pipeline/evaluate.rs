@@ -33,7 +33,7 @@ use crate::metrics;
 use crate::progress::log;
 use crate::results::ScenarioResult;
 use crate::rng::{key, tag};
-use ndarray::{Array2, ArrayView2, Axis};
+use ndarray::{Array1, ArrayView2, Axis};
 
 /// What the evaluation produced.
 pub struct Evaluation {
@@ -68,13 +68,15 @@ pub(super) fn row(
     }
 }
 
-pub(super) fn bounds(kind: BoxKind, z_train: &Array2<f32>) -> BoxConstraint {
+/// The feature box of `kind`; `train_range` is the per-feature (min, max) of the z-scored
+/// training features ([`Trained::train_range`]).
+pub(super) fn bounds(kind: BoxKind, train_range: &(Array1<f32>, Array1<f32>)) -> BoxConstraint {
     match kind {
         BoxKind::None => BoxConstraint::None,
         BoxKind::Unit => BoxConstraint::Unit,
         BoxKind::TrainRange => BoxConstraint::Range {
-            lo: z_train.fold_axis(Axis(0), f32::INFINITY, |a, &b| a.min(b)),
-            hi: z_train.fold_axis(Axis(0), f32::NEG_INFINITY, |a, &b| a.max(b)),
+            lo: train_range.0.clone(),
+            hi: train_range.1.clone(),
         },
     }
 }
@@ -305,7 +307,7 @@ pub fn evaluate(
         checks::mean_sd(&out[1].repeat_accuracy)
     ));
 
-    let b = bounds(cfg.attack.bounds, &tr.z_train);
+    let b = bounds(cfg.attack.bounds, &tr.train_range);
     let mut eps_list = cfg.attack.eps.clone();
     eps_list.sort_by(f64::total_cmp);
     eps_list.dedup();

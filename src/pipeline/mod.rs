@@ -15,6 +15,7 @@ pub mod code;
 pub mod evaluate;
 pub mod stage_sources;
 pub mod stages;
+pub mod stored;
 pub mod worst;
 
 use crate::backend;
@@ -146,36 +147,64 @@ pub fn run_job_cached(
     timings
         .0
         .push(("total".into(), total.elapsed().as_secs_f64()));
-    let result = RunResult {
+    let result = run_result(
+        cfg,
+        &job.resolved_yaml,
+        &device.name(),
+        opts.threads,
+        &trained,
+        eval,
+        timings,
+    );
+    #[cfg(feature = "cuda")]
+    let cuda = ctx.cuda.is_some();
+    #[cfg(not(feature = "cuda"))]
+    let cuda = false;
+    let models = stored::models_of(cfg, &job.resolved_yaml, &device.name(), cuda, &trained);
+    let models_path = out.join(results::paths::MODELS_H5);
+    let models_image = crate::models::file::image(&models_path, &models)?;
+    // Temporaries of a killed earlier run in this folder, then the three files with
+    // `result.h5` as the commit point (`results` module doc).
+    results::paths::sweep_stale_tmp(&out);
+    results::write_all(&out, &result, Some(models_image))?;
+    Ok((result, out))
+}
+
+/// The [`RunResult`] of an evaluation `eval` of the models `tr`.
+fn run_result(
+    cfg: &crate::config::JobConfig,
+    yaml: &str,
+    device: &str,
+    threads: usize,
+    tr: &stages::Trained,
+    eval: evaluate::Evaluation,
+    timings: Timings,
+) -> RunResult {
+    RunResult {
         job_name: cfg.name.clone(),
-        config_yaml: job.resolved_yaml.clone(),
+        config_yaml: yaml.to_string(),
         seed: cfg.seed,
-        device: device.name(),
-        threads: opts.threads,
+        device: device.to_string(),
+        threads,
         git_revision: git_revision(),
-        data_content: trained.data_content.clone(),
+        data_content: tr.data_content.clone(),
         version: env!("CARGO_PKG_VERSION").into(),
         timings: timings.0,
-        labels: trained.test_labels_u8(),
-        test_ids: trained.test_ids.clone(),
+        labels: tr.test_labels_u8(),
+        test_ids: tr.test_ids.clone(),
         scenarios: eval.scenarios,
-        nnmf_basis: trained.nnmf.as_ref().map(|n| n.basis.clone()),
-        nnmf_objective: trained
+        nnmf_basis: tr.nnmf.as_ref().map(|n| n.basis.clone()),
+        nnmf_objective: tr
             .nnmf
             .as_ref()
             .map(|n| n.objective.clone())
             .unwrap_or_default(),
-        nnmf_iterations: trained.nnmf.as_ref().map_or(0, |n| n.iterations),
-        nnmf_converged: trained.nnmf.as_ref().is_some_and(|n| n.converged),
-        image_shape: trained.image_shape,
-        curves: trained.curves.clone(),
+        nnmf_iterations: tr.nnmf.as_ref().map_or(0, |n| n.iterations),
+        nnmf_converged: tr.nnmf.as_ref().is_some_and(|n| n.converged),
+        image_shape: tr.image_shape,
+        curves: tr.curves.clone(),
         checks: eval.checks,
-        feature_dim: trained.feature_dim(),
+        feature_dim: tr.feature_dim(),
         box_kind: format!("{:?}", cfg.attack.bounds).to_lowercase(),
-    };
-    // Temporaries of a killed earlier run in this folder, then the three files with
-    // `result.h5` as the commit point (`results` module doc).
-    results::paths::sweep_stale_tmp(&out);
-    results::write_all(&out, &result)?;
-    Ok((result, out))
+    }
 }

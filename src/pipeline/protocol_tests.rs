@@ -6,7 +6,7 @@ use super::*;
 use crate::attack::apgd::tests_models::{blobs, ids, normal, Toy};
 use crate::attack::Loss;
 use crate::diffusion::model::softmax;
-use ndarray::Array1;
+use ndarray::{Array1, Array2};
 
 /// A deterministic "defence" scored as a plain linear model.
 struct ToyScorer<'a>(&'a Toy);

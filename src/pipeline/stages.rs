@@ -18,12 +18,12 @@ use crate::diffusion::{time_embedding, Schedule};
 use crate::error::{Error, Result};
 use crate::features::{concat, Standardizer};
 use crate::nmf::{self, NmfParams};
-use crate::nn::cnn::CnnArch;
+use crate::nn::cnn::{Cnn, CnnArch};
 use crate::nn::mlp::Mlp;
 use crate::nn::train::{train_classifier, train_cnn, TrainHistory, TrainParams};
 use crate::results::Curve;
 use crate::rng::{key, tag};
-use ndarray::{Array2, ArrayView2, Axis};
+use ndarray::{Array1, Array2, ArrayView2, Axis};
 
 /// Everything the evaluation needs.
 pub struct Trained {
@@ -40,8 +40,13 @@ pub struct Trained {
     pub z_train: Array2<f32>,
     pub z_val: Array2<f32>,
     pub z_test: Array2<f32>,
+    /// The trained CNN (when `features.cnn`).
+    pub cnn: Option<Cnn<f32>>,
     pub nnmf: Option<NnmfStage>,
     pub scaler: Standardizer,
+    /// Per-feature minimum and maximum of the z-scored training features (the
+    /// `attack.bounds: train_range` box).
+    pub train_range: (Array1<f32>, Array1<f32>),
     pub clf: Mlp<f32>,
     pub den: Denoiser,
     pub curves: Vec<Curve>,
@@ -242,6 +247,30 @@ fn train_params(cfg: &JobConfig, which: &str) -> TrainParams {
     }
 }
 
+/// NNMF coefficients of new rows on the basis of `model`: with `gpu` on the open CUDA
+/// backend (where the stage was fitted on the GPU), else the CPU projection. Used for the
+/// validation and test splits at training time and by `diffnmf evaluate` on stored models,
+/// so both compute the same features. `gpu` without an open CUDA backend is an error.
+pub fn nnmf_transform(
+    ctx: &DeviceCtx,
+    model: &nmf::NmfModel,
+    x: ArrayView2<f32>,
+    gpu: bool,
+) -> Result<Array2<f32>> {
+    if !gpu {
+        return model.transform(x);
+    }
+    #[cfg(feature = "cuda")]
+    if let Some(be) = &ctx.cuda {
+        return crate::backend::cuda::nmf::transform(be, model, x);
+    }
+    let _ = ctx;
+    Err(Error::param(
+        "device",
+        "these NNMF features were computed on the GPU; run on a CUDA build with a GPU (device: cuda)",
+    ))
+}
+
 /// Train every stage of the pipeline (through `cache` when given).
 pub fn train_all(
     cfg: &JobConfig,
@@ -277,6 +306,7 @@ pub fn train_all(
         ]
     };
     let mut curves_out = vec![];
+    let mut cnn_out = None;
     let mut blocks: [Vec<Array2<f32>>; 3] = [vec![], vec![], vec![]];
 
     if cfg.features.cnn {
@@ -303,6 +333,7 @@ pub fn train_all(
                     cnn.features(xv.view()),
                     cnn.features(xe.view()),
                 ],
+                cnn,
                 hist,
             })
         })?;
@@ -310,6 +341,7 @@ pub fn train_all(
         for (b, f) in blocks.iter_mut().zip(cnn.feats) {
             b.push(f);
         }
+        cnn_out = Some(cnn.cnn);
     }
 
     let mut nnmf_out = None;
@@ -332,8 +364,8 @@ pub fn train_all(
                 if p.loss == NmfLoss::Frobenius && p.mode == NmfMode::Global {
                     let cu = crate::backend::cuda::nmf::fit(be, xt.view(), &p)?;
                     let (model, report) = cu;
-                    let tv = crate::backend::cuda::nmf::transform(be, &model, xv.view())?;
-                    let te = crate::backend::cuda::nmf::transform(be, &model, xe.view())?;
+                    let tv = nnmf_transform(ctx, &model, xv.view(), true)?;
+                    let te = nnmf_transform(ctx, &model, xe.view(), true)?;
                     return Ok(NnmfStage {
                         coeffs: [report.coeffs, tv, te],
                         basis: model.basis,
@@ -351,8 +383,8 @@ pub fn train_all(
             Ok(NnmfStage {
                 coeffs: [
                     report.coeffs,
-                    model.transform(xv.view())?,
-                    model.transform(xe.view())?,
+                    nnmf_transform(ctx, &model, xv.view(), false)?,
+                    nnmf_transform(ctx, &model, xe.view(), false)?,
                 ],
                 basis: model.basis,
                 objective: report.objective,
@@ -379,6 +411,10 @@ pub fn train_all(
         check_finite(name, zz.view())?;
     }
     let [z_train, z_val, z_test]: [Array2<f32>; 3] = z.try_into().expect("three splits");
+    let train_range = (
+        z_train.fold_axis(Axis(0), f32::INFINITY, |a, &b| a.min(b)),
+        z_train.fold_axis(Axis(0), f32::NEG_INFINITY, |a, &b| a.max(b)),
+    );
 
     let clf = stage(cache, t, "classifier", &classifier_key(cfg, &keys), || {
         let mut sizes = vec![z_train.ncols()];
@@ -457,8 +493,10 @@ pub fn train_all(
         z_train,
         z_val,
         z_test: z_eval,
+        cnn: cnn_out,
         nnmf: nnmf_out,
         scaler,
+        train_range,
         clf: clf.mlp,
         den,
         curves: curves_out,

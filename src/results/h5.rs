@@ -44,17 +44,17 @@ fn vstr(s: &str) -> VarLenUnicode {
     s.replace('\0', " ").parse().expect("NUL bytes removed")
 }
 
-fn attr_str(loc: &Location, name: &str, v: &str) -> hdf5::Result<()> {
+pub(crate) fn attr_str(loc: &Location, name: &str, v: &str) -> hdf5::Result<()> {
     loc.new_attr::<VarLenUnicode>()
         .create(name)?
         .write_scalar(&vstr(v))
 }
 
-fn attr<T: H5Type>(loc: &Location, name: &str, v: T) -> hdf5::Result<()> {
+pub(crate) fn attr<T: H5Type>(loc: &Location, name: &str, v: T) -> hdf5::Result<()> {
     loc.new_attr::<T>().create(name)?.write_scalar(&v)
 }
 
-fn ds<'a, T: H5Type, D: Dimension>(
+pub(crate) fn ds<'a, T: H5Type, D: Dimension>(
     g: &Group,
     name: &str,
     a: impl Into<ArrayView<'a, T, D>>,
@@ -65,7 +65,7 @@ fn ds<'a, T: H5Type, D: Dimension>(
         .map(|_| ())
 }
 
-fn strings(v: &[&str]) -> Array1<VarLenUnicode> {
+pub(crate) fn strings(v: &[&str]) -> Array1<VarLenUnicode> {
     v.iter().map(|s| vstr(s)).collect()
 }
 
@@ -164,24 +164,7 @@ pub fn check_complete(path: &Path) -> Result<()> {
         msg,
     };
     const REDO: &str = "delete it and run again (`diffnmf sweep … --resume` redoes such cells)";
-    let f = match open_file(path) {
-        Ok(f) => f,
-        Err(e) => {
-            use std::io::Read;
-            let mut head = [0u8; 8];
-            let got = std::fs::File::open(path)
-                .and_then(|mut h| h.read(&mut head))
-                .map_err(|e| Error::io(path, e))?;
-            let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-            return Err(bad(if len == 0 {
-                format!("empty file (0 bytes), not a complete result; {REDO}")
-            } else if got < 8 || &head != HDF5_SIGNATURE {
-                format!("not an HDF5 file (no HDF5 signature, {len} bytes); {REDO}")
-            } else {
-                format!("truncated or damaged HDF5 file ({len} bytes; hdf5: {e}); {REDO}")
-            }));
-        }
-    };
+    let f = open_diagnosed(path, "a complete result", REDO)?;
     let complete = f
         .attr("complete")
         .and_then(|a| a.read_scalar::<bool>())
@@ -209,6 +192,32 @@ pub fn check_complete(path: &Path) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Open an HDF5 file read-only; when that fails, the error names the file and says whether
+/// it is empty, not HDF5 at all, or truncated/damaged, followed by `what` (e.g. "a complete
+/// result") and the fix `redo`.
+pub fn open_diagnosed(path: &Path, what: &str, redo: &str) -> Result<hdf5::File> {
+    let e = match open_file(path) {
+        Ok(f) => return Ok(f),
+        Err(e) => e,
+    };
+    use std::io::Read;
+    let mut head = [0u8; 8];
+    let got = std::fs::File::open(path)
+        .and_then(|mut h| h.read(&mut head))
+        .map_err(|e| Error::io(path, e))?;
+    let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    Err(Error::Results {
+        path: path.to_path_buf(),
+        msg: if len == 0 {
+            format!("empty file (0 bytes), not {what}; {redo}")
+        } else if got < 8 || &head != HDF5_SIGNATURE {
+            format!("not an HDF5 file (no HDF5 signature, {len} bytes); {redo}")
+        } else {
+            format!("truncated or damaged HDF5 file ({len} bytes; hdf5: {e}); {redo}")
+        },
+    })
 }
 
 /// Fill an (in-memory) file with the `result.h5` schema.

@@ -1,19 +1,20 @@
 //! Result files of one experiment: `result.h5` (schema in `docs/results.md`), the tidy
-//! `metrics.csv`, and the Markdown tables printed to the terminal (`tables.md`), plus the
-//! crate's atomic file writer [`write_atomic`].
+//! `metrics.csv`, the Markdown tables printed to the terminal (`tables.md`) and the trained
+//! models (`models.h5`, [`crate::models`]), plus the crate's atomic file writer
+//! [`write_atomic`].
 //!
 //! # One completeness marker
 //!
 //! `result.h5` is the commit point of an output folder: **when `result.h5` exists, the
 //! `metrics.csv` and `tables.md` beside it are from the same run**, and a run is complete
-//! iff its `result.h5` exists (and passes [`h5::check_complete`]). [`write_all`] keeps that
-//! rule:
+//! iff its `result.h5` exists (and passes [`h5::check_complete`]); a `models.h5` beside it
+//! is from the same run too. [`write_all`] keeps that rule:
 //!
 //! 1. every file is first written to its temporary sibling (`.<name>.tmp.<host>.<pid>`,
-//!    [`paths::tmp_name`]) and fsynced — `metrics.csv`, `tables.md`, then `result.h5`
-//!    (whose bytes were built in memory before any of this, see [`h5`]);
+//!    [`paths::tmp_name`]) and fsynced — `metrics.csv`, `tables.md`, `models.h5`, then
+//!    `result.h5` (HDF5 bytes are built in memory before any of this, see [`h5`]);
 //! 2. only when all temporaries are complete, an older `result.h5` is removed (the folder
-//!    is "uncommitted"), `metrics.csv` and `tables.md` are renamed into place, the folder is
+//!    is "uncommitted"), the other files are renamed into place, the folder is
 //!    fsynced, and `result.h5` is renamed last.
 //!
 //! A full disk, an I/O error or a kill during step 1 leaves the previous output set untouched
@@ -183,17 +184,21 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Write `metrics.csv`, `tables.md` and `result.h5` into `dir` with `result.h5` as the
-/// commit point (the rule and its steps are in the module doc).
-pub fn write_all(dir: &Path, r: &RunResult) -> Result<()> {
+/// Write `metrics.csv`, `tables.md`, `models.h5` (the bytes of `models`, when given) and
+/// `result.h5` into `dir` with `result.h5` as the commit point (the rule and its steps are
+/// in the module doc).
+pub fn write_all(dir: &Path, r: &RunResult, models: Option<Vec<u8>>) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let h5_path = dir.join(paths::RESULT_H5);
     let image = h5::result_image(&h5_path, r)?;
-    let files: [(PathBuf, Vec<u8>); 3] = [
+    let mut files: Vec<(PathBuf, Vec<u8>)> = vec![
         (dir.join(paths::METRICS_CSV), r.metrics_csv().into_bytes()),
         (dir.join(paths::TABLES_MD), table::markdown(r).into_bytes()),
-        (h5_path.clone(), image),
     ];
+    if let Some(m) = models {
+        files.push((dir.join(paths::MODELS_H5), m));
+    }
+    files.push((h5_path.clone(), image));
     // 1. every temporary, complete and fsynced, before any final name changes.
     let mut tmps: Vec<PathBuf> = vec![];
     let remove = |tmps: &[PathBuf]| {
@@ -307,7 +312,7 @@ mod tests {
     fn write_all_writes_the_three_files_and_replaces_a_set_whole() {
         let d = tempfile::tempdir().unwrap();
         let out = d.path().join("r");
-        write_all(&out, &result(1)).unwrap();
+        write_all(&out, &result(1), None).unwrap();
         assert_eq!(names(&out), ["metrics.csv", "result.h5", "tables.md"]);
         h5::check_complete(&out.join(paths::RESULT_H5)).unwrap();
         let csv = std::fs::read_to_string(out.join(paths::METRICS_CSV)).unwrap();
@@ -316,7 +321,7 @@ mod tests {
         assert_eq!(md, table::markdown(&result(1)));
         let rows = h5::read_metrics(&out.join(paths::RESULT_H5)).unwrap();
         assert_eq!(rows.len(), result(1).metric_rows().len());
-        write_all(&out, &result(2)).unwrap();
+        write_all(&out, &result(2), None).unwrap();
         assert_eq!(names(&out), ["metrics.csv", "result.h5", "tables.md"]);
         let f = h5::open_file(&out.join(paths::RESULT_H5)).unwrap();
         assert_eq!(f.attr("seed").unwrap().read_scalar::<u64>().unwrap(), 2);
@@ -326,7 +331,7 @@ mod tests {
     fn a_failed_write_leaves_the_previous_set_and_no_temporary() {
         let d = tempfile::tempdir().unwrap();
         let out = d.path().join("r");
-        write_all(&out, &result(1)).unwrap();
+        write_all(&out, &result(1), None).unwrap();
         let before: Vec<Vec<u8>> = ["metrics.csv", "result.h5", "tables.md"]
             .iter()
             .map(|n| std::fs::read(out.join(n)).unwrap())
@@ -336,7 +341,7 @@ mod tests {
         // written: nothing final may have changed and those temporaries must be gone.
         let blocker = paths::tmp_name(&out.join(paths::RESULT_H5));
         std::fs::create_dir(&blocker).unwrap();
-        let e = write_all(&out, &result(2)).unwrap_err().to_string();
+        let e = write_all(&out, &result(2), None).unwrap_err().to_string();
         assert!(e.contains("result.h5"), "{e}");
         std::fs::remove_dir(&blocker).unwrap();
         assert_eq!(names(&out), ["metrics.csv", "result.h5", "tables.md"]);

@@ -11,6 +11,8 @@ pub const RESULT_H5: &str = "result.h5";
 pub const METRICS_CSV: &str = "metrics.csv";
 /// Per-experiment Markdown tables.
 pub const TABLES_MD: &str = "tables.md";
+/// The trained models of a run ([`crate::models`]).
+pub const MODELS_H5: &str = "models.h5";
 
 /// Default output folder of a job: `results/<name>`.
 pub fn default_out(job_name: &str) -> PathBuf {

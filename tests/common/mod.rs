@@ -39,6 +39,34 @@ pub fn ok(c: &mut Command) -> String {
     t
 }
 
+/// Cheap settings for `diffnmf run jobs/paper.yaml` (about a second).
+pub const CHEAP_RUN: [&str; 13] = [
+    "data.subset=300",
+    "nnmf.max_iter=5",
+    "cnn.channels=[2,2,2]",
+    "cnn.feature_dim=4",
+    "cnn.epochs=1",
+    "classifier.hidden=[8]",
+    "classifier.epochs=2",
+    "diffusion.epochs=1",
+    "diffusion.hidden=[8]",
+    "diffusion.passes=2",
+    "attack.iterations=2",
+    "attack.eot=1",
+    "attack.score_repeats=2",
+];
+
+/// `diffnmf run jobs/paper.yaml --out OUT` with [`CHEAP_RUN`], asserting success.
+pub fn run_cheap(out: &Path) {
+    let mut c = bin();
+    c.args(["run", "jobs/paper.yaml", "--out"]).arg(out);
+    for s in CHEAP_RUN {
+        c.args(["--set", s]);
+    }
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+}
+
 /// Settings that make a smoke cell take about a second in debug builds.
 pub const CHEAP: &str = "set:
   data.subset: 200
