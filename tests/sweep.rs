@@ -235,6 +235,10 @@ fn local_smoke_sweep_produces_every_cell() {
         let cd = out.join("cells").join(id);
         assert!(result_opens(&cd.join("result.h5")), "{id}");
         assert!(cd.join("metrics.csv").exists() && cd.join("job.yaml").exists());
+        // Every cell keeps its models, also when its stages came from the cache.
+        let m = diffnmf::models::file::read(&cd.join("models.h5"))
+            .unwrap_or_else(|e| panic!("{id}: models.h5 reads back: {e}"));
+        assert!(!m.eval.ids.is_empty(), "{id}");
     }
     assert!(std::fs::read_to_string(out.join("sweep.yaml"))
         .unwrap()
