@@ -193,7 +193,7 @@ fn assert_clean_enospc(o: &Output, under: &Path, what: &str) {
     );
 }
 
-const OUTPUTS: [&str; 3] = ["result.h5", "metrics.csv", "tables.md"];
+const OUTPUTS: [&str; 4] = ["result.h5", "models.h5", "metrics.csv", "tables.md"];
 
 fn run(out: &Path, extra: &[&str]) -> Output {
     bin()
@@ -221,7 +221,7 @@ fn run_on_a_full_disk_fails_cleanly_and_succeeds_once_space_is_freed() {
         .div_ceil(1024);
     std::fs::remove_dir_all(&probe).unwrap();
 
-    // Space for none of the files, for the text files only (result.h5 fails), and for all
+    // Space for none of the files, for the text files only (models.h5 fails), and for all
     // but the last few KiB.
     for left in [4, 24, need.saturating_sub(8).max(28)] {
         let out = fs.mnt.join(format!("r{left}"));
@@ -244,7 +244,10 @@ fn run_on_a_full_disk_fails_cleanly_and_succeeds_once_space_is_freed() {
             text(&o)
         );
         check_complete(&out.join("result.h5")).unwrap();
-        assert_eq!(files(&out), ["metrics.csv", "result.h5", "tables.md"]);
+        assert_eq!(
+            files(&out),
+            ["metrics.csv", "models.h5", "result.h5", "tables.md"]
+        );
         std::fs::remove_dir_all(&out).unwrap();
     }
 }
@@ -262,7 +265,7 @@ fn a_full_disk_leaves_the_previous_output_set_untouched() {
         .iter()
         .map(|n| std::fs::read(out.join(n)).unwrap())
         .collect();
-    // Room for the new metrics.csv and tables.md, not for the new result.h5.
+    // Room for the new metrics.csv and tables.md, not for the new models.h5 and result.h5.
     let filler = fs.fill_leaving(24);
     let o = run(&out, &["--set", "seed=2"]);
     assert_clean_enospc(&o, &out, "second run");
@@ -271,7 +274,10 @@ fn a_full_disk_leaves_the_previous_output_set_untouched() {
         .map(|n| std::fs::read(out.join(n)).unwrap())
         .collect();
     assert!(before == after, "the earlier output set was modified");
-    assert_eq!(files(&out), ["metrics.csv", "result.h5", "tables.md"]);
+    assert_eq!(
+        files(&out),
+        ["metrics.csv", "models.h5", "result.h5", "tables.md"]
+    );
     std::fs::remove_file(&filler).unwrap();
     let o = run(&out, &["--set", "seed=2"]);
     assert!(o.status.success(), "{}", text(&o));

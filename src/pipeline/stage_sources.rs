@@ -65,7 +65,7 @@ pub const STAGES: &[(&str, &[&str])] = &[
 ];
 
 /// Sources that never change a trained stage: evaluation, attacks, reporting, sweeps, the
-/// command line, configuration parsing (a changed default changes the resolved
+/// command line, the stored models (`models.h5`) and their ONNX export, configuration parsing (a changed default changes the resolved
 /// configuration, which is part of every key), errors and progress output.
 pub const NOT_TRAINING: &[&str] = &[
     "src/attack",
@@ -80,15 +80,18 @@ pub const NOT_TRAINING: &[&str] = &[
     "src/cli.rs",
     "src/config",
     "src/error.rs",
+    "src/export",
     "src/lib.rs",
     "src/main.rs",
     "src/metrics.rs",
+    "src/models",
     "src/pipeline/checkpoint.rs",
     "src/pipeline/checks.rs",
     "src/pipeline/code.rs",
     "src/pipeline/evaluate.rs",
     "src/pipeline/mod.rs",
     "src/pipeline/stage_sources.rs",
+    "src/pipeline/stored.rs",
     "src/pipeline/worst.rs",
     "src/progress.rs",
     "src/report",
