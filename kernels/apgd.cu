@@ -1,4 +1,4 @@
-// Batched APGD-L∞ (shared/specs/APGD.md, mirrors src/attack/apgd/run.rs) with per-sample
+// Batched APGD-L∞ (docs/apgd.md, mirrors src/attack/apgd/run.rs) with per-sample
 // state in device memory, and the attack losses (CE, DLR) with their logit gradients
 // (mirrors src/attack/loss.rs). Rows that are fooled are frozen by `active[r] = 0` instead
 // of compacted; every kernel skips inactive rows.

@@ -254,17 +254,3 @@ extern "C" __global__ void mlp_bwd_f32(const float* gy, float* gx, long long row
         __syncthreads();
     }
 }
-
-// out[i, c] = scale · mean_{e < draws} g[i·draws + e, c] (gradient averaged over draws,
-// times √ᾱ_{t*} for the chain's first step).
-extern "C" __global__ void denoise_block_mean_f32(const float* __restrict__ g,
-                                                  float* __restrict__ out, long long n, int d,
-                                                  int draws, float scale) {
-    GRID_STRIDE(e, n * d) {
-        long long i = e / d;
-        int c = (int)(e % d);
-        float s = 0.0f;
-        for (int q = 0; q < draws; ++q) s += g[(i * draws + q) * d + c];
-        out[e] = s * scale / (float)draws;
-    }
-}

@@ -1,5 +1,4 @@
 //! Command-line interface (clap): parses arguments into validated commands and runs them.
-//! The only place besides `main.rs` that uses `anyhow`.
 
 use crate::backend;
 use crate::config;

@@ -1,4 +1,5 @@
-//! Crate-wide error type. Library code returns [`Result`]; only the CLI edge uses `anyhow`.
+//! Crate-wide error type. The algorithm, pipeline, results and export modules return
+//! [`Result`]; the command modules (`cli`, and for now `sweep`, `report`, `bench`) use `anyhow`.
 //! Every variant that concerns a file names it, and every validation message says the fix.
 
 use std::path::PathBuf;
@@ -51,7 +52,8 @@ pub enum Error {
     /// Writing or reading a result file failed.
     #[error("{}: {msg}", path.display())]
     Results { path: PathBuf, msg: String },
-    /// The run was interrupted (Ctrl-C / SIGTERM); nothing partial was kept.
+    /// A signal (SIGINT, SIGTERM, SIGHUP or SIGUSR2; `signals`) arrived before the cell
+    /// started: it was not claimed and nothing of it was written.
     #[error("interrupted")]
     Interrupted,
     /// A panic (a bug) caught at a cell boundary, so that the rest of a sweep goes on.

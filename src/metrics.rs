@@ -16,8 +16,6 @@
 //! * log-loss: mean of `−ln clip(p_y, ε, 1−ε)` with `ε = f64::EPSILON`; rows are **not**
 //!   renormalised (sklearn 1.9 only warns when they do not sum to 1).
 //! * Brier (multi-class): mean over samples of `Σ_c (p_c − [c = y])²`.
-//!
-//! OWNER: attack helper.
 
 use ndarray::{Array2, ArrayView1, ArrayView2};
 

@@ -1,13 +1,31 @@
 //! Progress reporting for long stages: an indicatif bar on a terminal, and plain
 //! `[progress] stage: i/n (p%) elapsed eta` lines every few seconds otherwise (Slurm logs,
-//! CI). Also owns the crate's log line helper [`log`], which never garbles a visible bar.
+//! CI). Also owns the crate's log line helper [`log`], which clears the visible bar (if
+//! any) while it prints, so log lines and a bar never share a terminal line.
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// The bars drawn on the terminal now, newest last, with the id of their [`Progress`].
+static VISIBLE: Mutex<Vec<(u64, ProgressBar)>> = Mutex::new(Vec::new());
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+/// Run `f` with the newest visible bar cleared (indicatif `suspend`), or plainly when none.
+fn with_bar_suspended(f: impl FnOnce()) {
+    let bar = VISIBLE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .last()
+        .map(|b| b.1.clone());
+    match bar {
+        Some(b) => b.suspend(f),
+        None => f(),
+    }
+}
 
 /// Silence all progress output and log lines (tests).
 pub fn set_quiet(q: bool) {
@@ -18,21 +36,22 @@ fn quiet() -> bool {
     QUIET.load(Ordering::Relaxed)
 }
 
-/// Print one log line to stderr (suspending any visible bar).
+/// Print one log line to stderr (the visible bar, if any, is cleared and redrawn after).
 pub fn log(msg: impl AsRef<str>) {
     if !quiet() {
-        eprintln!("{}", msg.as_ref());
+        with_bar_suspended(|| eprintln!("{}", msg.as_ref()));
     }
 }
 
 /// Print a warning to stderr even when log lines are silenced (a local sweep silences the
 /// cells' stage logs; a rebuilt cache entry or an ignored checkpoint must still be seen).
 pub fn warn(msg: impl AsRef<str>) {
-    eprintln!("{}", msg.as_ref());
+    with_bar_suspended(|| eprintln!("{}", msg.as_ref()));
 }
 
 /// A progress reporter for one stage. Cheap to `inc` from many threads.
 pub struct Progress {
+    id: u64,
     bar: Option<ProgressBar>,
     label: String,
     total: u64,
@@ -63,8 +82,16 @@ impl Progress {
                 Some(b)
             }
         };
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        if let Some(b) = &bar {
+            VISIBLE
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((id, b.clone()));
+        }
         let now = Instant::now();
         Progress {
+            id,
             bar,
             label,
             total,
@@ -118,17 +145,34 @@ impl Progress {
         );
     }
 
+    /// No longer a visible bar for [`log`] to suspend.
+    fn forget(&self) {
+        if self.bar.is_some() {
+            let mut v = VISIBLE.lock().unwrap_or_else(|e| e.into_inner());
+            v.retain(|b| b.0 != self.id);
+        }
+    }
+
     /// Finish, printing one summary line with `msg`.
     pub fn finish(self, msg: impl AsRef<str>) {
         let el = self.start.elapsed().as_secs_f64();
         if let Some(b) = &self.bar {
             b.finish_and_clear();
         }
+        self.forget();
         log(format!(
             "{}: done in {:.1}s {}",
             self.label,
             el,
             msg.as_ref()
         ));
+    }
+}
+
+impl Drop for Progress {
+    /// A reporter dropped without [`Progress::finish`] (an error mid-stage) leaves no bar
+    /// behind for [`log`].
+    fn drop(&mut self) {
+        self.forget();
     }
 }

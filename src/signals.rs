@@ -1,7 +1,7 @@
 //! Signals, the clean-up they trigger, and the test-only fault switch.
 //!
 //! `run`, `cell` and `sweep` call [`install`] once. One thread waits for SIGINT, SIGTERM and
-//! SIGUSR2 (Slurm sends SIGTERM on `scancel` and at the time limit, SIGUSR2 `<grace>` seconds
+//! SIGUSR2 and SIGHUP (Slurm sends SIGTERM on `scancel` and at the time limit, SIGUSR2 `<grace>` seconds
 //! before it with `#SBATCH --signal=B:USR2@<grace>`). On the first signal it runs every
 //! registered clean-up action, newest first (a cell writes `error.txt`, removes its
 //! `running` marker and its temporary files; the local executor refreshes `cells.csv`), then

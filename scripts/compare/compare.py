@@ -148,7 +148,7 @@ if have_torch:
     t, _ = timed(lambda: den_epoch(mlp([112, 128, 128, 96], nn.SiLU), ztr), args.repeats)
     rows.append(("denoiser_epoch", t, None))
 
-    # ---- APGD-CE (Linf, N=100, no box), minimal port of the reference (APGD.md §2-§6) ----
+    # ---- APGD-CE (Linf, N=100, no box), minimal port of the reference (docs/apgd.md §2-§6) ----
     def apgd_ce(model, x, y, eps, n_iter=100, rho=0.75):
         n2, nmin, dec = max(int(0.22 * n_iter), 1), max(int(0.06 * n_iter), 1), max(int(0.03 * n_iter), 1)
         t_ = 2 * torch.rand_like(x) - 1

@@ -12,7 +12,7 @@ SiLU, epsilon prediction, T=100 linear betas 1e-4..0.02, 40 epochs, batch 128; d
 to t*=10, 10 ancestral reverse steps, R=10 passes, softmax averaged. Evaluation: clean base and
 defended; for eps in 0.1, 0.25, 0.5, 1.0 (nested balls: a point broken at a smaller eps keeps
 its example and is not attacked again): APGD-CE then APGD-DLR on the survivors (N=100, one
-restart, rho=0.75, APGD.md constants) on the base classifier (transfer to the defence) and
+restart, rho=0.75, docs/apgd.md constants) on the base classifier (transfer to the defence) and
 adaptively through the defence with EOT 20 (gradient averaged over draws, step-size logic on
 the last draw's loss, a point leaves the active set once the draw-averaged prediction is
 wrong), scored on 10 fresh passes.
@@ -186,7 +186,7 @@ def run_python():
         acc_def = float((defended_proba(z_te).argmax(1) == y_te).float().mean())
     print(f"[python] clean accuracy base {acc_base:.4f} defended {acc_def:.4f}", file=sys.stderr)
 
-    # ---- APGD (APGD.md: step 2 eps, momentum 0.75, checkpoints p_j, rho 0.75) ----
+    # ---- APGD (docs/apgd.md: step 2 eps, momentum 0.75, checkpoints p_j, rho 0.75) ----
     def ce_loss(logits, y):
         return F.cross_entropy(logits, y, reduction="none")
 

@@ -1,4 +1,4 @@
-//! Attack losses on logits (APGD.md §1): cross-entropy and untargeted DLR, with their
+//! Attack losses on logits (`docs/apgd.md` §1): cross-entropy and untargeted DLR, with their
 //! gradients w.r.t. the logits. Both are **maximised** by the attack.
 //!
 //! * CE: `−z_y + log Σ_j exp(z_j)` via log-sum-exp.
@@ -12,7 +12,7 @@ use super::Loss;
 use crate::Scalar;
 use ndarray::{Array1, Array2, ArrayView2, Axis};
 
-/// The DLR denominator constant (APGD.md §1.2).
+/// The DLR denominator constant (`docs/apgd.md` §1.2).
 pub const DLR_EPS: f64 = 1e-12;
 
 /// Cross-entropy of one row of logits `z` w.r.t. label `y`; writes d loss/d z into `grad`

@@ -1,7 +1,7 @@
-//! Adversarial attacks: APGD-CE / APGD-DLR (L∞) per `shared/specs/APGD.md`, the model
+//! Adversarial attacks: APGD-CE / APGD-DLR (L∞) per `docs/apgd.md`, the model
 //! interface they attack, and the worst-case cascade (AutoAttack's `rand` version).
 //!
-//! OWNER: attack helper. Contract used by the pipeline (keep these names/signatures):
+//! What the pipeline uses:
 //! - [`AttackModel`]: anything differentiable the attack can query; deterministic models
 //!   ignore `draws`/`key`; stochastic ones (the defended pipeline) draw `draws` independent
 //!   passes keyed by `(key, ids[i], draw)`.
@@ -92,7 +92,7 @@ impl Loss<'_> {
     }
 }
 
-/// The valid set besides the ε-ball (APGD.md §14).
+/// The valid set besides the ε-ball (`docs/apgd.md` §14).
 #[derive(Clone, Debug, PartialEq)]
 pub enum BoxConstraint {
     /// Only the ε-ball.
@@ -130,7 +130,7 @@ impl BoxConstraint {
 /// One batched model evaluation.
 #[derive(Clone, Debug)]
 pub struct ModelEval {
-    /// Per-sample attack loss of the **last** draw (APGD.md Q1).
+    /// Per-sample attack loss of the **last** draw (`docs/apgd.md` Q1).
     pub loss: Array1<f32>,
     /// Logits of the last draw.
     pub logits: Array2<f32>,

@@ -131,22 +131,27 @@ pub fn time_it<R>(
         times.push(t.elapsed().as_secs_f64());
         last = Some(r);
     }
-    times.sort_by(f64::total_cmp);
-    let n = times.len();
-    let median = if n % 2 == 1 {
-        times[n / 2]
-    } else {
-        0.5 * (times[n / 2 - 1] + times[n / 2])
-    };
     let last = last.expect("at least one timed run");
-    Ok((
+    Ok((Timing::of(times), last))
+}
+
+impl Timing {
+    /// Median (mean of the middle two for an even count) and minimum of `times` (≥ 1).
+    pub fn of(mut times: Vec<f64>) -> Timing {
+        assert!(!times.is_empty(), "Timing::of needs at least one time");
+        times.sort_by(f64::total_cmp);
+        let n = times.len();
+        let median = if n % 2 == 1 {
+            times[n / 2]
+        } else {
+            0.5 * (times[n / 2 - 1] + times[n / 2])
+        };
         Timing {
             median,
             min: times[0],
             runs: n,
-        },
-        last,
-    ))
+        }
+    }
 }
 
 impl Ctx {

@@ -238,7 +238,7 @@ fn attack_params(eot: usize) -> ApgdParams {
         loss: LossKind::Ce,
         eot,
         restarts: 1,
-        rho: 0.75,
+        rho: crate::attack::apgd::RHO,
         bounds: BoxConstraint::None,
         seed: 0,
         early_stop: true,

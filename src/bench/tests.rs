@@ -45,7 +45,16 @@ fn time_it_runs_warmup_and_repeats() {
     })
     .unwrap();
     assert_eq!((calls, last, t.runs), (6, 6, 5));
-    assert!(t.min <= t.median);
+}
+
+#[test]
+fn timing_statistics_of_known_times() {
+    let t = Timing::of(vec![5.0, 1.0, 3.0, 2.0, 4.0]);
+    assert_eq!((t.median, t.min, t.runs), (3.0, 1.0, 5));
+    let t = Timing::of(vec![4.0, 10.0, 2.0, 8.0]);
+    assert_eq!((t.median, t.min, t.runs), (6.0, 2.0, 4));
+    let t = Timing::of(vec![7.5]);
+    assert_eq!((t.median, t.min), (7.5, 7.5));
 }
 
 #[test]

@@ -198,7 +198,7 @@ impl AttackVersion {
     }
 }
 
-/// The evaluation's own sanity checks (`shared/specs/EVALUATION.md`), run on a stratified
+/// The evaluation's own sanity checks (`docs/evaluation.md`), run on a stratified
 /// subset of test points.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]

@@ -49,6 +49,17 @@ fn widths(key: &str, v: &[usize], allow_empty: bool) -> Result<(), String> {
 
 /// Validate every field; `Err` holds the message.
 pub fn validate(c: &JobConfig) -> Result<(), String> {
+    name(c)?;
+    data(&c.data)?;
+    nnmf(c)?;
+    cnn(c)?;
+    classifier(&c.classifier)?;
+    diffusion(&c.diffusion)?;
+    attack(&c.attack)?;
+    checks(&c.attack)
+}
+
+fn name(c: &JobConfig) -> Result<(), String> {
     if c.name.is_empty()
         || !c
             .name
@@ -60,24 +71,27 @@ pub fn validate(c: &JobConfig) -> Result<(), String> {
             c.name
         ));
     }
-    // data
-    match c.data.format {
+    Ok(())
+}
+
+fn data(d: &DataConfig) -> Result<(), String> {
+    match d.format {
         DataFormat::Embedded => {}
         DataFormat::Idx => {
-            if c.data.images.is_none() || c.data.labels.is_none() {
+            if d.images.is_none() || d.labels.is_none() {
                 return Err("`data.format` = idx needs `data.images` and `data.labels` (paths to IDX files, raw or .gz)".into());
             }
         }
         DataFormat::Folder => {
-            if c.data.root.is_none() {
+            if d.root.is_none() {
                 return Err("`data.format` = folder needs `data.root` (a folder with one sub-folder of images per class)".into());
             }
         }
     }
-    let (h, w) = c.data.size.hw();
+    let (h, w) = d.size.hw();
     range("data.size", h, 4, 1024, "image height in pixels")?;
     range("data.size", w, 4, 1024, "image width in pixels")?;
-    if let Some(k) = c.data.classes {
+    if let Some(k) = d.classes {
         range(
             "data.classes",
             k,
@@ -86,20 +100,24 @@ pub fn validate(c: &JobConfig) -> Result<(), String> {
             "number of classes; labels are 0..classes-1, stored as bytes",
         )?;
     }
-    for (i, f) in c.data.split.iter().enumerate() {
+    for (i, f) in d.split.iter().enumerate() {
         if !(f.is_finite() && *f > 0.0 && *f < 1.0) {
             return Err(format!(
                 "`data.split[{i}]` = {f} must be in (0, 1) (train/val/test fractions)"
             ));
         }
     }
-    let s: f64 = c.data.split.iter().sum();
+    let s: f64 = d.split.iter().sum();
     if (s - 1.0).abs() > 1e-6 {
         return Err(format!(
             "`data.split` fractions sum to {s}, must sum to 1 (e.g. [0.7, 0.15, 0.15])"
         ));
     }
-    // nnmf
+    Ok(())
+}
+
+fn nnmf(c: &JobConfig) -> Result<(), String> {
+    let (h, w) = c.data.size.hw();
     range("nnmf.k", c.nnmf.k, 1, 4096, "number of NNMF components")?;
     // Every image is resized to `data.size`, so the pixel count is known here.
     if c.features.nnmf && c.nnmf.k > h * w {
@@ -122,8 +140,10 @@ pub fn validate(c: &JobConfig) -> Result<(), String> {
         "nnmf.tol",
         c.nnmf.tol,
         "relative objective decrease; 0 runs all iterations",
-    )?;
-    // cnn
+    )
+}
+
+fn cnn(c: &JobConfig) -> Result<(), String> {
     widths("cnn.channels", &c.cnn.channels, false)?;
     range(
         "cnn.feature_dim",
@@ -159,30 +179,28 @@ pub fn validate(c: &JobConfig) -> Result<(), String> {
                 .into(),
         );
     }
-    // classifier
-    widths("classifier.hidden", &c.classifier.hidden, true)?;
-    range(
-        "classifier.epochs",
-        c.classifier.epochs,
-        1,
-        100_000,
-        "training epochs",
-    )?;
+    Ok(())
+}
+
+fn classifier(c: &ClassifierConfig) -> Result<(), String> {
+    widths("classifier.hidden", &c.hidden, true)?;
+    range("classifier.epochs", c.epochs, 1, 100_000, "training epochs")?;
     range(
         "classifier.batch_size",
-        c.classifier.batch_size,
+        c.batch_size,
         1,
         1 << 20,
         "minibatch size",
     )?;
-    positive("classifier.lr", c.classifier.lr, "Adam learning rate")?;
+    positive("classifier.lr", c.lr, "Adam learning rate")?;
     non_negative(
         "classifier.weight_decay",
-        c.classifier.weight_decay,
+        c.weight_decay,
         "decoupled weight decay",
-    )?;
-    // diffusion
-    let d = &c.diffusion;
+    )
+}
+
+fn diffusion(d: &DiffusionConfig) -> Result<(), String> {
     range("diffusion.steps", d.steps, 1, 100_000, "diffusion steps T")?;
     if !(d.beta_start.is_finite() && d.beta_start > 0.0 && d.beta_start < 1.0) {
         return Err(format!(
@@ -238,9 +256,10 @@ pub fn validate(c: &JobConfig) -> Result<(), String> {
         1 << 20,
         "minibatch size",
     )?;
-    positive("diffusion.lr", d.lr, "Adam learning rate")?;
-    // attack
-    let a = &c.attack;
+    positive("diffusion.lr", d.lr, "Adam learning rate")
+}
+
+fn attack(a: &AttackConfig) -> Result<(), String> {
     if a.eps.is_empty() {
         return Err("`attack.eps` must list at least one budget, e.g. [0, 0.1, 0.25]".into());
     }
@@ -311,7 +330,10 @@ pub fn validate(c: &JobConfig) -> Result<(), String> {
         1,
         1000,
         "APGD-T target classes",
-    )?;
+    )
+}
+
+fn checks(a: &AttackConfig) -> Result<(), String> {
     let ch = &a.checks;
     range(
         "attack.checks.subset",
@@ -329,13 +351,13 @@ pub fn validate(c: &JobConfig) -> Result<(), String> {
     )?;
     if !(ch.iterations_factor.is_finite() && ch.iterations_factor >= 1.0) {
         return Err(format!(
-            "`attack.checks.iterations_factor` = {} must be ≥ 1 (2 in EVALUATION.md)",
+            "`attack.checks.iterations_factor` = {} must be ≥ 1 (2 in docs/evaluation.md)",
             ch.iterations_factor
         ));
     }
     if !(ch.eot_factor.is_finite() && ch.eot_factor >= 1.0) {
         return Err(format!(
-            "`attack.checks.eot_factor` = {} must be ≥ 1 (2.5 in EVALUATION.md)",
+            "`attack.checks.eot_factor` = {} must be ≥ 1 (2.5 in docs/evaluation.md)",
             ch.eot_factor
         ));
     }

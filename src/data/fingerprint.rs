@@ -1,7 +1,7 @@
 //! Content fingerprints of data sets, for stage-cache keys: the cache keys trained models on
 //! the *content* of the data, not on its path.
 //!
-//! OWNER: data helper. This module owns the fingerprint scheme ([`Fingerprint`],
+//! This module owns the fingerprint scheme ([`Fingerprint`],
 //! [`fingerprint`]) and the helpers the loaders use to compute the same id while they load
 //! ([`idx_content`], [`FolderHasher`]): every loaded [`Dataset`](super::Dataset) carries
 //! `content`, computed from the very bytes that were decoded, so a file rewritten between a

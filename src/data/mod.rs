@@ -1,6 +1,6 @@
 //! Datasets: the embedded default digits, IDX files, image folders, and the stratified split.
 //!
-//! OWNER: data helper. Contract used by the pipeline (keep these signatures):
+//! What the pipeline uses:
 //! - [`Dataset`] holds images as rows of `height*width` f32 values in `[0,1]`.
 //! - [`load`] dispatches on [`DataSource`]; [`load_checked`] also applies the job's label
 //!   range (`data.classes`) and the memory limits.

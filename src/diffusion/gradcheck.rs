@@ -92,24 +92,41 @@ fn defended_input_gradient_matches_finite_differences_ce_x0() {
 }
 
 #[test]
-fn chain_without_noise_and_identity_denoiser_shrinks_to_mean() {
-    // With zero noise the chain is deterministic; two runs agree bit for bit.
+fn noiseless_chain_with_a_zero_denoiser_has_its_closed_form() {
+    // A denoiser that predicts 0 and zero noise: with ε-prediction every step divides by
+    // √α_s, so the chain returns √ᾱ_{t*}·x0 / Π_{s≤t*} √α_s = x0; with x0-prediction the
+    // last step's coefficient √α_1(1 − ᾱ_0)/(1 − ᾱ_1) is 0 (ᾱ_0 = 1), so it returns 0.
+    // Both step-coefficient sets and the noise schedule are checked against hand algebra.
     let sched = Schedule::linear(10, 1e-3, 0.05);
     let emb = time_embedding::<f64>(10, 4);
-    let den = Mlp::<f64>::new(&[6, 5, 2], Activation::Silu, &mut stream(5, &[]));
-    let chain = Chain {
-        den: &den,
-        sched: &sched,
-        emb: &emb,
-        t_star: 3,
-        predict: Prediction::Noise,
-    };
+    let mut den = Mlp::<f64>::new(&[6, 5, 2], Activation::Silu, &mut stream(5, &[]));
+    for l in &mut den.layers {
+        l.w.fill(0.0);
+        l.b.fill(0.0);
+    }
     let x0 = randn(4, 2, 6, 1.0);
-    let noise = Array2::<f64>::zeros((4, chain.noise_len(2)));
-    let (a, _) = chain.forward(x0.view(), noise.view(), false);
-    let (b, c) = chain.forward(x0.view(), noise.view(), true);
-    assert_eq!(a, b);
-    assert!(c.is_some());
+    for (predict, want) in [
+        (Prediction::Noise, x0.clone()),
+        (Prediction::X0, Array2::zeros((4, 2))),
+    ] {
+        let chain = Chain {
+            den: &den,
+            sched: &sched,
+            emb: &emb,
+            t_star: 3,
+            predict,
+        };
+        let noise = Array2::<f64>::zeros((4, chain.noise_len(2)));
+        let (a, _) = chain.forward(x0.view(), noise.view(), false);
+        let (b, c) = chain.forward(x0.view(), noise.view(), true);
+        assert_eq!(a, b, "{predict:?}: cached and plain forward agree");
+        assert!(c.is_some());
+        let err = (&a - &want).iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        assert!(
+            err < 1e-12,
+            "{predict:?}: max |chain − closed form| {err:e}"
+        );
+    }
 }
 
 /// The optimised evaluator computes the same logits and input gradients as the reference

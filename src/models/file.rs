@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::nn::cnn::{CnnArch, ConvBlock};
 use crate::nn::layers::BN_EPS;
 use crate::nn::mlp::{Activation, Dense};
-use crate::results::h5::{attr, attr_str, build_image, ds, open_diagnosed, strings};
+use crate::results::h5::{attr, attr_str, build_image, ds, open_diagnosed, strings, write_curves};
 use crate::results::Curve;
 use hdf5::types::VarLenUnicode;
 use hdf5::{Group, H5Type, Location};
@@ -117,14 +117,7 @@ fn fill(f: &hdf5::File, m: &Models) -> hdf5::Result<()> {
     attr_str(&g, "features_sha256", &m.eval.features_sha256)?;
     ds(&g, "ids", &Array1::from(m.eval.ids.clone()))?;
     ds(&g, "labels", &Array1::from(m.eval.labels.clone()))?;
-    let g = f.create_group("curves")?;
-    for c in &m.curves {
-        let sub = match g.group(&c.group) {
-            Ok(s) => s,
-            Err(_) => g.create_group(&c.group)?,
-        };
-        ds(&sub, &c.name, &Array1::from(c.values.clone()))?;
-    }
+    write_curves(&f.create_group("curves")?, &m.curves)?;
     // Last, so that a reader sees it only in a file whose every part was written.
     attr(f, "complete", true)
 }

@@ -2,8 +2,7 @@
 //! training/inference, f64 for gradient checks): dense layers and MLPs, the small CNN,
 //! Adam, and the minibatch training loops with early stopping.
 //!
-//! OWNER: nn helper. Contract used by the pipeline and the diffusion module — keep these
-//! names and signatures (bodies are the helper's):
+//! What the pipeline and the diffusion module use:
 //! - `mlp::{Activation, Dense, Mlp, MlpCache, MlpGrads}` with
 //!   `Mlp::new(sizes: &[usize], act: Activation, rng: &mut Rng) -> Mlp<F>` (sizes = [in, h1, …, out];
 //!   activation between layers, none after the last),

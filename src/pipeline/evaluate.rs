@@ -1,4 +1,4 @@
-//! Clean and robust evaluation (`shared/specs/EVALUATION.md`, `docs/attacks.md`):
+//! Clean and robust evaluation (`docs/evaluation.md`, `docs/attacks.md`):
 //! Clean_Base, Clean_Def, and per ε Robust_Base and Robust_Def under the `transfer`,
 //! `adaptive` and `worst` (per-sample worst over both) protocols, plus the sanity checks.
 //!
@@ -128,7 +128,7 @@ pub(super) fn params(cfg: &JobConfig, eps: f64, b: &BoxConstraint, seed: u64) ->
         } else {
             a.restarts
         },
-        rho: 0.75,
+        rho: crate::attack::apgd::RHO,
         bounds: b.clone(),
         seed,
         early_stop: true,

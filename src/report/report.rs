@@ -1,5 +1,5 @@
 //! `report.md`: the paper's Tables 1 and 2 beside ours, the plots, and the sanity checks of
-//! `shared/specs/EVALUATION.md` with pass/fail computed from the data at hand.
+//! `docs/evaluation.md` with pass/fail computed from the data at hand.
 
 use super::aggregate::{self, configs, row_label, Summary, ROWS, TABLE_HEADER};
 use super::sweep_plots::{sweep_plots, Plot};
@@ -353,7 +353,7 @@ pub fn write_report(dir: &Path, k_fixed: Option<&str>, optimize: Option<&Path>) 
         "# diffnmf report: {}\n\n{done} of {} cells finished. Values: mean ± sample std across seeds \
          (95% CIs in `summary.csv`). Threat model: L∞ on the z-scored hybrid features. The paper \
          does not state its ε, its attack protocol or its k; its log-loss/Brier columns come from \
-         applying softmax twice (see EVALUATION.md), ours are computed on the real probabilities.\n",
+         applying softmax twice (see docs/evaluation.md), ours are computed on the real probabilities.\n",
         dir.display(),
         s.sweep.cells.len()
     );
@@ -375,7 +375,7 @@ pub fn write_report(dir: &Path, k_fixed: Option<&str>, optimize: Option<&Path>) 
         Some(o) => md.push_str(&table2_section(dir, o)?),
         None => md.push_str("\n## Table 2 — optimised k\n\nNot available: run `diffnmf optimize-rank JOB --k … --out DIR` and pass `--optimize DIR` (k must be chosen on validation data, never from this test-set sweep).\n"),
     }
-    md.push_str("\n## Sanity checks (shared/specs/EVALUATION.md)\n");
+    md.push_str("\n## Sanity checks (docs/evaluation.md)\n");
     md.push_str(&checks_md("From the aggregated data", &summary_checks(&s)));
     md.push_str(&checks_md(
         "Per-run checks (stored in each result.h5)",

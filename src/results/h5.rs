@@ -54,6 +54,19 @@ pub(crate) fn attr<T: H5Type>(loc: &Location, name: &str, v: T) -> hdf5::Result<
     loc.new_attr::<T>().create(name)?.write_scalar(&v)
 }
 
+/// Training curves as `<group>/<curve>/<name>` datasets under `g` (result.h5 `training/`,
+/// models.h5 `curves/`).
+pub(crate) fn write_curves(g: &Group, curves: &[super::Curve]) -> hdf5::Result<()> {
+    for c in curves {
+        let sub = match g.group(&c.group) {
+            Ok(s) => s,
+            Err(_) => g.create_group(&c.group)?,
+        };
+        ds(&sub, &c.name, &Array1::from(c.values.clone()))?;
+    }
+    Ok(())
+}
+
 pub(crate) fn ds<'a, T: H5Type, D: Dimension>(
     g: &Group,
     name: &str,
@@ -316,14 +329,7 @@ fn write_inner(f: &hdf5::File, r: &RunResult) -> hdf5::Result<()> {
     attr(&g, "converged", r.nnmf_converged)?;
     ds(&g, "objective", &Array1::from(r.nnmf_objective.clone()))?;
 
-    let tg = f.create_group("training")?;
-    for c in &r.curves {
-        let g = match tg.group(&c.group) {
-            Ok(g) => g,
-            Err(_) => tg.create_group(&c.group)?,
-        };
-        ds(&g, &c.name, &Array1::from(c.values.clone()))?;
-    }
+    write_curves(&f.create_group("training")?, &r.curves)?;
 
     let g = f.create_group("checks")?;
     let names: Vec<&str> = r.checks.iter().map(|c| c.0.as_str()).collect();

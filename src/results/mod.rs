@@ -94,7 +94,7 @@ pub struct RunResult {
     pub nnmf_converged: bool,
     pub image_shape: (usize, usize),
     pub curves: Vec<Curve>,
-    /// Named checks of `shared/specs/EVALUATION.md` with pass/fail and a detail line.
+    /// Named checks of `docs/evaluation.md` with pass/fail and a detail line.
     pub checks: Vec<(String, bool, String)>,
     pub feature_dim: usize,
     pub box_kind: String,

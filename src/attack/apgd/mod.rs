@@ -1,4 +1,4 @@
-//! APGD (Croce & Hein 2020) for L∞, per `shared/specs/APGD.md` (§2–§6, quirks Q1–Q10,
+//! APGD (Croce & Hein 2020) for L∞, per `docs/apgd.md` (§2–§6, quirks Q1–Q10,
 //! box modes of §14), and the AutoAttack `rand`-style cascade (§8.2).
 //!
 //! Owns: [`ApgdParams`] (+ validation), [`apgd`] / [`apgd_with_init`] (one attack with
@@ -53,6 +53,9 @@ use crate::progress::Progress;
 use crate::rng::{key, tag};
 use ndarray::{Array2, ArrayView2, Axis};
 
+/// AutoAttack's step-size checkpoint threshold ρ (docs/apgd.md §4.4, condition 1).
+pub const RHO: f32 = 0.75;
+
 /// Parameters of one APGD attack.
 #[derive(Clone, Debug)]
 pub struct ApgdParams {
@@ -84,7 +87,7 @@ impl ApgdParams {
             loss,
             eot: 20,
             restarts: 1,
-            rho: 0.75,
+            rho: RHO,
             bounds: BoxConstraint::None,
             early_stop: true,
             confirm: 10,
@@ -123,8 +126,8 @@ impl ApgdParams {
         }
         if !(self.rho > 0.0 && self.rho <= 1.0) {
             return Err(Error::param(
-                "attack.rho",
-                format!("must be in (0, 1] (reference 0.75), got {}", self.rho),
+                "rho",
+                format!("must be in (0, 1] (reference {RHO}), got {}", self.rho),
             ));
         }
         if num_classes < 2 {

@@ -1,4 +1,4 @@
-//! One APGD run (APGD.md §4, the reference's `attack_single_run`) for L∞ on a batch of
+//! One APGD run (`docs/apgd.md` §4, the reference's `attack_single_run`) for L∞ on a batch of
 //! still-robust points, with struct-of-arrays per-sample state that is compacted whenever
 //! points get fooled, so the model only ever sees active rows.
 //!

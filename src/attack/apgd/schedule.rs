@@ -1,4 +1,4 @@
-//! APGD checkpoint schedule (APGD.md §3) and the per-sample step-size decision taken at a
+//! APGD checkpoint schedule (`docs/apgd.md` §3) and the per-sample step-size decision taken at a
 //! checkpoint (§4.4), as pure functions shared by the attack loop and the tests.
 
 /// Interval lengths of the checkpoint schedule for `n_iter` iterations, computed with the

@@ -1,4 +1,4 @@
-//! AutoAttack `rand`-style cascade (APGD.md §8.2) over untargeted APGD losses: one clean
+//! AutoAttack `rand`-style cascade (`docs/apgd.md` §8.2) over untargeted APGD losses: one clean
 //! check, then each loss in turn attacks only the points no earlier attack has broken
 //! (pointwise worst case). A thin view of [`crate::attack::plan::run_plan`].
 

@@ -1,4 +1,4 @@
-//! APGD tests (APGD.md §13 list and more) on the toy models of `tests_models`.
+//! APGD tests (`docs/apgd.md` §13 list and more) on the toy models of `tests_models`.
 #![allow(clippy::needless_range_loop)]
 
 use super::tests_models::{blobs, ids, naive, normal, two_layer, Recorder, Toy};

@@ -67,7 +67,6 @@ impl KernelModule {
                 "denoise_step_fwd_f32",
                 "mlp_fwd_f32",
                 "mlp_bwd_f32",
-                "denoise_block_mean_f32",
             ],
             KernelModule::Apgd => &[
                 "apgd_feasible_f32",

@@ -93,6 +93,10 @@ impl CudaBackend {
 
     /// Look up `name` in `module` (compiling and loading the module on first use).
     pub fn func(&self, module: KernelModule, name: &str) -> CudaResult<CudaFunction> {
+        debug_assert!(
+            module.kernel_names().contains(&name),
+            "{name} is not in {module:?}::kernel_names()"
+        );
         let slot = &self.modules[module as usize];
         let m = match slot.get() {
             Some(m) => m.clone(),

@@ -62,12 +62,14 @@ fn update(
         "nmf update",
         || format!("buffers too short for {a}×{b} with K = {k}"),
     )?;
-    let name = if w_update {
-        "nmf_update_w_f32"
-    } else {
-        "nmf_update_h_f32"
-    };
-    let f = be.func(KernelModule::Nmf, name)?;
+    let f = be.func(
+        KernelModule::Nmf,
+        if w_update {
+            "nmf_update_w_f32"
+        } else {
+            "nmf_update_h_f32"
+        },
+    )?;
     let smem = k * k * 4;
     let use_smem = (smem <= SMEM_DEFAULT) as i32;
     let mut cfg = be.cfg_elems(len);

@@ -1,5 +1,6 @@
-//! Checks that need no GPU: the module list matches `kernels/`, every launched kernel name
-//! is defined in its source, and (with libnvrtc) every module compiles to PTX that `ptxas`
+//! Checks that need no GPU: the module list matches `kernels/`, every launch site in the
+//! CUDA backend names a listed kernel of its module and every listed kernel is launched,
+//! every listed kernel name is defined in its source, and (with libnvrtc) every module compiles to PTX that `ptxas`
 //! accepts for sm_90 without register spills.
 
 use super::kernels::{compile, nvrtc_present, KernelModule};
@@ -24,14 +25,85 @@ fn every_kernel_file_is_a_module_and_back() {
         .collect();
     listed.sort();
     assert_eq!(on_disk, listed, "kernels/*.cu and KernelModule::ALL differ");
-    for m in KernelModule::ALL {
-        let disk = std::fs::read_to_string(kernels_dir().join(m.file_name())).unwrap();
-        assert_eq!(
-            disk,
-            m.source(),
-            "{} embedded source is stale",
-            m.file_name()
+}
+
+/// `(module, kernel names)` of every `func(KernelModule::X, …)` call in the Rust sources of
+/// the CUDA backend: the module named and every `"…_f32"` literal inside the call's
+/// parentheses (a call may choose between names).
+fn launch_sites() -> Vec<(String, Vec<String>, String)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/backend/cuda");
+    let mut out = vec![];
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_none_or(|x| x != "rs") || path.ends_with("tests.rs") {
+            continue;
+        }
+        let src = std::fs::read_to_string(&path).unwrap();
+        for (i, _) in src.match_indices(".func(") {
+            let body = &src[i + ".func(".len()..];
+            let (mut depth, mut end) = (1, 0);
+            for (j, ch) in body.char_indices() {
+                depth += match ch {
+                    '(' => 1,
+                    ')' => -1,
+                    _ => 0,
+                };
+                if depth == 0 {
+                    end = j;
+                    break;
+                }
+            }
+            let call = &body[..end];
+            let module = call
+                .split("KernelModule::")
+                .nth(1)
+                .map(|r| r.chars().take_while(|c| c.is_alphanumeric()).collect())
+                .unwrap_or_default();
+            let names = call
+                .split('"')
+                .skip(1)
+                .step_by(2)
+                .filter(|n| n.ends_with("_f32"))
+                .map(str::to_string)
+                .collect();
+            let place = format!("{}:{}", path.display(), src[..i].lines().count());
+            out.push((module, names, place));
+        }
+    }
+    out
+}
+
+#[test]
+fn launch_sites_name_listed_kernels_and_every_listed_kernel_is_launched() {
+    let sites = launch_sites();
+    assert!(sites.len() >= 15, "found only {} launch sites", sites.len());
+    let mut launched: Vec<(String, String)> = vec![];
+    for (module, names, place) in &sites {
+        let m = KernelModule::ALL
+            .iter()
+            .find(|m| format!("{m:?}") == *module)
+            .unwrap_or_else(|| panic!("{place}: launch without a KernelModule::X literal"));
+        assert!(
+            !names.is_empty(),
+            "{place}: no kernel name literal in the call"
         );
+        for n in names {
+            assert!(
+                m.kernel_names().contains(&n.as_str()),
+                "{place}: {n} is launched from {module} but not in its kernel_names()"
+            );
+            launched.push((module.clone(), n.clone()));
+        }
+    }
+    for m in KernelModule::ALL {
+        for n in m.kernel_names() {
+            assert!(
+                launched
+                    .iter()
+                    .any(|(a, b)| *a == format!("{m:?}") && b == n),
+                "{m:?}::{n} is listed in kernel_names() but never launched"
+            );
+        }
     }
 }
 
