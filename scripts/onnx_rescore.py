@@ -41,8 +41,8 @@ def project(v, nn):
     kl = nn["loss"] == "kl"
     if kl:
         s = w.sum(axis=1)
-        alpha = v.astype(np.float64).sum(axis=1) / max(float(s.astype(np.float64).sum()), 0.0)
-        alpha = np.where(s.sum() > 0, alpha, 0.0)
+        stot = float(s.astype(np.float64).sum())
+        alpha = v.astype(np.float64).sum(axis=1) / stot if stot > 0 else np.zeros(n)
     else:
         g = w @ w.T
         b = v @ w.T
@@ -65,6 +65,8 @@ def project(v, nn):
             obj = np.maximum(
                 0.5 * (vn - 2 * (h64 * b).sum(axis=1) + (h64 * hg).sum(axis=1)), 0.0
             )
+        if not np.isfinite(obj).all():
+            sys.exit(f"NNMF projection: non-finite objective at iteration {t}")
         if t == 0:
             last = obj
         elif tol > 0 and t % every == 0:

@@ -34,7 +34,7 @@ pub enum Command {
     },
     /// Re-run only the evaluation on a run's stored models (models.h5): the same metrics
     /// as the run with its own configuration; --set may change attack.*, diffusion.t_star,
-    /// diffusion.passes, eval_split, device and name.
+    /// diffusion.passes, eval_split, device, name and the data paths.
     Evaluate {
         /// A models.h5 (e.g. results/paper/models.h5).
         models: PathBuf,
@@ -136,6 +136,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let threads = backend::thread_count(threads)?;
             backend::init_threads(threads);
             crate::signals::install().context("installing the signal handlers")?;
+            let out_dir = out
+                .clone()
+                .unwrap_or_else(|| pipeline::stored::default_out(&models));
+            let _sig = crate::signals::on_signal(move |_| {
+                crate::results::paths::remove_own_tmp(&out_dir);
+                None
+            });
             let opts = RunOptions {
                 out,
                 threads,
@@ -152,6 +159,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Export { run_dir, onnx } => {
+            crate::signals::install().context("installing the signal handlers")?;
+            let out_dir = onnx.clone();
+            let _sig = crate::signals::on_signal(move |_| {
+                crate::results::paths::remove_own_tmp(&out_dir);
+                None
+            });
             let files = crate::export::bundle::export(&run_dir, &onnx)
                 .with_context(|| format!("exporting the models of {}", run_dir.display()))?;
             for f in &files {

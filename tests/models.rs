@@ -71,6 +71,20 @@ fn evaluating_stored_models_reproduces_the_run_and_rejects_bad_input() {
     );
     assert!(!bad.exists(), "no output on a mismatch");
 
+    // An output folder holding a run's models.h5 (here the run itself) is refused.
+    let before = std::fs::read(run.join("result.h5")).unwrap();
+    let o = evaluate(&models, &run, &["attack.eps=[0.3]"]);
+    let t = text(&o);
+    assert!(
+        !o.status.success() && t.contains("models.h5") && t.contains("--out"),
+        "{t}"
+    );
+    assert_eq!(
+        before,
+        std::fs::read(run.join("result.h5")).unwrap(),
+        "run untouched"
+    );
+
     // The seed trains every model too.
     let o = evaluate(&models, &bad, &["seed=5"]);
     let t = text(&o);

@@ -84,7 +84,7 @@ struct Pipeline {
     config_yaml: String,
 }
 
-const PROJECTION: &str = "Rows are projected independently with W (K x p) fixed. Init: h = alpha * ones(K) with alpha = max(0, <v, s>/|s|^2), s = W.sum(axis=0) (frobenius), or alpha = sum(v)/sum(W) (kl). For t = 0..=max_iter: the row objective (frobenius 0.5*|v - hW|^2; kl sum over v>0 of v*ln(v/(hW+eps)) - v, plus sum(hW)) is recorded at t = 0; when tol > 0, at every t that is a multiple of check_every a still-active row compares it with its previous record and stops when the relative decrease is below tol; at t = max_iter, or when no row is active, stop; else update every active row: frobenius h <- h * (v W^T) / (h W W^T + eps); kl h <- h * ((v / (hW + eps)) W^T) / (W.sum(axis=1) + eps); entries below the smallest normal float32 become 0. tol = 0 gives exactly max_iter updates.";
+const PROJECTION: &str = "Rows are projected independently with W (K x p) fixed. Init: h = alpha * ones(K) with alpha = max(0, <v, s>/|s|^2), s = W.sum(axis=0) (frobenius), or alpha = sum(v)/sum(W) (kl). For t = 0..=max_iter: the row objective, in f64 from float32 products (frobenius max(0, 0.5*(|v|^2 - 2 <h, v W^T> + <h, h W W^T>)), i.e. 0.5*|v - hW|^2 expanded; kl max(0,  sum over v>0 of v*ln(v/(hW+eps)) - v, plus sum(hW))) is recorded at t = 0; when tol > 0, at every t that is a multiple of check_every a still-active row compares it with its previous record and stops when the relative decrease is below tol; at t = max_iter, or when no row is active, stop; else update every active row: frobenius h <- h * (v W^T) / (h W W^T + eps); kl h <- h * ((v / (hW + eps)) W^T) / (W.sum(axis=1) + eps); entries below the smallest normal float32 become 0. tol = 0 gives exactly max_iter updates. Updates are float32. With device = cuda the run computed the features on the GPU (other rounding): a CPU re-implementation agrees to rounding, not bit for bit.";
 
 const PURIFY: &str = "Defended prediction of a z-scored hybrid vector z: x = sqrt(alpha_bar[t_star]) z + sqrt(1 - alpha_bar[t_star]) n0; for s = t_star, ..., 1: out = denoiser(x, s); with alpha = 1 - beta: prediction = noise: x = (x - beta[s]/sqrt(1 - alpha_bar[s]) out)/sqrt(alpha[s]); prediction = x0: x = sqrt(alpha[s])(1 - alpha_bar[s-1])/(1 - alpha_bar[s]) x + sqrt(alpha_bar[s-1]) beta[s]/(1 - alpha_bar[s]) out; then, for s > 1, x += sigma[s] n_s (n ~ N(0, I), fresh per pass and step). Classify the final x with classifier.onnx and average softmax probabilities over `passes` independent passes.";
 
@@ -146,7 +146,6 @@ pub fn export(run: &Path, out: &Path) -> Result<Vec<PathBuf>> {
         });
     }
     let (h, w) = m.image_shape;
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let mut files: Vec<(PathBuf, Vec<u8>)> = vec![];
     let mut put = |name: &str, bytes: Vec<u8>| files.push((out.join(name), bytes));
     if let Some(c) = &m.cnn {
@@ -160,10 +159,13 @@ pub fn export(run: &Path, out: &Path) -> Result<Vec<PathBuf>> {
     put("eval_labels.npy", npy::encode(&[n], &labels));
     let ids: Vec<i64> = m.eval.ids.iter().map(|&v| v as i64).collect();
     put("eval_ids.npy", npy::encode(&[n], &ids));
-    // The run's clean probabilities, when its result.h5 is beside models.h5.
+    // The run's clean probabilities, when its result.h5 is beside models.h5 and evaluated
+    // exactly these points.
     let result = mp.with_file_name(paths::RESULT_H5);
     let mut refs = [None, None];
-    if h5::check_complete(&result).is_ok() {
+    let same_points = h5::check_complete(&result).is_ok()
+        && h5::read_u64_1d(&result, "test/ids").is_ok_and(|ids| ids == m.eval.ids);
+    if same_points {
         for (i, (sc, file)) in [
             ("clean_base", "reference_clean_base_proba.npy"),
             ("clean_def", "reference_clean_def_proba.npy"),
@@ -171,7 +173,9 @@ pub fn export(run: &Path, out: &Path) -> Result<Vec<PathBuf>> {
         .into_iter()
         .enumerate()
         {
-            let p = h5::read_f32_2d(&result, &format!("scenarios/{sc}_none_eps0/proba"))?;
+            let Ok(p) = h5::read_f32_2d(&result, &format!("scenarios/{sc}_none_eps0/proba")) else {
+                continue;
+            };
             if p.nrows() == n {
                 let v: Vec<f32> = p.iter().copied().collect();
                 put(file, npy::encode(&[n, p.ncols()], &v));
@@ -235,7 +239,22 @@ pub fn export(run: &Path, out: &Path) -> Result<Vec<PathBuf>> {
         msg: e.to_string(),
     })?;
     files.push((out.join("pipeline.json"), json));
-    let _ = std::fs::remove_file(out.join("pipeline.json"));
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    // An older export's pipeline.json goes first, so the folder is never a complete-looking
+    // mix; files this export does not write (e.g. cnn.onnx of an earlier run) are removed.
+    for old in [
+        "pipeline.json",
+        "cnn.onnx",
+        "reference_clean_base_proba.npy",
+        "reference_clean_def_proba.npy",
+    ] {
+        match std::fs::remove_file(out.join(old)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io(out.join(old), e))
+            }
+            _ => {}
+        }
+    }
     for (p, b) in &files {
         results::write_atomic(p, b)?;
     }

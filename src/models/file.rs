@@ -173,8 +173,9 @@ impl Reader<'_> {
             .and_then(|d| d.read_2d::<f32>())
             .map_err(|e| self.err(field, e))
     }
-    fn dense(&self, g: &Group, field: &str) -> Result<Dense<f32>> {
-        let l = g.group(field).map_err(|e| self.err(field, e))?;
+    /// The dense layer in group `name` of `g`; errors name it as `field`.
+    fn dense(&self, g: &Group, name: &str, field: &str) -> Result<Dense<f32>> {
+        let l = g.group(name).map_err(|e| self.err(field, e))?;
         let (w, b) = (
             self.mat(&l, &format!("{field}/w"), "w")?,
             self.vec1::<f32>(&l, &format!("{field}/b"), "b")?,
@@ -198,10 +199,7 @@ impl Reader<'_> {
         let n = self.usize(&g, &format!("{name}/layers"), "layers")?;
         let mut layers: Vec<Dense<f32>> = vec![];
         for i in 0..n {
-            let l = self.dense(&g, &format!("layer{i}")).map_err(|e| match e {
-                Error::Results { msg, .. } => self.err(name, msg),
-                e => e,
-            })?;
+            let l = self.dense(&g, &format!("layer{i}"), &format!("{name}/layer{i}"))?;
             if let Some(prev) = layers.last() {
                 if prev.w.ncols() != l.w.nrows() {
                     return Err(self.err(
@@ -219,6 +217,13 @@ impl Reader<'_> {
     }
     fn cnn(&self) -> Result<Cnn<f32>> {
         let g = self.group("cnn")?;
+        let eps: f64 = self.attr(&g, "cnn/bn_eps", "bn_eps")?;
+        if eps != BN_EPS {
+            return Err(self.err(
+                "cnn/bn_eps",
+                format!("{eps}, but this diffnmf's BatchNorm uses {BN_EPS}"),
+            ));
+        }
         let channels: Vec<usize> = self
             .vec1::<u64>(&g, "cnn/channels", "channels")?
             .iter()
@@ -264,8 +269,8 @@ impl Reader<'_> {
             });
             cin = cout;
         }
-        let fc1 = self.dense(&g, "fc1")?;
-        let fc2 = self.dense(&g, "fc2")?;
+        let fc1 = self.dense(&g, "fc1", "cnn/fc1")?;
+        let fc2 = self.dense(&g, "fc2", "cnn/fc2")?;
         if fc1.w.dim() != (flat, arch.feature_dim)
             || fc2.w.dim() != (arch.feature_dim, arch.classes)
         {
@@ -373,6 +378,12 @@ pub fn read(path: &Path) -> Result<Models> {
         .and_then(|d| d.read_1d::<VarLenUnicode>())
         .map_err(|e| r.err("features/blocks", e))?;
     let dims = r.vec1::<u64>(&g, "features/block_dims", "block_dims")?;
+    if names.len() != dims.len() {
+        return Err(r.err(
+            "features/block_dims",
+            format!("{} widths for {} blocks", dims.len(), names.len()),
+        ));
+    }
     let blocks: Vec<(String, usize)> = names
         .iter()
         .zip(dims.iter())
@@ -414,7 +425,8 @@ pub fn read(path: &Path) -> Result<Models> {
         beta,
     };
     let steps = r.usize(&sg, "schedule/steps", "steps")?;
-    if sched.alpha_bar.len() != steps + 1
+    if sched.beta.len() != steps + 1
+        || sched.alpha_bar.len() != steps + 1
         || sched.sigma.len() != steps + 1
         || emb.nrows() != steps + 1
     {
@@ -472,7 +484,88 @@ pub fn read(path: &Path) -> Result<Models> {
         },
         eval,
     };
+    consistent(&r, &models)?;
     Ok(models)
+}
+
+/// Cross-checks between the parts of a read [`Models`], so that a damaged or hand-edited
+/// file is an error naming the field instead of a panic or a silently wrong export.
+fn consistent(r: &Reader, m: &Models) -> Result<()> {
+    let (h, w) = m.image_shape;
+    let mut want = vec![];
+    if let Some(c) = &m.cnn {
+        let a = &c.arch;
+        if (a.height, a.width) != (h, w) || a.classes != m.num_classes {
+            return Err(r.err(
+                "cnn",
+                format!(
+                    "the CNN takes {}×{} images with {} classes, the file's root says {h}×{w} and {}",
+                    a.height, a.width, a.classes, m.num_classes
+                ),
+            ));
+        }
+        want.push(("cnn".to_string(), a.feature_dim));
+    }
+    if let Some(n) = &m.nnmf {
+        if n.model.basis.ncols() != h * w {
+            return Err(r.err(
+                "nnmf/basis",
+                format!(
+                    "{} columns, but {h}×{w} images have {} pixels",
+                    n.model.basis.ncols(),
+                    h * w
+                ),
+            ));
+        }
+        want.push(("nnmf".to_string(), n.model.components()));
+    }
+    if m.blocks != want {
+        return Err(r.err(
+            "features/blocks",
+            format!(
+                "{:?}, but the stored models give {want:?} (name, width) in this order",
+                m.blocks
+            ),
+        ));
+    }
+    if m.classifier.output_dim() != m.num_classes {
+        return Err(r.err(
+            "classifier",
+            format!(
+                "{} outputs for {} classes",
+                m.classifier.output_dim(),
+                m.num_classes
+            ),
+        ));
+    }
+    let steps = m.denoiser.sched.steps();
+    if m.t_star == 0 || m.t_star > steps || m.passes == 0 {
+        return Err(r.err(
+            "schedule/t_star",
+            format!(
+                "t_star {} and passes {} must be in 1..={steps} and ≥ 1",
+                m.t_star, m.passes
+            ),
+        ));
+    }
+    let s = &m.scaler;
+    if s.std.iter().any(|v| !(v.is_finite() && *v > 0.0)) || s.mean.iter().any(|v| !v.is_finite()) {
+        return Err(r.err(
+            "features/std",
+            "z-score means must be finite and standard deviations finite and > 0",
+        ));
+    }
+    if m.eval.labels.len() != m.eval.ids.len() {
+        return Err(r.err(
+            "eval/labels",
+            format!(
+                "{} labels for {} ids",
+                m.eval.labels.len(),
+                m.eval.ids.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -615,5 +708,35 @@ mod tests {
         std::fs::write(&p, bytes).unwrap();
         let e = read(&p).unwrap_err().to_string();
         assert!(e.contains("field `classifier`"), "{e}");
+    }
+
+    #[test]
+    fn parts_that_do_not_fit_together_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("models.h5");
+        let write = |m: &Models| {
+            std::fs::write(&p, build_image(&p, |f| fill(f, m)).unwrap()).unwrap();
+            read(&p).unwrap_err().to_string()
+        };
+        let mut m = sample();
+        m.blocks.reverse();
+        let e = write(&m);
+        assert!(
+            e.contains("field `features/blocks`") && e.contains("models.h5"),
+            "{e}"
+        );
+        let mut m = sample();
+        m.t_star = 8;
+        assert!(write(&m).contains("field `schedule/t_star`"));
+        let mut m = sample();
+        m.image_shape = (4, 6);
+        assert!(write(&m).contains("field `cnn`"));
+        let mut m = sample();
+        m.nnmf.as_mut().unwrap().model.basis = Array2::ones((5, 20));
+        let e = write(&m);
+        assert!(e.contains("field `nnmf/basis`"), "{e}");
+        let mut m = sample();
+        m.scaler.std[2] = 0.0;
+        assert!(write(&m).contains("field `features/std`"));
     }
 }

@@ -119,3 +119,19 @@ pub fn features_sha256(z: ArrayView2<f32>) -> String {
     }
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::name_of;
+    use crate::config::{BoxKind, Prediction};
+    use crate::nmf::NmfLoss;
+
+    #[test]
+    fn names_are_the_yaml_spellings() {
+        // result.h5's `box` attribute, models.h5's enum attributes and pipeline.json use
+        // these; the Debug spelling would say `TrainRange` / `trainrange`.
+        assert_eq!(name_of(&BoxKind::TrainRange), "train_range");
+        assert_eq!(name_of(&NmfLoss::Frobenius), "frobenius");
+        assert_eq!(name_of(&Prediction::X0), "x0");
+    }
+}

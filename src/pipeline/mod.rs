@@ -205,6 +205,7 @@ fn run_result(
         curves: tr.curves.clone(),
         checks: eval.checks,
         feature_dim: tr.feature_dim(),
-        box_kind: format!("{:?}", cfg.attack.bounds).to_lowercase(),
+        // The YAML spelling (`train_range`), as everywhere else in the outputs.
+        box_kind: crate::models::name_of(&cfg.attack.bounds),
     }
 }

@@ -27,14 +27,19 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Configuration keys `diffnmf evaluate --set` may change: they select or score the
-/// evaluation and train nothing (a key names itself and everything below it).
-pub const EVAL_ONLY: [&str; 6] = [
+/// evaluation, or say where the data are, and train nothing (a key names itself and
+/// everything below it).
+pub const EVAL_ONLY: [&str; 9] = [
     "name",
     "device",
     "eval_split",
     "attack",
     "diffusion.t_star",
     "diffusion.passes",
+    // Where the data lie (not what they are: `data_content` is checked against the models').
+    "data.images",
+    "data.labels",
+    "data.root",
 ];
 
 fn split_name(s: EvalSplit) -> &'static str {
@@ -175,7 +180,7 @@ pub fn eval_data(
         return Err(Error::Config {
             path: path.to_path_buf(),
             msg: format!(
-                "configuration mismatch in `data`: the data loaded now has content {}, the models were trained on content {} (field data_content); point `data` at the data of the original run",
+                "configuration mismatch in `data`: the data loaded now has content {}, the models were trained on content {} (field data_content); point `data.images`/`data.labels` or `data.root` at the data of the original run (e.g. `--set data.root=PATH`)",
                 p.ds.content.id, m.provenance.data_content
             ),
         });
@@ -242,6 +247,14 @@ fn eval_features(
     Ok((z, ids, y))
 }
 
+/// Output folder of `diffnmf evaluate MODELS` without `--out`: `evaluate/` beside it.
+pub fn default_out(models: &Path) -> PathBuf {
+    models
+        .parent()
+        .unwrap_or_else(|| Path::new("."))
+        .join("evaluate")
+}
+
 /// Re-run the evaluation of the models in `path` (a `models.h5`) with `overrides`, and
 /// write `result.h5`, `metrics.csv` and `tables.md` into `opts.out` (default: the folder
 /// `evaluate/` beside `path`).
@@ -258,11 +271,13 @@ pub fn evaluate_stored(
         path: path.to_path_buf(),
         msg: e.to_string(),
     })?;
-    let out = opts.out.clone().unwrap_or_else(|| {
-        path.parent()
-            .unwrap_or_else(|| Path::new("."))
-            .join("evaluate")
-    });
+    let out = opts.out.clone().unwrap_or_else(|| default_out(path));
+    if out.join(results::paths::MODELS_H5).exists() {
+        return Err(Error::Results {
+            path: out.join(results::paths::MODELS_H5),
+            msg: "the output folder holds a run's models.h5; an evaluation's result.h5 beside it would look like that run's. Pass another `--out` (default: evaluate/ beside MODELS.h5)".into(),
+        });
+    }
     check_out_writable(&out, true)?;
     let device = backend::select(cfg.device)?;
     let ctx = DeviceCtx::open(device.clone())?;

@@ -372,6 +372,12 @@ pub fn read_metrics(path: &Path) -> Result<Vec<MetricRow>> {
     inner().map_err(|e| h5err(path, e))
 }
 
+/// Read a 1-D u64 dataset (e.g. `test/ids`).
+pub fn read_u64_1d(path: &Path, name: &str) -> Result<Vec<u64>> {
+    let inner = || -> hdf5::Result<Vec<u64>> { open_file(path)?.dataset(name)?.read_raw::<u64>() };
+    inner().map_err(|e| h5err(path, e))
+}
+
 /// Read a 2-D f32 dataset (e.g. `nnmf/W`).
 pub fn read_f32_2d(path: &Path, name: &str) -> Result<Array2<f32>> {
     let inner =
