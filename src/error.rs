@@ -1,5 +1,6 @@
-//! Crate-wide error type. The algorithm, pipeline, results and export modules return
-//! [`Result`]; the command modules (`cli`, and for now `sweep`, `report`, `bench`) use `anyhow`.
+//! Crate-wide error type. The library modules return [`Result`] (or a module error that
+//! wraps [`Error`], e.g. [`crate::bench::BenchError`]); only the command-line edge (`cli`,
+//! `main`) uses `anyhow`.
 //! Every variant that concerns a file names it, and every validation message says the fix.
 
 use std::path::PathBuf;
@@ -11,6 +12,13 @@ pub enum Error {
     /// A YAML file could not be parsed or failed validation.
     #[error("{}: {msg}", path.display())]
     Config { path: PathBuf, msg: String },
+    /// A job file's value is out of its allowed range (`config::validate`).
+    #[error("{}: {source}", path.display())]
+    Invalid {
+        path: PathBuf,
+        #[source]
+        source: ParamsError,
+    },
     /// A parameter is out of its allowed range. `key` is the dotted config key.
     #[error("invalid value for `{key}`: {msg}")]
     Param { key: String, msg: String },
@@ -65,6 +73,21 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// A configuration value out of its allowed range: the dotted key (`attack.eps[1]`) and a
+/// message that names the key, the value, the allowed range and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{msg}")]
+pub struct ParamsError {
+    pub key: String,
+    pub msg: String,
+}
+
+impl ParamsError {
+    pub fn new(key: String, msg: String) -> Self {
+        ParamsError { key, msg }
+    }
 }
 
 /// Crate result alias.

@@ -91,13 +91,41 @@ pub fn compute(y: &[usize], proba: ArrayView2<f64>) -> Metrics {
         y.iter().all(|&c| c < k),
         "metrics: a label is ≥ the {k} probability columns"
     );
+    let confusion = confusion_matrix(y, proba);
+    if n == 0 {
+        return Metrics::nan(confusion);
+    }
+    let counts = Counts::new(&confusion, n);
+    let (precision, recall, f1) = counts.macro_prf();
+    Metrics {
+        accuracy: counts.correct / counts.nf,
+        precision,
+        recall,
+        f1,
+        mcc: counts.mcc(),
+        balanced_accuracy: counts.balanced_accuracy(),
+        roc_auc: counts.roc_auc(y, proba),
+        log_loss: log_loss(y, proba, counts.nf),
+        brier: brier(y, proba, counts.nf),
+        confusion,
+    }
+}
+
+/// `confusion[[true, pred]]`, the prediction being the argmax of each row of `proba`.
+fn confusion_matrix(y: &[usize], proba: ArrayView2<f64>) -> Array2<u64> {
+    let k = proba.ncols();
     let mut confusion = Array2::<u64>::zeros((k, k));
     for (row, &t) in proba.rows().into_iter().zip(y) {
         confusion[[t, argmax(row)]] += 1;
     }
-    if n == 0 {
+    confusion
+}
+
+impl Metrics {
+    /// Every metric NaN (no samples).
+    fn nan(confusion: Array2<u64>) -> Self {
         let nan = f64::NAN;
-        return Metrics {
+        Metrics {
             accuracy: nan,
             precision: nan,
             recall: nan,
@@ -108,67 +136,120 @@ pub fn compute(y: &[usize], proba: ArrayView2<f64>) -> Metrics {
             log_loss: nan,
             brier: nan,
             confusion,
-        };
+        }
     }
-    let t_sum: Vec<f64> = confusion
-        .rows()
-        .into_iter()
-        .map(|r| r.sum() as f64)
-        .collect();
-    let p_sum: Vec<f64> = confusion
-        .columns()
-        .into_iter()
-        .map(|c| c.sum() as f64)
-        .collect();
-    let tp: Vec<f64> = (0..k).map(|c| confusion[[c, c]] as f64).collect();
-    let nf = n as f64;
-    let correct: f64 = tp.iter().sum();
+}
 
-    // Macro precision / recall / F1 over labels seen in y or in the predictions.
-    let labels: Vec<usize> = (0..k)
-        .filter(|&c| t_sum[c] > 0.0 || p_sum[c] > 0.0)
-        .collect();
-    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
-    let mean_over =
-        |f: &dyn Fn(usize) -> f64| labels.iter().map(|&c| f(c)).sum::<f64>() / labels.len() as f64;
-    let precision = mean_over(&|c| ratio(tp[c], p_sum[c]));
-    let recall = mean_over(&|c| ratio(tp[c], t_sum[c]));
-    let f1 = mean_over(&|c| ratio(2.0 * tp[c], t_sum[c] + p_sum[c]));
+/// Per-class totals of a confusion matrix (as `f64`).
+struct Counts {
+    /// Samples per true class (row sums).
+    t_sum: Vec<f64>,
+    /// Predictions per class (column sums).
+    p_sum: Vec<f64>,
+    /// True positives per class (the diagonal).
+    tp: Vec<f64>,
+    /// Number of samples.
+    nf: f64,
+    /// Correct predictions (Σ tp).
+    correct: f64,
+}
 
-    // Gorodkin's R_K as sklearn's `matthews_corrcoef`.
-    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(u, v)| u * v).sum::<f64>();
-    let cov_tp = correct * nf - dot(&t_sum, &p_sum);
-    let cov_pp = nf * nf - dot(&p_sum, &p_sum);
-    let cov_tt = nf * nf - dot(&t_sum, &t_sum);
-    let mcc = if cov_pp * cov_tt == 0.0 {
-        0.0
-    } else {
-        cov_tp / (cov_tt * cov_pp).sqrt()
-    };
+impl Counts {
+    fn new(confusion: &Array2<u64>, n: usize) -> Self {
+        let k = confusion.nrows();
+        let t_sum: Vec<f64> = confusion
+            .rows()
+            .into_iter()
+            .map(|r| r.sum() as f64)
+            .collect();
+        let p_sum: Vec<f64> = confusion
+            .columns()
+            .into_iter()
+            .map(|c| c.sum() as f64)
+            .collect();
+        let tp: Vec<f64> = (0..k).map(|c| confusion[[c, c]] as f64).collect();
+        let correct: f64 = tp.iter().sum();
+        Counts {
+            t_sum,
+            p_sum,
+            tp,
+            nf: n as f64,
+            correct,
+        }
+    }
 
-    let present: Vec<usize> = (0..k).filter(|&c| t_sum[c] > 0.0).collect();
-    let balanced_accuracy =
-        present.iter().map(|&c| tp[c] / t_sum[c]).sum::<f64>() / present.len() as f64;
+    /// Macro precision / recall / F1 over labels seen in y or in the predictions.
+    fn macro_prf(&self) -> (f64, f64, f64) {
+        let (tp, t_sum, p_sum) = (&self.tp, &self.t_sum, &self.p_sum);
+        let labels: Vec<usize> = (0..tp.len())
+            .filter(|&c| t_sum[c] > 0.0 || p_sum[c] > 0.0)
+            .collect();
+        let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+        let mean_over = |f: &dyn Fn(usize) -> f64| {
+            labels.iter().map(|&c| f(c)).sum::<f64>() / labels.len() as f64
+        };
+        let precision = mean_over(&|c| ratio(tp[c], p_sum[c]));
+        let recall = mean_over(&|c| ratio(tp[c], t_sum[c]));
+        let f1 = mean_over(&|c| ratio(2.0 * tp[c], t_sum[c] + p_sum[c]));
+        (precision, recall, f1)
+    }
 
-    let aucs: Vec<f64> = (0..k)
-        .filter(|&c| t_sum[c] > 0.0 && t_sum[c] < nf)
-        .map(|c| auc(y, c, proba.column(c)))
-        .collect();
-    let roc_auc = if aucs.is_empty() {
-        f64::NAN
-    } else {
-        aucs.iter().sum::<f64>() / aucs.len() as f64
-    };
+    /// Gorodkin's R_K as sklearn's `matthews_corrcoef`.
+    fn mcc(&self) -> f64 {
+        let (t_sum, p_sum, nf) = (&self.t_sum, &self.p_sum, self.nf);
+        let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(u, v)| u * v).sum::<f64>();
+        let cov_tp = self.correct * nf - dot(t_sum, p_sum);
+        let cov_pp = nf * nf - dot(p_sum, p_sum);
+        let cov_tt = nf * nf - dot(t_sum, t_sum);
+        if cov_pp * cov_tt == 0.0 {
+            0.0
+        } else {
+            cov_tp / (cov_tt * cov_pp).sqrt()
+        }
+    }
 
+    /// Mean recall over the classes present in `y`.
+    fn balanced_accuracy(&self) -> f64 {
+        let present: Vec<usize> = (0..self.tp.len())
+            .filter(|&c| self.t_sum[c] > 0.0)
+            .collect();
+        present
+            .iter()
+            .map(|&c| self.tp[c] / self.t_sum[c])
+            .sum::<f64>()
+            / present.len() as f64
+    }
+
+    /// Macro one-vs-rest AUC over the classes with both positives and negatives in `y`;
+    /// NaN if there are none.
+    fn roc_auc(&self, y: &[usize], proba: ArrayView2<f64>) -> f64 {
+        let aucs: Vec<f64> = (0..self.t_sum.len())
+            .filter(|&c| self.t_sum[c] > 0.0 && self.t_sum[c] < self.nf)
+            .map(|c| auc(y, c, proba.column(c)))
+            .collect();
+        if aucs.is_empty() {
+            f64::NAN
+        } else {
+            aucs.iter().sum::<f64>() / aucs.len() as f64
+        }
+    }
+}
+
+/// Mean of `−ln clip(p_y, ε, 1−ε)` over the `nf` rows.
+fn log_loss(y: &[usize], proba: ArrayView2<f64>, nf: f64) -> f64 {
     let eps = f64::EPSILON;
-    let log_loss = proba
+    proba
         .rows()
         .into_iter()
         .zip(y)
         .map(|(r, &t)| -r[t].clamp(eps, 1.0 - eps).ln())
         .sum::<f64>()
-        / nf;
-    let brier = proba
+        / nf
+}
+
+/// Mean over the `nf` rows of `Σ_c (p_c − [c = y])²`.
+fn brier(y: &[usize], proba: ArrayView2<f64>, nf: f64) -> f64 {
+    proba
         .rows()
         .into_iter()
         .zip(y)
@@ -182,20 +263,7 @@ pub fn compute(y: &[usize], proba: ArrayView2<f64>) -> Metrics {
                 .sum::<f64>()
         })
         .sum::<f64>()
-        / nf;
-
-    Metrics {
-        accuracy: correct / nf,
-        precision,
-        recall,
-        f1,
-        mcc,
-        balanced_accuracy,
-        roc_auc,
-        log_loss,
-        brier,
-        confusion,
-    }
+        / nf
 }
 
 /// One-vs-rest AUC of class `c` with scores `s`: (rank sum of positives − P(P+1)/2)/(P·N)

@@ -56,7 +56,7 @@ fn smoke_job_runs_writes_results_and_is_deterministic() {
     // ε = 0 rows equal the clean rows.
     let get = |s: &str, p: &str, e: f64, m: &str| {
         rows.iter()
-            .find(|r| r.0 == s && r.1 == p && r.2 == e && r.3 == m)
+            .find(|r| r.0.as_str() == s && r.1.as_str() == p && r.2 == e && r.3 == m)
             .unwrap_or_else(|| panic!("missing {s}/{p}/{e}/{m}"))
             .4
     };

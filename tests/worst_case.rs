@@ -164,7 +164,7 @@ fn stored_worst_case_rows_recompute_and_bound_both_protocols() {
         for (m, w) in names.iter().zip(want) {
             let got = rows
                 .iter()
-                .find(|r| r.0 == s && r.1 == p && r.2 == e && r.3 == *m)
+                .find(|r| r.0.as_str() == s && r.1.as_str() == p && r.2 == e && r.3 == *m)
                 .unwrap_or_else(|| panic!("{g}: no stored {m}"))
                 .4;
             assert!(

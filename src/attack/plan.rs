@@ -96,14 +96,7 @@ pub fn run_plan<M: AttackModel + ?Sized>(
     steps: &[Step<'_>],
     p: &ApgdParams,
 ) -> PlanOutput {
-    let losses: Vec<LossKind> = steps
-        .iter()
-        .filter_map(|s| match s {
-            Step::Apgd(l) | Step::Warm { loss: l, .. } => Some(*l),
-            _ => None,
-        })
-        .collect();
-    super::apgd::check_inputs(model, x, y, ids, p, &losses);
+    super::apgd::check_inputs(model, x, y, ids, p, &apgd_losses(steps));
     let clean_correct = clean_check(model, x, y, ids, p);
     let mut fooled: Vec<bool> = clean_correct.iter().map(|&c| !c).collect();
     let mut out = PlanOutput {
@@ -116,15 +109,60 @@ pub fn run_plan<M: AttackModel + ?Sized>(
         out.fooled = fooled;
         return out;
     }
+    let cascade = Cascade {
+        model,
+        x,
+        y,
+        ids,
+        p,
+    };
     for (si, step) in steps.iter().enumerate() {
+        cascade.run_step(si, step, &mut fooled, &mut out.steps);
+    }
+    out.evals = out.steps.iter().map(|s| s.evals).sum();
+    out.fooled = fooled;
+    out
+}
+
+/// The untargeted APGD losses the plan uses (validated up front).
+fn apgd_losses(steps: &[Step<'_>]) -> Vec<LossKind> {
+    steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Apgd(l) | Step::Warm { loss: l, .. } => Some(*l),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The model, the plan's inputs and parameters, shared by every step.
+struct Cascade<'a, M: ?Sized> {
+    model: &'a M,
+    x: ArrayView2<'a, f32>,
+    y: &'a [usize],
+    ids: &'a [u64],
+    p: &'a ApgdParams,
+}
+
+impl<M: AttackModel + ?Sized> Cascade<'_, M> {
+    /// Run step `si` on the points not `fooled` yet, marking the ones it fools and
+    /// appending its outputs (one per target for APGD-T) to `outs`.
+    fn run_step(
+        &self,
+        si: usize,
+        step: &Step<'_>,
+        fooled: &mut [bool],
+        outs: &mut Vec<StepOutput>,
+    ) {
         let base = (si as u64 + 1) << 20;
+        let named = |o: StepOutput| StepOutput {
+            name: step.name(),
+            ..o
+        };
         match step {
             Step::Apgd(l) => {
-                let o = apgd_step(model, x, y, ids, p, (*l).into(), base, None, &mut fooled);
-                out.steps.push(StepOutput {
-                    name: step.name(),
-                    ..o
-                });
+                let o = self.apgd(self.p, (*l).into(), base, None, fooled);
+                outs.push(named(o));
             }
             Step::Warm {
                 init, loss, n_iter, ..
@@ -132,121 +170,104 @@ pub fn run_plan<M: AttackModel + ?Sized>(
                 let q = ApgdParams {
                     n_iter: *n_iter,
                     restarts: 1,
-                    ..p.clone()
+                    ..self.p.clone()
                 };
-                let o = apgd_step(
-                    model,
-                    x,
-                    y,
-                    ids,
-                    &q,
-                    (*loss).into(),
-                    base,
-                    Some(*init),
-                    &mut fooled,
-                );
-                out.steps.push(StepOutput {
-                    name: step.name(),
-                    ..o
-                });
+                let o = self.apgd(&q, (*loss).into(), base, Some(*init), fooled);
+                outs.push(named(o));
             }
-            Step::Targeted { n } => {
-                let k = model.num_classes();
-                assert!(
-                    k >= 4,
-                    "APGD-T needs at least 4 classes (the model has {k}); use attack.version: rand"
-                );
-                let clean = model.evaluate(
-                    x,
-                    y,
-                    ids,
-                    Loss::Ce,
-                    1,
-                    key(p.seed, &[tag("apgd-t-targets")]),
-                    false,
-                );
-                let tops = top_targets(clean.logits.view(), y, (*n).min(k - 1));
-                for j in 0..(*n).min(k - 1) {
-                    let t: Vec<usize> = tops.iter().map(|c| c[j]).collect();
-                    let o = apgd_step(
-                        model,
-                        x,
-                        y,
-                        ids,
-                        p,
-                        Loss::DlrTargeted(&t),
-                        base + ((j as u64 + 1) << 8),
-                        None,
-                        &mut fooled,
-                    );
-                    out.steps.push(StepOutput {
-                        name: format!("apgd-t/{}", j + 1),
-                        ..o
-                    });
-                }
-            }
-            Step::Square(sp) => {
-                let rows: Vec<usize> = (0..x.nrows()).filter(|&i| !fooled[i]).collect();
-                let xs = x.select(Axis(0), &rows);
-                let ys: Vec<usize> = rows.iter().map(|&i| y[i]).collect();
-                let is: Vec<u64> = rows.iter().map(|&i| ids[i]).collect();
-                let q = SquareParams {
-                    eps: p.eps,
-                    bounds: p.bounds.clone(),
-                    seed: key(p.seed, &[tag("square"), si as u64]),
-                    confirm: p.confirm,
-                    ..sp.clone()
-                };
-                let o = if rows.is_empty() {
-                    None
-                } else {
-                    Some(square(model, xs.view(), &ys, &is, &q))
-                };
-                let (adv, f, evals) = match o {
-                    Some(o) => (o.adv, o.fooled, o.evals),
-                    None => (xs, vec![], 0),
-                };
-                for (j, &i) in rows.iter().enumerate() {
-                    fooled[i] |= f[j];
-                }
-                out.steps.push(StepOutput {
-                    name: step.name(),
-                    rows,
-                    adv,
-                    fooled: f,
-                    evals,
-                });
-            }
+            Step::Targeted { n } => self.targeted(*n, base, fooled, outs),
+            Step::Square(sp) => outs.push(named(self.square(si, sp, fooled))),
         }
     }
-    out.evals = out.steps.iter().map(|s| s.evals).sum();
-    out.fooled = fooled;
-    out
-}
 
-/// One APGD step on the points not fooled yet.
-#[allow(clippy::too_many_arguments)]
-fn apgd_step<M: AttackModel + ?Sized>(
-    model: &M,
-    x: ArrayView2<f32>,
-    y: &[usize],
-    ids: &[u64],
-    p: &ApgdParams,
-    loss: Loss<'_>,
-    base: u64,
-    init: Option<ArrayView2<f32>>,
-    fooled: &mut [bool],
-) -> StepOutput {
-    let before = fooled.to_vec();
-    let mut adv = x.to_owned();
-    let evals = restarts_keyed(model, x, y, ids, p, loss, base, init, fooled, &mut adv);
-    let rows: Vec<usize> = (0..x.nrows()).filter(|&i| !before[i]).collect();
-    StepOutput {
-        name: String::new(),
-        adv: adv.select(Axis(0), &rows),
-        fooled: rows.iter().map(|&i| fooled[i]).collect(),
-        rows,
-        evals,
+    /// APGD-T: one targeted run per each of the `n` top clean-logit classes (at most
+    /// K − 1), named `apgd-t/1`, `apgd-t/2`, …
+    fn targeted(&self, n: usize, base: u64, fooled: &mut [bool], outs: &mut Vec<StepOutput>) {
+        let (x, y, ids, p) = (self.x, self.y, self.ids, self.p);
+        let k = self.model.num_classes();
+        assert!(
+            k >= 4,
+            "APGD-T needs at least 4 classes (the model has {k}); use attack.version: rand"
+        );
+        let clean = self.model.evaluate(
+            x,
+            y,
+            ids,
+            Loss::Ce,
+            1,
+            key(p.seed, &[tag("apgd-t-targets")]),
+            false,
+        );
+        let tops = top_targets(clean.logits.view(), y, n.min(k - 1));
+        for j in 0..n.min(k - 1) {
+            let t: Vec<usize> = tops.iter().map(|c| c[j]).collect();
+            let base_j = base + ((j as u64 + 1) << 8);
+            let o = self.apgd(p, Loss::DlrTargeted(&t), base_j, None, fooled);
+            outs.push(StepOutput {
+                name: format!("apgd-t/{}", j + 1),
+                ..o
+            });
+        }
+    }
+
+    /// Square (step `si`, its own seed `(seed, "square", si)`) on the points not fooled
+    /// yet, with ε, box and confirmation passes taken from the plan; `name` left empty.
+    fn square(&self, si: usize, sp: &SquareParams, fooled: &mut [bool]) -> StepOutput {
+        let (x, p) = (self.x, self.p);
+        let rows: Vec<usize> = (0..x.nrows()).filter(|&i| !fooled[i]).collect();
+        let xs = x.select(Axis(0), &rows);
+        let ys: Vec<usize> = rows.iter().map(|&i| self.y[i]).collect();
+        let is: Vec<u64> = rows.iter().map(|&i| self.ids[i]).collect();
+        let q = SquareParams {
+            eps: p.eps,
+            bounds: p.bounds.clone(),
+            seed: key(p.seed, &[tag("square"), si as u64]),
+            confirm: p.confirm,
+            ..sp.clone()
+        };
+        let o = if rows.is_empty() {
+            None
+        } else {
+            Some(square(self.model, xs.view(), &ys, &is, &q))
+        };
+        let (adv, f, evals) = match o {
+            Some(o) => (o.adv, o.fooled, o.evals),
+            None => (xs, vec![], 0),
+        };
+        for (j, &i) in rows.iter().enumerate() {
+            fooled[i] |= f[j];
+        }
+        StepOutput {
+            name: String::new(),
+            rows,
+            adv,
+            fooled: f,
+            evals,
+        }
+    }
+
+    /// One APGD step (parameters `p`, restart keys from `base`) on the points not fooled
+    /// yet; `name` left empty.
+    fn apgd(
+        &self,
+        p: &ApgdParams,
+        loss: Loss<'_>,
+        base: u64,
+        init: Option<ArrayView2<f32>>,
+        fooled: &mut [bool],
+    ) -> StepOutput {
+        let (model, x, y, ids) = (self.model, self.x, self.y, self.ids);
+        let before = fooled.to_vec();
+        let mut adv = x.to_owned();
+        let evals = restarts_keyed(model, x, y, ids, p, loss, base, init, fooled, &mut adv);
+        let rows: Vec<usize> = (0..x.nrows()).filter(|&i| !before[i]).collect();
+        StepOutput {
+            name: String::new(),
+            adv: adv.select(Axis(0), &rows),
+            fooled: rows.iter().map(|&i| fooled[i]).collect(),
+            rows,
+            evals,
+        }
     }
 }
 

@@ -162,8 +162,6 @@ pub fn square<M: AttackModel + ?Sized>(
         y.len(),
         ids.len()
     );
-    let stochastic = model.stochastic();
-    let eot = if stochastic { p.eot } else { 1 };
     let mut out = SquareOutput {
         adv: x.to_owned(),
         fooled: vec![false; n],
@@ -174,97 +172,180 @@ pub fn square<M: AttackModel + ?Sized>(
     }
     // Clean check of a deterministic model (exact). A stochastic model gets no clean-check
     // shortcut: every point is searched, and the caller's scoring decides.
-    if !stochastic {
+    if !model.stochastic() {
         out.fooled = misclassified(model, x, y, ids, 1, key(p.seed, &[tag("square-clean")]));
         out.evals += n as u64;
     }
-    let mut active: Vec<usize> = (0..n).filter(|&i| !out.fooled[i]).collect();
+    let active: Vec<usize> = (0..n).filter(|&i| !out.fooled[i]).collect();
     if p.eps == 0.0 || d == 0 || active.is_empty() {
         return out;
     }
-    let (lower, upper) = p.bounds.feasible(x, p.eps);
-    // Init: a random vertex of the ε-ball per point, clipped to the feasible set.
-    let mut x_best = x.to_owned();
-    Zip::from(x_best.rows_mut())
-        .and(lower.rows())
-        .and(upper.rows())
-        .and(ArrayView1::from(ids))
-        .par_for_each(|mut b, lo, hi, &id| {
-            let mut r = stream(p.seed, &[tag("square-init"), id]);
-            for j in 0..d {
-                let s = if r.random::<bool>() { p.eps } else { -p.eps };
-                b[j] = (b[j] + s).max(lo[j]).min(hi[j]);
-            }
-        });
-    let mut m_best = vec![f32::INFINITY; n];
+    let mut search = Search::new(model, x, y, ids, p, active);
     // Query 0 evaluates the init point (always accepted), queries 1..=n_queries proposals.
     for q in 0..=p.n_queries as u64 {
-        if active.is_empty() {
+        if search.active.is_empty() {
             break;
         }
-        let mut cand = x_best.select(Axis(0), &active);
-        if q > 0 {
-            let s = ((p_selection(p.p_init, q as usize - 1, p.n_queries) * d as f32).ceil()
-                as usize)
-                .clamp(1, d);
-            Zip::from(cand.rows_mut())
-                .and(ArrayView1::from(&active[..]))
-                .par_for_each(|mut c, &i| {
-                    let mut r = stream(p.seed, &[tag("square-window"), ids[i], q]);
-                    for _ in 0..REDRAWS {
-                        let start = r.random_range(0..=d - s);
-                        let delta = if r.random::<bool>() { p.eps } else { -p.eps };
-                        let mut changed = false;
-                        for j in start..start + s {
-                            let v = (x[[i, j]] + delta).max(lower[[i, j]]).min(upper[[i, j]]);
-                            changed |= v != c[j];
-                            c[j] = v;
-                        }
-                        // An unchanged window equals the current point: nothing to undo.
-                        if changed {
-                            break;
-                        }
-                    }
-                });
+        let cand = search.candidates(q);
+        search.query(q, cand, &mut out);
+    }
+    search.write_adv(&mut out);
+    out
+}
+
+/// The random search of one run: inputs and feasible set, the best point and margin of
+/// every row, and the rows still searched.
+struct Search<'a, M: ?Sized> {
+    model: &'a M,
+    x: ArrayView2<'a, f32>,
+    y: &'a [usize],
+    ids: &'a [u64],
+    p: &'a SquareParams,
+    stochastic: bool,
+    /// Draws averaged per query (1 for a deterministic model).
+    eot: usize,
+    lower: Array2<f32>,
+    upper: Array2<f32>,
+    x_best: Array2<f32>,
+    /// Lowest averaged margin so far (∞: row never queried).
+    m_best: Vec<f32>,
+    active: Vec<usize>,
+}
+
+impl<'a, M: AttackModel + ?Sized> Search<'a, M> {
+    /// Feasible set and init point: a random vertex of the ε-ball per point, clipped to the
+    /// feasible set.
+    fn new(
+        model: &'a M,
+        x: ArrayView2<'a, f32>,
+        y: &'a [usize],
+        ids: &'a [u64],
+        p: &'a SquareParams,
+        active: Vec<usize>,
+    ) -> Self {
+        let stochastic = model.stochastic();
+        let (lower, upper) = p.bounds.feasible(x, p.eps);
+        let d = x.ncols();
+        let mut x_best = x.to_owned();
+        Zip::from(x_best.rows_mut())
+            .and(lower.rows())
+            .and(upper.rows())
+            .and(ArrayView1::from(ids))
+            .par_for_each(|mut b, lo, hi, &id| {
+                let mut r = stream(p.seed, &[tag("square-init"), id]);
+                for j in 0..d {
+                    let s = if r.random::<bool>() { p.eps } else { -p.eps };
+                    b[j] = (b[j] + s).max(lo[j]).min(hi[j]);
+                }
+            });
+        Search {
+            model,
+            x,
+            y,
+            ids,
+            p,
+            stochastic,
+            eot: if stochastic { p.eot } else { 1 },
+            lower,
+            upper,
+            x_best,
+            m_best: vec![f32::INFINITY; x.nrows()],
+            active,
         }
-        let ya: Vec<usize> = active.iter().map(|&i| y[i]).collect();
-        let ia: Vec<u64> = active.iter().map(|&i| ids[i]).collect();
-        let m = avg_margins(model, cand.view(), &ya, &ia, eot, q, p.seed);
-        out.evals += (active.len() * eot) as u64;
+    }
+
+    /// The points of query `q` for the active rows: their best points, for `q > 0` with one
+    /// random window of `⌈p(q−1)·d⌉` coordinates set to `x ± ε` (re-drawn up to
+    /// [`REDRAWS`] times while it would not change the point).
+    fn candidates(&self, q: u64) -> Array2<f32> {
+        let mut cand = self.x_best.select(Axis(0), &self.active);
+        if q == 0 {
+            return cand;
+        }
+        let (x, ids, p) = (self.x, self.ids, self.p);
+        let (lower, upper) = (&self.lower, &self.upper);
+        let d = x.ncols();
+        let s = ((p_selection(p.p_init, q as usize - 1, p.n_queries) * d as f32).ceil() as usize)
+            .clamp(1, d);
+        Zip::from(cand.rows_mut())
+            .and(ArrayView1::from(&self.active[..]))
+            .par_for_each(|mut c, &i| {
+                let mut r = stream(p.seed, &[tag("square-window"), ids[i], q]);
+                for _ in 0..REDRAWS {
+                    let start = r.random_range(0..=d - s);
+                    let delta = if r.random::<bool>() { p.eps } else { -p.eps };
+                    let mut changed = false;
+                    for j in start..start + s {
+                        let v = (x[[i, j]] + delta).max(lower[[i, j]]).min(upper[[i, j]]);
+                        changed |= v != c[j];
+                        c[j] = v;
+                    }
+                    // An unchanged window equals the current point: nothing to undo.
+                    if changed {
+                        break;
+                    }
+                }
+            });
+        cand
+    }
+
+    /// Query `q`: evaluate `cand` (one row per active row), accept strict margin
+    /// improvements, and retire the rows with a (confirmed) negative margin.
+    fn query(&mut self, q: u64, cand: Array2<f32>, out: &mut SquareOutput) {
+        let ya: Vec<usize> = self.active.iter().map(|&i| self.y[i]).collect();
+        let ia: Vec<u64> = self.active.iter().map(|&i| self.ids[i]).collect();
+        let m = avg_margins(self.model, cand.view(), &ya, &ia, self.eot, q, self.p.seed);
+        out.evals += (self.active.len() * self.eot) as u64;
+        let guess = self.accept(&cand, &m);
+        let confirmed = self.confirm(q, guess, out);
+        for &i in &confirmed {
+            out.fooled[i] = true;
+        }
+        self.active.retain(|&i| !out.fooled[i]);
+    }
+
+    /// Keep each candidate whose margin `m` is lower than its row's best; the rows among
+    /// them with a negative margin (guessed successes).
+    fn accept(&mut self, cand: &Array2<f32>, m: &[f32]) -> Vec<usize> {
         let mut guess = Vec::new();
-        for (r, &i) in active.iter().enumerate() {
-            if m[r] < m_best[i] {
-                m_best[i] = m[r];
-                x_best.row_mut(i).assign(&cand.row(r));
+        for (r, &i) in self.active.iter().enumerate() {
+            if m[r] < self.m_best[i] {
+                self.m_best[i] = m[r];
+                self.x_best.row_mut(i).assign(&cand.row(r));
                 if m[r] < 0.0 {
                     guess.push(i);
                 }
             }
         }
-        let confirmed = if stochastic && !guess.is_empty() {
-            let pts = x_best.select(Axis(0), &guess);
-            let yg: Vec<usize> = guess.iter().map(|&i| y[i]).collect();
-            let ig: Vec<u64> = guess.iter().map(|&i| ids[i]).collect();
-            let k = key(p.seed, &[tag("square-confirm"), q]);
-            out.evals += (guess.len() * p.confirm) as u64;
-            let ok = misclassified(model, pts.view(), &yg, &ig, p.confirm, k);
-            guess.iter().zip(ok).filter(|g| g.1).map(|g| *g.0).collect()
-        } else {
-            guess
-        };
-        for &i in &confirmed {
-            out.fooled[i] = true;
-        }
-        active.retain(|&i| !out.fooled[i]);
+        guess
     }
-    // Attacked rows (a finite stored margin): the confirmed point if fooled (`x_best` is
-    // frozen once retired), else the lowest-margin point found; the others stay at `x`.
-    for (i, &m) in m_best.iter().enumerate() {
-        if m < f32::INFINITY {
-            out.adv.row_mut(i).assign(&x_best.row(i));
+
+    /// The rows of `guess` that count as fooled: all of them on a deterministic model; on a
+    /// stochastic one those misclassified by `p.confirm` independent passes (key
+    /// `(seed, "square-confirm", q)`).
+    fn confirm(&self, q: u64, guess: Vec<usize>, out: &mut SquareOutput) -> Vec<usize> {
+        if !self.stochastic || guess.is_empty() {
+            return guess;
+        }
+        let p = self.p;
+        let pts = self.x_best.select(Axis(0), &guess);
+        let yg: Vec<usize> = guess.iter().map(|&i| self.y[i]).collect();
+        let ig: Vec<u64> = guess.iter().map(|&i| self.ids[i]).collect();
+        let k = key(p.seed, &[tag("square-confirm"), q]);
+        out.evals += (guess.len() * p.confirm) as u64;
+        let ok = misclassified(self.model, pts.view(), &yg, &ig, p.confirm, k);
+        guess.iter().zip(ok).filter(|g| g.1).map(|g| *g.0).collect()
+    }
+
+    /// Attacked rows (a finite stored margin): the confirmed point if fooled (`x_best` is
+    /// frozen once retired), else the lowest-margin point found; the others stay at `x`.
+    fn write_adv(&self, out: &mut SquareOutput) {
+        for (i, &m) in self.m_best.iter().enumerate() {
+            if m < f32::INFINITY {
+                out.adv.row_mut(i).assign(&self.x_best.row(i));
+            }
         }
     }
-    out
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 //! training when `i % 20 < 14` (7,000 images), validation when `14 ≤ i % 20 < 17` (1,500)
 //! and test otherwise (1,500).
 
+pub mod error;
 mod fingerprint;
 mod nets;
 mod spawn;
@@ -20,11 +21,11 @@ mod stages;
 #[cfg(test)]
 mod tests;
 
-use crate::backend;
+pub use error::{BenchError, Result};
+
 use crate::data::{self, DataSource, Dataset};
 use ndarray::linalg::general_mat_mul;
 use ndarray::{Array2, Axis};
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -45,31 +46,20 @@ pub const STAGES: &[&str] = &[
     "pipeline",
 ];
 
-/// Arguments of `diffnmf bench`.
-#[derive(clap::Args, Debug, Clone, Default)]
-pub struct BenchArgs {
+/// What `diffnmf bench` runs (the CLI's `BenchArgs` converted).
+#[derive(Debug, Clone, Default)]
+pub struct BenchOptions {
     /// Small sizes and 2 repeats (CI smoke test; numbers are not meaningful).
-    #[arg(long)]
     pub quick: bool,
-    /// Timed runs per row after one warm-up (default 5; 2 with --quick).
-    #[arg(long)]
+    /// Timed runs per row after one warm-up (default 5; 2 with `quick`).
     pub repeats: Option<usize>,
-    /// Threads (default: SLURM_CPUS_PER_TASK if set, else all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// Comma-separated subset of: fingerprint, nnmf_fit, nnmf_accel, nnmf_transform,
-    /// cnn_epoch, classifier_epoch, denoiser_epoch, defended_inference, apgd_base,
-    /// apgd_adaptive, scaling_size, scaling_threads, pipeline (default: all).
-    #[arg(long, value_delimiter = ',')]
+    /// A subset of [`STAGES`] (empty: all).
     pub stages: Vec<String>,
-    /// NNMF component counts for nnmf_fit / nnmf_accel (default 16,32,64).
-    #[arg(long, value_delimiter = ',')]
+    /// NNMF component counts for nnmf_fit / nnmf_accel (empty: 16, 32, 64).
     pub k: Vec<usize>,
     /// Attack points of apgd_adaptive (default 300, timed once; the paper size is 1500).
-    #[arg(long)]
     pub adaptive_points: Option<usize>,
     /// Also write the rows as tab-separated values to this file (read by scripts/compare).
-    #[arg(long)]
     pub tsv: Option<PathBuf>,
 }
 
@@ -118,8 +108,8 @@ pub struct Timing {
 pub fn time_it<R>(
     warmup: usize,
     repeats: usize,
-    mut f: impl FnMut() -> anyhow::Result<R>,
-) -> anyhow::Result<(Timing, R)> {
+    mut f: impl FnMut() -> Result<R>,
+) -> Result<(Timing, R)> {
     for _ in 0..warmup {
         f()?;
     }
@@ -196,7 +186,7 @@ pub fn images(ds: &Dataset, idx: &[usize]) -> Array2<f32> {
 }
 
 /// SGEMM FLOP/s of matrixmultiply (`general_mat_mul`) and faer (rayon) at size `n`.
-fn measure_peak(n: usize, repeats: usize, threads: usize) -> anyhow::Result<(Timing, Timing)> {
+fn measure_peak(n: usize, repeats: usize, threads: usize) -> Result<(Timing, Timing)> {
     let a = Array2::from_shape_fn((n, n), |(i, j)| ((i * 7 + j * 3) % 11) as f32 * 0.1);
     let b = a.t().to_owned();
     let mut c = Array2::<f32>::zeros((n, n));
@@ -221,34 +211,24 @@ fn measure_peak(n: usize, repeats: usize, threads: usize) -> anyhow::Result<(Tim
     Ok((mm, fr))
 }
 
-fn selected(args: &BenchArgs) -> anyhow::Result<Vec<String>> {
+fn selected(args: &BenchOptions) -> Result<Vec<String>> {
     if args.stages.is_empty() {
         return Ok(STAGES.iter().map(|s| s.to_string()).collect());
     }
     for s in &args.stages {
         if !STAGES.contains(&s.as_str()) {
-            anyhow::bail!(
-                "unknown bench stage `{s}`; choose from {}",
-                STAGES.join(", ")
-            );
+            return Err(BenchError::UnknownStage {
+                stage: s.clone(),
+                choices: STAGES.join(", "),
+            });
         }
     }
     Ok(args.stages.clone())
 }
 
-/// Run the benchmarks and print the table.
-pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let threads = backend::thread_count(args.threads)?;
-    backend::init_threads(threads);
-    crate::progress::set_quiet(true);
-    let table = backend::in_pool(|| bench(&args, threads))?;
-    println!("{table}");
-    Ok(())
-}
-
 /// Run the selected stages in the current process (rayon's global pool already sized) and
 /// return the Markdown table (also written as TSV when asked).
-pub fn bench(args: &BenchArgs, threads: usize) -> anyhow::Result<String> {
+pub fn bench(args: &BenchOptions, threads: usize) -> Result<String> {
     let stages = selected(args)?;
     let quick = args.quick;
     let repeats = args.repeats.unwrap_or(if quick { 2 } else { 5 }).max(1);
@@ -295,40 +275,59 @@ pub fn bench(args: &BenchArgs, threads: usize) -> anyhow::Result<String> {
         .note = mm_note;
     ctx.push("peak_sgemm_faer", size, fr, Some(flops)).note = fr_note;
     for s in &stages {
-        match s.as_str() {
-            "fingerprint" => fingerprint::fingerprint(&mut ctx)?,
-            "nnmf_fit" => stages::nnmf_fit(&mut ctx)?,
-            "nnmf_accel" => stages::nnmf_accel(&mut ctx)?,
-            "nnmf_transform" => stages::nnmf_transform(&mut ctx)?,
-            "cnn_epoch" => nets::cnn_epoch(&mut ctx, None)?,
-            "classifier_epoch" => nets::classifier_epoch(&mut ctx)?,
-            "denoiser_epoch" => nets::denoiser_epoch(&mut ctx)?,
-            "defended_inference" => nets::defended_inference(&mut ctx)?,
-            "apgd_base" => nets::apgd_base(&mut ctx)?,
-            "apgd_adaptive" => nets::apgd_adaptive(&mut ctx)?,
-            "scaling_size" => stages::scaling_size(&mut ctx)?,
-            "scaling_threads" => spawn::scaling_threads(&mut ctx)?,
-            "pipeline" => spawn::pipeline(&mut ctx)?,
-            _ => unreachable!("checked in selected()"),
-        }
+        run_stage(&mut ctx, s)?;
     }
     if let Some(path) = &args.tsv {
-        let mut f = std::fs::File::create(path)?;
-        for r in &ctx.rows {
-            writeln!(
-                f,
-                "{}\t{}\t{}\t{:.6}\t{:.6}\t{}\t{}",
-                r.stage,
-                r.size,
-                r.threads,
-                r.median,
-                r.min,
-                r.runs,
-                r.note.replace('\t', " ")
-            )?;
-        }
+        write_tsv(path, &ctx.rows)?;
     }
     Ok(markdown(&ctx))
+}
+
+/// Run the bench stage `name` (one of [`STAGES`]), pushing its rows.
+fn run_stage(ctx: &mut Ctx, name: &str) -> Result<()> {
+    match name {
+        "fingerprint" => fingerprint::fingerprint(ctx)?,
+        "nnmf_fit" => stages::nnmf_fit(ctx)?,
+        "nnmf_accel" => stages::nnmf_accel(ctx)?,
+        "nnmf_transform" => stages::nnmf_transform(ctx)?,
+        "cnn_epoch" => nets::cnn_epoch(ctx, None)?,
+        "classifier_epoch" => nets::classifier_epoch(ctx)?,
+        "denoiser_epoch" => nets::denoiser_epoch(ctx)?,
+        "defended_inference" => nets::defended_inference(ctx)?,
+        "apgd_base" => nets::apgd_base(ctx)?,
+        "apgd_adaptive" => nets::apgd_adaptive(ctx)?,
+        "scaling_size" => stages::scaling_size(ctx)?,
+        "scaling_threads" => spawn::scaling_threads(ctx)?,
+        "pipeline" => spawn::pipeline(ctx)?,
+        other => {
+            return Err(BenchError::UnknownStage {
+                stage: other.to_string(),
+                choices: STAGES.join(", "),
+            })
+        }
+    }
+    Ok(())
+}
+
+/// The rows as tab-separated values (read by scripts/compare).
+fn write_tsv(path: &std::path::Path, rows: &[Row]) -> Result<()> {
+    let mut text = String::new();
+    for r in rows {
+        use std::fmt::Write as _;
+        let _ = writeln!(
+            text,
+            "{}\t{}\t{}\t{:.6}\t{:.6}\t{}\t{}",
+            r.stage,
+            r.size,
+            r.threads,
+            r.median,
+            r.min,
+            r.runs,
+            r.note.replace('\t', " ")
+        );
+    }
+    std::fs::write(path, text).map_err(|e| BenchError::io(path, e))?;
+    Ok(())
 }
 
 /// The table.

@@ -6,7 +6,7 @@
 //! paper's width (64 CNN + 32 NNMF = 96): a class mean `N(0,1)` plus `N(0,1)` noise per
 //! row, labels from the embedded data. Models attacked are trained for 2 epochs on them.
 
-use super::{images, time_it, Ctx};
+use super::{images, time_it, Ctx, Result};
 use crate::attack::apgd::{apgd, ApgdParams};
 use crate::attack::{BoxConstraint, LossKind};
 use crate::config::DiffusionConfig;
@@ -101,7 +101,7 @@ fn feature_sets(
 
 /// One CNN training epoch (batch 64, Adam, no augmentation) on `n` images (default: the
 /// 7,000 training images), validation on 100 images included.
-pub fn cnn_epoch(ctx: &mut Ctx, n: Option<usize>) -> anyhow::Result<()> {
+pub fn cnn_epoch(ctx: &mut Ctx, n: Option<usize>) -> Result<()> {
     let (tr, va, _) = ctx.split();
     let default_n = if ctx.quick { 300 } else { tr.len() };
     let n = n.unwrap_or(default_n);
@@ -137,7 +137,7 @@ pub fn cnn_epoch(ctx: &mut Ctx, n: Option<usize>) -> anyhow::Result<()> {
 }
 
 /// One classifier epoch: MLP [96, 64, 10] ReLU, batch 64, Adam.
-pub fn classifier_epoch(ctx: &mut Ctx) -> anyhow::Result<()> {
+pub fn classifier_epoch(ctx: &mut Ctx) -> Result<()> {
     let ((x, y), (xv, yv), _) = feature_sets(ctx);
     let sizes = [FEATURE_DIM, 64, 10];
     let p = params(1, 64, 1e-3, "classifier.lr");
@@ -171,7 +171,7 @@ fn diffusion_cfg(epochs: usize) -> DiffusionConfig {
 }
 
 /// One denoiser epoch: MLP [96+16, 128, 128, 96] SiLU, batch 128, Adam.
-pub fn denoiser_epoch(ctx: &mut Ctx) -> anyhow::Result<()> {
+pub fn denoiser_epoch(ctx: &mut Ctx) -> Result<()> {
     let ((x, _), (xv, _), _) = feature_sets(ctx);
     let cfg = diffusion_cfg(1);
     let (t, _) = time_it(1, ctx.repeats, || {
@@ -190,7 +190,7 @@ pub fn denoiser_epoch(ctx: &mut Ctx) -> anyhow::Result<()> {
 }
 
 /// Classifier and denoiser trained for 2 epochs on the synthetic features.
-fn trained(ctx: &Ctx) -> anyhow::Result<(Mlp<f32>, Denoiser)> {
+fn trained(ctx: &Ctx) -> Result<(Mlp<f32>, Denoiser)> {
     let ((x, y), (xv, yv), _) = feature_sets(ctx);
     let p = params(2, 64, 1e-3, "classifier.lr");
     let (clf, _) = train_classifier(
@@ -211,7 +211,7 @@ fn defended(clf: &Mlp<f32>, den: &Denoiser) -> Defended {
 }
 
 /// Defended inference with R = 10 passes (t* = 10) on the 1,500 test vectors.
-pub fn defended_inference(ctx: &mut Ctx) -> anyhow::Result<()> {
+pub fn defended_inference(ctx: &mut Ctx) -> Result<()> {
     let (clf, den) = trained(ctx)?;
     let model = defended(&clf, &den);
     let (_, _, (x, _)) = feature_sets(ctx);
@@ -247,7 +247,7 @@ fn attack_params(eot: usize) -> ApgdParams {
 }
 
 /// APGD-CE, 100 iterations, ε = 0.1, on the base classifier (1,500 test vectors).
-pub fn apgd_base(ctx: &mut Ctx) -> anyhow::Result<()> {
+pub fn apgd_base(ctx: &mut Ctx) -> Result<()> {
     let (clf, _) = trained(ctx)?;
     let (_, _, (x, y)) = feature_sets(ctx);
     let ids: Vec<u64> = (0..x.nrows() as u64).collect();
@@ -270,7 +270,7 @@ pub fn apgd_base(ctx: &mut Ctx) -> anyhow::Result<()> {
 }
 
 /// Adaptive APGD-CE (EOT E = 20) on the defended model, timed once.
-pub fn apgd_adaptive(ctx: &mut Ctx) -> anyhow::Result<()> {
+pub fn apgd_adaptive(ctx: &mut Ctx) -> Result<()> {
     let (clf, den) = trained(ctx)?;
     let model = defended(&clf, &den);
     let (_, _, (x, y)) = feature_sets(ctx);

@@ -3,13 +3,13 @@
 //! `run jobs/paper.yaml` with wall time and peak RSS (`/usr/bin/time -v` when present,
 //! else the child's `VmHWM` polled from `/proc/<pid>/status`).
 
-use super::{Ctx, Row};
+use super::{BenchError, Ctx, Result, Row};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn exe() -> anyhow::Result<PathBuf> {
-    Ok(std::env::current_exe()?)
+fn exe() -> Result<PathBuf> {
+    std::env::current_exe().map_err(|e| BenchError::io("<this executable>", e))
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -18,7 +18,7 @@ fn scratch(name: &str) -> PathBuf {
 
 /// NNMF (k = 32, exact and accelerated) and the CNN epoch with 1 and 2 threads, each in a
 /// fresh process (`diffnmf bench --threads n`).
-pub fn scaling_threads(ctx: &mut Ctx) -> anyhow::Result<()> {
+pub fn scaling_threads(ctx: &mut Ctx) -> Result<()> {
     let k = if ctx.quick { "16" } else { "32" };
     for t in [1usize, 2] {
         let tsv = scratch(&format!("threads{t}.tsv"));
@@ -42,24 +42,34 @@ pub fn scaling_threads(ctx: &mut Ctx) -> anyhow::Result<()> {
         if ctx.quick {
             cmd.arg("--quick");
         }
-        let status = cmd.status()?;
+        let status = cmd
+            .status()
+            .map_err(|e| BenchError::Child(format!("starting the thread-scaling child: {e}")))?;
         if !status.success() {
-            anyhow::bail!("thread-scaling child (--threads {t}) failed: {status}");
+            return Err(BenchError::Child(format!(
+                "thread-scaling child (--threads {t}) failed: {status}"
+            )));
         }
-        let text = std::fs::read_to_string(&tsv)?;
+        let text = std::fs::read_to_string(&tsv).map_err(|e| BenchError::io(&tsv, e))?;
         let _ = std::fs::remove_file(&tsv);
         for line in text.lines() {
             let f: Vec<&str> = line.split('\t').collect();
             if f.len() < 7 || f[0].ends_with("_init") || f[0] == "peak_sgemm_faer" {
                 continue;
             }
+            let bad = |what: &str| {
+                BenchError::Child(format!(
+                    "{}: the {what} of line `{line}` is not a number",
+                    tsv.display()
+                ))
+            };
             ctx.rows.push(Row {
                 stage: format!("threads_{}", f[0]),
                 size: f[1].into(),
-                threads: f[2].parse()?,
-                median: f[3].parse()?,
-                min: f[4].parse()?,
-                runs: f[5].parse()?,
+                threads: f[2].parse().map_err(|_| bad("thread count"))?,
+                median: f[3].parse().map_err(|_| bad("median"))?,
+                min: f[4].parse().map_err(|_| bad("minimum"))?,
+                runs: f[5].parse().map_err(|_| bad("run count"))?,
                 flops: None,
                 items: None,
                 note: f[6].into(),
@@ -81,9 +91,9 @@ fn vm_hwm(pid: u32) -> Option<u64> {
 }
 
 /// Wall seconds and peak RSS (KiB) of `exe args…`.
-fn measure(args: &[String], log: &Path) -> anyhow::Result<(f64, Option<u64>)> {
+fn measure(args: &[String], log: &Path) -> Result<(f64, Option<u64>)> {
     let time_v = Path::new("/usr/bin/time");
-    let err = std::fs::File::create(log)?;
+    let err = std::fs::File::create(log).map_err(|e| BenchError::io(log, e))?;
     let mut cmd = if time_v.exists() {
         let mut c = Command::new(time_v);
         c.arg("-v").arg(exe()?);
@@ -93,10 +103,12 @@ fn measure(args: &[String], log: &Path) -> anyhow::Result<(f64, Option<u64>)> {
     };
     cmd.args(args).stdout(Stdio::null()).stderr(err);
     let start = Instant::now();
-    let mut child = cmd.spawn()?;
+    let failed =
+        |e: std::io::Error| BenchError::Child(format!("`diffnmf {}`: {e}", args.join(" ")));
+    let mut child = cmd.spawn().map_err(failed)?;
     let mut polled: Option<u64> = None;
     let status = loop {
-        if let Some(s) = child.try_wait()? {
+        if let Some(s) = child.try_wait().map_err(failed)? {
             break s;
         }
         if let Some(k) = vm_hwm(child.id()) {
@@ -108,10 +120,10 @@ fn measure(args: &[String], log: &Path) -> anyhow::Result<(f64, Option<u64>)> {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     if !status.success() {
         let tail: String = text.lines().rev().take(15).collect::<Vec<_>>().join("\n");
-        anyhow::bail!(
+        return Err(BenchError::Child(format!(
             "`diffnmf {}` failed ({status}); last log lines (reversed):\n{tail}",
             args.join(" ")
-        );
+        )));
     }
     let from_time = text
         .lines()
@@ -122,7 +134,7 @@ fn measure(args: &[String], log: &Path) -> anyhow::Result<(f64, Option<u64>)> {
 }
 
 /// The whole `diffnmf run jobs/paper.yaml` (quick: a tiny override of it), timed once.
-pub fn pipeline(ctx: &mut Ctx) -> anyhow::Result<()> {
+pub fn pipeline(ctx: &mut Ctx) -> Result<()> {
     let job = Path::new("jobs/paper.yaml");
     let job = if job.exists() {
         job.to_path_buf()

@@ -1,7 +1,7 @@
 //! NNMF rows of the bench: exact MU fit, accelerated fit to the same objective, transform,
 //! and the data-size scaling of NNMF (and the CNN epoch, via [`super::nets`]).
 
-use super::{images, nets, time_it, Ctx};
+use super::{images, nets, time_it, Ctx, Result};
 use crate::nmf::accel::{accel_fit, AccelParams};
 use crate::nmf::exact::exact_fit;
 use crate::nmf::{init_factors, NmfInit, NmfLoss, NmfModel};
@@ -41,7 +41,7 @@ fn mu_rows(
     v: ArrayView2<f32>,
     k: usize,
     repeats: usize,
-) -> anyhow::Result<(f64, f64)> {
+) -> Result<(f64, f64)> {
     let (n, p) = v.dim();
     let it = iters(ctx);
     let (ti, (h0, w0)) = time_it(usize::from(repeats > 1), repeats, || {
@@ -78,7 +78,7 @@ fn accel_row(
     target: f64,
     mu_s: f64,
     repeats: usize,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     let (n, p) = v.dim();
     let (h0, w0) = init_factors(v, k, NmfInit::Nndsvda, 0)?;
     let params = AccelParams {
@@ -107,7 +107,7 @@ fn accel_row(
 }
 
 /// Exact MU, 200 iterations, tol 0, on the 7,000 training images for every `k`.
-pub fn nnmf_fit(ctx: &mut Ctx) -> anyhow::Result<()> {
+pub fn nnmf_fit(ctx: &mut Ctx) -> Result<()> {
     let v = train_images(ctx);
     for k in ctx.ks.clone() {
         let r = mu_rows(ctx, "nnmf_fit", v.view(), k, ctx.repeats)?;
@@ -117,7 +117,7 @@ pub fn nnmf_fit(ctx: &mut Ctx) -> anyhow::Result<()> {
 }
 
 /// Time for the accelerated solver to reach the exact MU's 200-iteration objective.
-pub fn nnmf_accel(ctx: &mut Ctx) -> anyhow::Result<()> {
+pub fn nnmf_accel(ctx: &mut Ctx) -> Result<()> {
     let v = train_images(ctx);
     for k in ctx.ks.clone() {
         let (target, mu_s) = match ctx.mu_runs.get(&k) {
@@ -134,7 +134,7 @@ pub fn nnmf_accel(ctx: &mut Ctx) -> anyhow::Result<()> {
 }
 
 /// `NmfModel::transform` of the 1,500 test images (k = 32 basis, 200 iterations, tol 0).
-pub fn nnmf_transform(ctx: &mut Ctx) -> anyhow::Result<()> {
+pub fn nnmf_transform(ctx: &mut Ctx) -> Result<()> {
     let v = train_images(ctx);
     let k = if ctx.quick { 16 } else { 32 };
     let it = iters(ctx);
@@ -195,7 +195,7 @@ pub fn synthetic(ctx: &Ctx, n: usize) -> Array2<f32> {
 }
 
 /// NNMF (exact and accelerated, k = 32) and CNN epoch time against the number of images.
-pub fn scaling_size(ctx: &mut Ctx) -> anyhow::Result<()> {
+pub fn scaling_size(ctx: &mut Ctx) -> Result<()> {
     let sizes: Vec<usize> = if ctx.quick {
         vec![200, 400]
     } else {

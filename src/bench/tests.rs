@@ -5,11 +5,11 @@ use super::*;
 #[test]
 fn quick_nnmf_bench_prints_rows_and_reaches_target() {
     crate::progress::set_quiet(true);
-    let args = BenchArgs {
+    let args = BenchOptions {
         quick: true,
         repeats: Some(1),
         stages: vec!["nnmf_fit".into(), "nnmf_accel".into()],
-        ..BenchArgs::default()
+        ..BenchOptions::default()
     };
     let table = bench(&args, 2).unwrap();
     let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("| nnmf")).collect();
@@ -27,10 +27,10 @@ fn quick_nnmf_bench_prints_rows_and_reaches_target() {
 
 #[test]
 fn unknown_stage_is_refused() {
-    let args = BenchArgs {
+    let args = BenchOptions {
         quick: true,
         stages: vec!["nnmf_fitt".into()],
-        ..BenchArgs::default()
+        ..BenchOptions::default()
     };
     let e = bench(&args, 1).unwrap_err().to_string();
     assert!(e.contains("nnmf_fitt") && e.contains("nnmf_fit,"), "{e}");
@@ -67,11 +67,11 @@ fn split_sizes_match_the_paper_fractions() {
 #[test]
 fn quick_fingerprint_bench_prints_three_rows() {
     crate::progress::set_quiet(true);
-    let args = BenchArgs {
+    let args = BenchOptions {
         quick: true,
         repeats: Some(1),
         stages: vec!["fingerprint".into()],
-        ..BenchArgs::default()
+        ..BenchOptions::default()
     };
     let table = bench(&args, 2).unwrap();
     let rows: Vec<&str> = table

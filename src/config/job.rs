@@ -176,6 +176,30 @@ impl Protocol {
     }
 }
 
+/// The attack's norm ball: L∞ (the only one implemented; `docs/apgd.md`).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Norm {
+    Linf,
+}
+
+/// What the attacker perturbs: the z-scored hybrid feature vector (the paper's threat
+/// model, `docs/evaluation.md`).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Threat {
+    Feature,
+}
+
+impl Threat {
+    /// The YAML and `result.h5` spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Threat::Feature => "feature",
+        }
+    }
+}
+
 /// AutoAttack-style presets of the attack cascade (`docs/attacks.md`).
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -222,8 +246,8 @@ pub struct ChecksConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct AttackConfig {
     pub eps: Vec<f64>,
-    pub norm: String,
-    pub threat: String,
+    pub norm: Norm,
+    pub threat: Threat,
     pub iterations: usize,
     pub restarts: usize,
     pub losses: Vec<LossKind>,
@@ -360,8 +384,8 @@ impl Default for AttackConfig {
     fn default() -> Self {
         AttackConfig {
             eps: vec![0.0, 0.1, 0.25, 0.5, 1.0],
-            norm: "linf".into(),
-            threat: "feature".into(),
+            norm: Norm::Linf,
+            threat: Threat::Feature,
             iterations: 100,
             restarts: 1,
             losses: vec![LossKind::Ce, LossKind::Dlr],

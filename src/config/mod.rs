@@ -2,7 +2,7 @@
 //! file (or the `--set` argument), the key, and the allowed range.
 
 mod job;
-mod validate;
+pub mod validate;
 
 pub use job::*;
 
@@ -60,7 +60,10 @@ pub fn parse_job(path: &Path, text: &str, overrides: &[String]) -> Result<JobCon
     if !overrides.is_empty() {
         cfg = apply_overrides(path, cfg, overrides)?;
     }
-    validate::validate(&cfg).map_err(|msg| cfg_err(path, msg))?;
+    validate::validate(&cfg).map_err(|source| Error::Invalid {
+        path: path.to_path_buf(),
+        source,
+    })?;
     Ok(cfg)
 }
 

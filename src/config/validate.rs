@@ -1,6 +1,7 @@
 //! Range checks for [`JobConfig`]; each message names the dotted key and the allowed range.
 
 use super::job::*;
+pub use crate::error::ParamsError;
 
 fn range<T: PartialOrd + std::fmt::Display>(
     key: &str,
@@ -8,37 +9,41 @@ fn range<T: PartialOrd + std::fmt::Display>(
     lo: T,
     hi: T,
     what: &str,
-) -> Result<(), String> {
+) -> Result<(), ParamsError> {
     if v < lo || v > hi {
-        return Err(format!(
-            "`{key}` = {v} is out of range: must be in [{lo}, {hi}] ({what})"
+        return Err(ParamsError::new(
+            key.to_string(),
+            format!("`{key}` = {v} is out of range: must be in [{lo}, {hi}] ({what})"),
         ));
     }
     Ok(())
 }
 
-fn positive(key: &str, v: f64, what: &str) -> Result<(), String> {
+fn positive(key: &str, v: f64, what: &str) -> Result<(), ParamsError> {
     if !(v.is_finite() && v > 0.0) {
-        return Err(format!(
-            "`{key}` = {v} is out of range: must be a finite number > 0 ({what})"
+        return Err(ParamsError::new(
+            key.to_string(),
+            format!("`{key}` = {v} is out of range: must be a finite number > 0 ({what})"),
         ));
     }
     Ok(())
 }
 
-fn non_negative(key: &str, v: f64, what: &str) -> Result<(), String> {
+fn non_negative(key: &str, v: f64, what: &str) -> Result<(), ParamsError> {
     if !(v.is_finite() && v >= 0.0) {
-        return Err(format!(
-            "`{key}` = {v} is out of range: must be a finite number ≥ 0 ({what})"
+        return Err(ParamsError::new(
+            key.to_string(),
+            format!("`{key}` = {v} is out of range: must be a finite number ≥ 0 ({what})"),
         ));
     }
     Ok(())
 }
 
-fn widths(key: &str, v: &[usize], allow_empty: bool) -> Result<(), String> {
+fn widths(key: &str, v: &[usize], allow_empty: bool) -> Result<(), ParamsError> {
     if v.is_empty() && !allow_empty {
-        return Err(format!(
-            "`{key}` must list at least one layer width, e.g. [64]"
+        return Err(ParamsError::new(
+            key.to_string(),
+            format!("`{key}` must list at least one layer width, e.g. [64]"),
         ));
     }
     for &w in v {
@@ -48,7 +53,7 @@ fn widths(key: &str, v: &[usize], allow_empty: bool) -> Result<(), String> {
 }
 
 /// Validate every field; `Err` holds the message.
-pub fn validate(c: &JobConfig) -> Result<(), String> {
+pub fn validate(c: &JobConfig) -> Result<(), ParamsError> {
     name(c)?;
     data(&c.data)?;
     nnmf(c)?;
@@ -59,32 +64,32 @@ pub fn validate(c: &JobConfig) -> Result<(), String> {
     checks(&c.attack)
 }
 
-fn name(c: &JobConfig) -> Result<(), String> {
+fn name(c: &JobConfig) -> Result<(), ParamsError> {
     if c.name.is_empty()
         || !c
             .name
             .chars()
             .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
     {
-        return Err(format!(
+        return Err(ParamsError::new("name".to_string(), format!(
             "`name` = {:?} must be non-empty and use only letters, digits, '-', '_' and '.' (it names the output folder)",
             c.name
-        ));
+        )));
     }
     Ok(())
 }
 
-fn data(d: &DataConfig) -> Result<(), String> {
+fn data(d: &DataConfig) -> Result<(), ParamsError> {
     match d.format {
         DataFormat::Embedded => {}
         DataFormat::Idx => {
             if d.images.is_none() || d.labels.is_none() {
-                return Err("`data.format` = idx needs `data.images` and `data.labels` (paths to IDX files, raw or .gz)".into());
+                return Err(ParamsError::new("data.format".to_string(), "`data.format` = idx needs `data.images` and `data.labels` (paths to IDX files, raw or .gz)".into()));
             }
         }
         DataFormat::Folder => {
             if d.root.is_none() {
-                return Err("`data.format` = folder needs `data.root` (a folder with one sub-folder of images per class)".into());
+                return Err(ParamsError::new("data.format".to_string(), "`data.format` = folder needs `data.root` (a folder with one sub-folder of images per class)".into()));
             }
         }
     }
@@ -102,31 +107,36 @@ fn data(d: &DataConfig) -> Result<(), String> {
     }
     for (i, f) in d.split.iter().enumerate() {
         if !(f.is_finite() && *f > 0.0 && *f < 1.0) {
-            return Err(format!(
-                "`data.split[{i}]` = {f} must be in (0, 1) (train/val/test fractions)"
+            return Err(ParamsError::new(
+                format!("data.split[{i}]"),
+                format!("`data.split[{i}]` = {f} must be in (0, 1) (train/val/test fractions)"),
             ));
         }
     }
     let s: f64 = d.split.iter().sum();
     if (s - 1.0).abs() > 1e-6 {
-        return Err(format!(
-            "`data.split` fractions sum to {s}, must sum to 1 (e.g. [0.7, 0.15, 0.15])"
+        return Err(ParamsError::new(
+            "data.split".to_string(),
+            format!("`data.split` fractions sum to {s}, must sum to 1 (e.g. [0.7, 0.15, 0.15])"),
         ));
     }
     Ok(())
 }
 
-fn nnmf(c: &JobConfig) -> Result<(), String> {
+fn nnmf(c: &JobConfig) -> Result<(), ParamsError> {
     let (h, w) = c.data.size.hw();
     range("nnmf.k", c.nnmf.k, 1, 4096, "number of NNMF components")?;
     // Every image is resized to `data.size`, so the pixel count is known here.
     if c.features.nnmf && c.nnmf.k > h * w {
-        return Err(format!(
-            "`nnmf.k` = {} exceeds the {} pixels of a {h}×{w} image (`data.size`): NNMF \
+        return Err(ParamsError::new(
+            "nnmf.k".to_string(),
+            format!(
+                "`nnmf.k` = {} exceeds the {} pixels of a {h}×{w} image (`data.size`): NNMF \
              needs k ≤ the pixel count; lower `nnmf.k` to at most {} or raise `data.size`",
-            c.nnmf.k,
-            h * w,
-            h * w
+                c.nnmf.k,
+                h * w,
+                h * w
+            ),
         ));
     }
     range(
@@ -143,7 +153,7 @@ fn nnmf(c: &JobConfig) -> Result<(), String> {
     )
 }
 
-fn cnn(c: &JobConfig) -> Result<(), String> {
+fn cnn(c: &JobConfig) -> Result<(), ParamsError> {
     widths("cnn.channels", &c.cnn.channels, false)?;
     range(
         "cnn.feature_dim",
@@ -174,15 +184,16 @@ fn cnn(c: &JobConfig) -> Result<(), String> {
         "pixels of random translation",
     )?;
     if !c.features.cnn && !c.features.nnmf {
-        return Err(
+        return Err(ParamsError::new(
+            "features".to_string(),
             "`features.cnn` and `features.nnmf` are both false: enable at least one feature family"
                 .into(),
-        );
+        ));
     }
     Ok(())
 }
 
-fn classifier(c: &ClassifierConfig) -> Result<(), String> {
+fn classifier(c: &ClassifierConfig) -> Result<(), ParamsError> {
     widths("classifier.hidden", &c.hidden, true)?;
     range("classifier.epochs", c.epochs, 1, 100_000, "training epochs")?;
     range(
@@ -200,18 +211,24 @@ fn classifier(c: &ClassifierConfig) -> Result<(), String> {
     )
 }
 
-fn diffusion(d: &DiffusionConfig) -> Result<(), String> {
+fn diffusion(d: &DiffusionConfig) -> Result<(), ParamsError> {
     range("diffusion.steps", d.steps, 1, 100_000, "diffusion steps T")?;
     if !(d.beta_start.is_finite() && d.beta_start > 0.0 && d.beta_start < 1.0) {
-        return Err(format!(
-            "`diffusion.beta_start` = {} must be in (0, 1)",
-            d.beta_start
+        return Err(ParamsError::new(
+            "diffusion.beta_start".to_string(),
+            format!(
+                "`diffusion.beta_start` = {} must be in (0, 1)",
+                d.beta_start
+            ),
         ));
     }
     if !(d.beta_end.is_finite() && d.beta_end >= d.beta_start && d.beta_end < 1.0) {
-        return Err(format!(
-            "`diffusion.beta_end` = {} must be in [beta_start = {}, 1)",
-            d.beta_end, d.beta_start
+        return Err(ParamsError::new(
+            "diffusion.beta_end".to_string(),
+            format!(
+                "`diffusion.beta_end` = {} must be in [beta_start = {}, 1)",
+                d.beta_end, d.beta_start
+            ),
         ));
     }
     range(
@@ -237,9 +254,12 @@ fn diffusion(d: &DiffusionConfig) -> Result<(), String> {
         "sinusoidal timestep embedding width",
     )?;
     if !d.time_dim.is_multiple_of(2) {
-        return Err(format!(
-            "`diffusion.time_dim` = {} must be even (sin/cos pairs)",
-            d.time_dim
+        return Err(ParamsError::new(
+            "diffusion.time_dim".to_string(),
+            format!(
+                "`diffusion.time_dim` = {} must be even (sin/cos pairs)",
+                d.time_dim
+            ),
         ));
     }
     range(
@@ -259,28 +279,20 @@ fn diffusion(d: &DiffusionConfig) -> Result<(), String> {
     positive("diffusion.lr", d.lr, "Adam learning rate")
 }
 
-fn attack(a: &AttackConfig) -> Result<(), String> {
+fn attack(a: &AttackConfig) -> Result<(), ParamsError> {
     if a.eps.is_empty() {
-        return Err("`attack.eps` must list at least one budget, e.g. [0, 0.1, 0.25]".into());
+        return Err(ParamsError::new(
+            "attack.eps".to_string(),
+            "`attack.eps` must list at least one budget, e.g. [0, 0.1, 0.25]".into(),
+        ));
     }
     for (i, e) in a.eps.iter().enumerate() {
         if !(e.is_finite() && *e >= 0.0) {
-            return Err(format!(
-                "`attack.eps[{i}]` = {e} is out of range: budgets must be finite and ≥ 0"
+            return Err(ParamsError::new(
+                format!("attack.eps[{i}]"),
+                format!("`attack.eps[{i}]` = {e} is out of range: budgets must be finite and ≥ 0"),
             ));
         }
-    }
-    if a.norm != "linf" {
-        return Err(format!(
-            "`attack.norm` = {:?}: only \"linf\" is implemented",
-            a.norm
-        ));
-    }
-    if a.threat != "feature" {
-        return Err(format!(
-            "`attack.threat` = {:?}: only \"feature\" (L∞ ball on the z-scored hybrid vector) is implemented; the pixel-space threat model is planned",
-            a.threat
-        ));
     }
     range(
         "attack.iterations",
@@ -291,7 +303,10 @@ fn attack(a: &AttackConfig) -> Result<(), String> {
     )?;
     range("attack.restarts", a.restarts, 1, 1000, "APGD restarts")?;
     if a.losses.is_empty() {
-        return Err("`attack.losses` must list at least one of [ce, dlr]".into());
+        return Err(ParamsError::new(
+            "attack.losses".to_string(),
+            "`attack.losses` must list at least one of [ce, dlr]".into(),
+        ));
     }
     range(
         "attack.eot",
@@ -301,7 +316,7 @@ fn attack(a: &AttackConfig) -> Result<(), String> {
         "EOT draws per gradient for the adaptive attack",
     )?;
     if a.score_passes.is_some() {
-        return Err("`attack.score_passes` was removed: the defence's R passes are `diffusion.passes` (used for scoring and for confirming an attack's success); set `attack.score_repeats` for the number of independent R-pass scorings".into());
+        return Err(ParamsError::new("attack.score_passes".to_string(), "`attack.score_passes` was removed: the defence's R passes are `diffusion.passes` (used for scoring and for confirming an attack's success); set `attack.score_repeats` for the number of independent R-pass scorings".into()));
     }
     range(
         "attack.score_repeats",
@@ -333,7 +348,7 @@ fn attack(a: &AttackConfig) -> Result<(), String> {
     )
 }
 
-fn checks(a: &AttackConfig) -> Result<(), String> {
+fn checks(a: &AttackConfig) -> Result<(), ParamsError> {
     let ch = &a.checks;
     range(
         "attack.checks.subset",
@@ -350,23 +365,60 @@ fn checks(a: &AttackConfig) -> Result<(), String> {
         "Square query budget of the black-box check",
     )?;
     if !(ch.iterations_factor.is_finite() && ch.iterations_factor >= 1.0) {
-        return Err(format!(
-            "`attack.checks.iterations_factor` = {} must be ≥ 1 (2 in docs/evaluation.md)",
-            ch.iterations_factor
+        return Err(ParamsError::new(
+            "attack.checks.iterations_factor".to_string(),
+            format!(
+                "`attack.checks.iterations_factor` = {} must be ≥ 1 (2 in docs/evaluation.md)",
+                ch.iterations_factor
+            ),
         ));
     }
     if !(ch.eot_factor.is_finite() && ch.eot_factor >= 1.0) {
-        return Err(format!(
-            "`attack.checks.eot_factor` = {} must be ≥ 1 (2.5 in docs/evaluation.md)",
-            ch.eot_factor
+        return Err(ParamsError::new(
+            "attack.checks.eot_factor".to_string(),
+            format!(
+                "`attack.checks.eot_factor` = {} must be ≥ 1 (2.5 in docs/evaluation.md)",
+                ch.eot_factor
+            ),
         ));
     }
     if let Some(list) = &ch.eps {
         for (i, e) in list.iter().enumerate() {
             if !a.eps.contains(e) {
-                return Err(format!("`attack.checks.eps[{i}]` = {e} is not one of `attack.eps` ({:?}); the checks compare against that budget's result", a.eps));
+                return Err(ParamsError::new(format!("attack.checks.eps[{i}]"), format!("`attack.checks.eps[{i}]` = {e} is not one of `attack.eps` ({:?}); the checks compare against that budget's result", a.eps)));
             }
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(edit: impl FnOnce(&mut JobConfig)) -> ParamsError {
+        let mut c = JobConfig::default();
+        assert_eq!(validate(&c), Ok(()), "the defaults must be valid");
+        edit(&mut c);
+        validate(&c).unwrap_err()
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let e = err(|c| c.nnmf.k = 0);
+        assert_eq!(e.key, "nnmf.k", "{e}");
+        let e = err(|c| c.attack.eps = vec![0.1, -0.5]);
+        assert_eq!(e.key, "attack.eps[1]", "{e}");
+        assert!(e.msg.contains("-0.5"), "{e}");
+        let e = err(|c| c.attack.eps = vec![]);
+        assert_eq!(e.key, "attack.eps", "{e}");
+        let e = err(|c| c.diffusion.beta_end = f64::NAN);
+        assert!(e.key.starts_with("diffusion."), "{e}");
+        let e = err(|c| {
+            c.features.cnn = false;
+            c.features.nnmf = false;
+        });
+        assert_eq!(e.key, "features", "{e}");
+        assert!(e.msg.contains("features.cnn"), "{e}");
+    }
 }

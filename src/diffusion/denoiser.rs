@@ -28,6 +28,19 @@ pub struct Denoiser {
     pub predict: Prediction,
 }
 
+impl Denoiser {
+    /// The denoiser network `mlp` with the linear schedule, time embedding and prediction
+    /// target of `cfg` (`diffusion.*`).
+    pub fn new(mlp: Mlp<f32>, cfg: &DiffusionConfig) -> Self {
+        Denoiser {
+            mlp,
+            sched: Schedule::linear(cfg.steps, cfg.beta_start, cfg.beta_end),
+            emb: time_embedding::<f32>(cfg.steps, cfg.time_dim),
+            predict: cfg.predict,
+        }
+    }
+}
+
 /// One noised batch: denoiser inputs and regression targets.
 fn make_batch(
     x0: ArrayView2<f32>,

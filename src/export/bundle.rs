@@ -9,7 +9,8 @@ use crate::config;
 use crate::error::{Error, Result};
 use crate::models::{self, Models};
 use crate::pipeline::{stored, Timings};
-use crate::results::{self, h5, paths};
+use crate::results::{self, h5, paths, scenario_key, Protocol, Scenario};
+use ndarray::Array2;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -129,10 +130,28 @@ pub fn export(run: &Path, out: &Path) -> Result<Vec<PathBuf>> {
         });
     }
     let m = models::file::read(&mp)?;
-    let cfg = config::parse_job(&mp, &m.provenance.config_yaml, &[])?;
-    // The evaluated points, exactly those of the run.
+    let (x, y) = eval_points(&mp, &m)?;
+    let mut files = Bundle {
+        dir: out,
+        files: vec![],
+    };
+    files.put_models(&m);
+    files.put_eval_points(&m, &x, &y);
+    let refs = files.put_references(&mp, &m);
+    let json = serde_json::to_vec_pretty(&pipeline(&m, refs)).map_err(|e| Error::Results {
+        path: out.join("pipeline.json"),
+        msg: e.to_string(),
+    })?;
+    files.put("pipeline.json", json);
+    files.write()
+}
+
+/// The evaluated points, exactly those of the run (images, labels; the first
+/// `eval.ids.len()` rows); an error when the data loaded now gives other points.
+fn eval_points(mp: &Path, m: &Models) -> Result<(Array2<f32>, Vec<usize>)> {
+    let cfg = config::parse_job(mp, &m.provenance.config_yaml, &[])?;
     let mut t = Timings::default();
-    let (x, idx, y) = stored::eval_data(&mp, &cfg, &m, &mut t)?;
+    let (x, idx, y) = stored::eval_data(mp, &cfg, m, &mut t)?;
     let n = m.eval.ids.len();
     if idx.len() < n
         || idx[..n]
@@ -141,49 +160,108 @@ pub fn export(run: &Path, out: &Path) -> Result<Vec<PathBuf>> {
             .ne(m.eval.ids.iter().copied())
     {
         return Err(Error::Results {
-            path: mp.clone(),
+            path: mp.to_path_buf(),
             msg: "field `eval/ids`: the split of the data loaded now does not give the run's evaluated points".into(),
         });
     }
-    let (h, w) = m.image_shape;
-    let mut files: Vec<(PathBuf, Vec<u8>)> = vec![];
-    let mut put = |name: &str, bytes: Vec<u8>| files.push((out.join(name), bytes));
-    if let Some(c) = &m.cnn {
-        put("cnn.onnx", onnx::cnn_model(c));
+    Ok((x, y))
+}
+
+/// The files of one export, in memory until [`Bundle::write`].
+struct Bundle<'a> {
+    dir: &'a Path,
+    files: Vec<(PathBuf, Vec<u8>)>,
+}
+
+impl Bundle<'_> {
+    fn put(&mut self, name: &str, bytes: Vec<u8>) {
+        self.files.push((self.dir.join(name), bytes));
     }
-    put("classifier.onnx", onnx::classifier_model(&m.classifier));
-    put("denoiser.onnx", onnx::denoiser_model(&m.denoiser));
-    let px: Vec<f32> = x.rows().into_iter().take(n).flatten().copied().collect();
-    put("eval_images.npy", npy::encode(&[n, 1, h, w], &px));
-    let labels: Vec<i64> = y[..n].iter().map(|&v| v as i64).collect();
-    put("eval_labels.npy", npy::encode(&[n], &labels));
-    let ids: Vec<i64> = m.eval.ids.iter().map(|&v| v as i64).collect();
-    put("eval_ids.npy", npy::encode(&[n], &ids));
-    // The run's clean probabilities, when its result.h5 is beside models.h5 and evaluated
-    // exactly these points.
-    let result = mp.with_file_name(paths::RESULT_H5);
-    let mut refs = [None, None];
-    let same_points = h5::check_complete(&result).is_ok()
-        && h5::read_u64_1d(&result, "test/ids").is_ok_and(|ids| ids == m.eval.ids);
-    if same_points {
+
+    /// The ONNX models: the CNN (when the run has one), classifier and denoiser.
+    fn put_models(&mut self, m: &Models) {
+        if let Some(c) = &m.cnn {
+            self.put("cnn.onnx", onnx::cnn_model(c));
+        }
+        self.put("classifier.onnx", onnx::classifier_model(&m.classifier));
+        self.put("denoiser.onnx", onnx::denoiser_model(&m.denoiser));
+    }
+
+    /// The evaluated points `x` (images) with labels `y` and the run's ids, as `.npy`.
+    fn put_eval_points(&mut self, m: &Models, x: &Array2<f32>, y: &[usize]) {
+        let n = m.eval.ids.len();
+        let (h, w) = m.image_shape;
+        let px: Vec<f32> = x.rows().into_iter().take(n).flatten().copied().collect();
+        self.put("eval_images.npy", npy::encode(&[n, 1, h, w], &px));
+        let labels: Vec<i64> = y[..n].iter().map(|&v| v as i64).collect();
+        self.put("eval_labels.npy", npy::encode(&[n], &labels));
+        let ids: Vec<i64> = m.eval.ids.iter().map(|&v| v as i64).collect();
+        self.put("eval_ids.npy", npy::encode(&[n], &ids));
+    }
+
+    /// The run's clean probabilities, when its result.h5 is beside models.h5 and evaluated
+    /// exactly these points; the names of the files put (clean base, clean defended).
+    fn put_references(&mut self, mp: &Path, m: &Models) -> [Option<&'static str>; 2] {
+        let n = m.eval.ids.len();
+        let result = mp.with_file_name(paths::RESULT_H5);
+        let mut refs = [None, None];
+        let same_points = h5::check_complete(&result).is_ok()
+            && h5::read_u64_1d(&result, "test/ids").is_ok_and(|ids| ids == m.eval.ids);
+        if !same_points {
+            return refs;
+        }
         for (i, (sc, file)) in [
-            ("clean_base", "reference_clean_base_proba.npy"),
-            ("clean_def", "reference_clean_def_proba.npy"),
+            (Scenario::CleanBase, "reference_clean_base_proba.npy"),
+            (Scenario::CleanDef, "reference_clean_def_proba.npy"),
         ]
         .into_iter()
         .enumerate()
         {
-            let Ok(p) = h5::read_f32_2d(&result, &format!("scenarios/{sc}_none_eps0/proba")) else {
+            let key = scenario_key(sc, Protocol::None, 0.0);
+            let Ok(p) = h5::read_f32_2d(&result, &format!("scenarios/{key}/proba")) else {
                 continue;
             };
             if p.nrows() == n {
                 let v: Vec<f32> = p.iter().copied().collect();
-                put(file, npy::encode(&[n, p.ncols()], &v));
+                self.put(file, npy::encode(&[n, p.ncols()], &v));
                 refs[i] = Some(file);
             }
         }
+        refs
     }
-    let pipeline = Pipeline {
+
+    /// Write every file atomically into the folder (created if needed).
+    fn write(self) -> Result<Vec<PathBuf>> {
+        let out = self.dir;
+        std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+        // An older export's pipeline.json goes first, so the folder is never a
+        // complete-looking mix; files this export does not write (e.g. cnn.onnx of an
+        // earlier run) are removed.
+        for old in [
+            "pipeline.json",
+            "cnn.onnx",
+            "reference_clean_base_proba.npy",
+            "reference_clean_def_proba.npy",
+        ] {
+            match std::fs::remove_file(out.join(old)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io(out.join(old), e))
+                }
+                _ => {}
+            }
+        }
+        for (p, b) in &self.files {
+            results::write_atomic(p, b)?;
+        }
+        Ok(self.files.into_iter().map(|f| f.0).collect())
+    }
+}
+
+/// `pipeline.json` of `m`; `refs`: the reference probability files written (clean base,
+/// clean defended).
+fn pipeline(m: &Models, refs: [Option<&'static str>; 2]) -> Pipeline {
+    let (h, w) = m.image_shape;
+    Pipeline {
         format: "diffnmf-onnx-pipeline",
         version: PIPELINE_VERSION,
         diffnmf_version: m.provenance.diffnmf_version.clone(),
@@ -204,59 +282,42 @@ pub fn export(run: &Path, out: &Path) -> Result<Vec<PathBuf>> {
             reference_clean_base_proba: refs[0],
             reference_clean_def_proba: refs[1],
         },
-        feature_order: m
-            .blocks
-            .iter()
-            .map(|(name, dim)| Block {
-                name: name.clone(),
-                dim: *dim,
-                source: if name == "cnn" {
-                    "cnn.onnx output `features`"
-                } else {
-                    "NNMF projection of the flattened image on nnmf.basis"
-                },
-            })
-            .collect(),
-        nnmf: nnmf_json(&m),
+        feature_order: feature_order(m),
+        nnmf: nnmf_json(m),
         zscore_mean: m.scaler.mean.to_vec(),
         zscore_std: m.scaler.std.to_vec(),
         train_min: m.train_range.0.to_vec(),
         train_max: m.train_range.1.to_vec(),
-        schedule: Schedule {
-            steps: m.denoiser.sched.steps(),
-            beta: m.denoiser.sched.beta.clone(),
-            alpha_bar: m.denoiser.sched.alpha_bar.clone(),
-            sigma: m.denoiser.sched.sigma.clone(),
-            t_star: m.t_star,
-            passes: m.passes,
-            prediction: models::name_of(&m.denoiser.predict),
-            algorithm: PURIFY,
-        },
+        schedule: schedule_json(m),
         config_yaml: m.provenance.config_yaml.clone(),
-    };
-    let json = serde_json::to_vec_pretty(&pipeline).map_err(|e| Error::Results {
-        path: out.join("pipeline.json"),
-        msg: e.to_string(),
-    })?;
-    files.push((out.join("pipeline.json"), json));
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    // An older export's pipeline.json goes first, so the folder is never a complete-looking
-    // mix; files this export does not write (e.g. cnn.onnx of an earlier run) are removed.
-    for old in [
-        "pipeline.json",
-        "cnn.onnx",
-        "reference_clean_base_proba.npy",
-        "reference_clean_def_proba.npy",
-    ] {
-        match std::fs::remove_file(out.join(old)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(Error::io(out.join(old), e))
-            }
-            _ => {}
-        }
     }
-    for (p, b) in &files {
-        results::write_atomic(p, b)?;
+}
+
+fn feature_order(m: &Models) -> Vec<Block> {
+    m.blocks
+        .iter()
+        .map(|(name, dim)| Block {
+            name: name.clone(),
+            dim: *dim,
+            source: if name == "cnn" {
+                "cnn.onnx output `features`"
+            } else {
+                "NNMF projection of the flattened image on nnmf.basis"
+            },
+        })
+        .collect()
+}
+
+fn schedule_json(m: &Models) -> Schedule {
+    let sched = &m.denoiser.sched;
+    Schedule {
+        steps: sched.steps(),
+        beta: sched.beta.clone(),
+        alpha_bar: sched.alpha_bar.clone(),
+        sigma: sched.sigma.clone(),
+        t_star: m.t_star,
+        passes: m.passes,
+        prediction: models::name_of(&m.denoiser.predict),
+        algorithm: PURIFY,
     }
-    Ok(files.into_iter().map(|f| f.0).collect())
 }

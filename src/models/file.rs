@@ -242,31 +242,7 @@ impl Reader<'_> {
         let mut blocks = vec![];
         let mut cin = 1;
         for (i, &cout) in channels.iter().enumerate() {
-            let f = |n: &str| format!("cnn/block{i}/{n}");
-            let bg = g
-                .group(&format!("block{i}"))
-                .map_err(|e| self.err(&f(""), e))?;
-            let w = self.mat(&bg, &f("kernel"), "kernel")?;
-            if w.dim() != (9 * cin, cout) {
-                return Err(self.err(
-                    &f("kernel"),
-                    format!("shape {:?}, expected {:?}", w.dim(), (9 * cin, cout)),
-                ));
-            }
-            let v = |n: &str| -> Result<Array1<f32>> {
-                let a = self.vec1::<f32>(&bg, &f(n), n)?;
-                if a.len() != cout {
-                    return Err(self.err(&f(n), format!("{} entries, expected {cout}", a.len())));
-                }
-                Ok(a)
-            };
-            blocks.push(ConvBlock {
-                w,
-                gamma: v("gamma")?,
-                beta: v("beta")?,
-                running_mean: v("running_mean")?,
-                running_var: v("running_var")?,
-            });
+            blocks.push(self.conv_block(&g, i, cin, cout)?);
             cin = cout;
         }
         let fc1 = self.dense(&g, "fc1", "cnn/fc1")?;
@@ -290,6 +266,34 @@ impl Reader<'_> {
             blocks,
             fc1,
             fc2,
+        })
+    }
+    /// Convolution block `i` of the `cnn` group `g`, mapping `cin` to `cout` channels.
+    fn conv_block(&self, g: &Group, i: usize, cin: usize, cout: usize) -> Result<ConvBlock<f32>> {
+        let f = |n: &str| format!("cnn/block{i}/{n}");
+        let bg = g
+            .group(&format!("block{i}"))
+            .map_err(|e| self.err(&f(""), e))?;
+        let w = self.mat(&bg, &f("kernel"), "kernel")?;
+        if w.dim() != (9 * cin, cout) {
+            return Err(self.err(
+                &f("kernel"),
+                format!("shape {:?}, expected {:?}", w.dim(), (9 * cin, cout)),
+            ));
+        }
+        let v = |n: &str| -> Result<Array1<f32>> {
+            let a = self.vec1::<f32>(&bg, &f(n), n)?;
+            if a.len() != cout {
+                return Err(self.err(&f(n), format!("{} entries, expected {cout}", a.len())));
+            }
+            Ok(a)
+        };
+        Ok(ConvBlock {
+            w,
+            gamma: v("gamma")?,
+            beta: v("beta")?,
+            running_mean: v("running_mean")?,
+            running_var: v("running_var")?,
         })
     }
     fn nnmf(&self) -> Result<NnmfModels> {
@@ -334,132 +338,18 @@ impl Reader<'_> {
 pub fn read(path: &Path) -> Result<Models> {
     let f = open_diagnosed(path, "a models.h5", FIX)?;
     let r = Reader { path, f };
-    let root: &Location = &r.f;
-    let schema = r.string(root, "schema", "schema").map_err(|_| {
-        r.err(
-            "schema",
-            format!("no root attribute `schema`: this is not a models.h5 (expected `{SCHEMA}`)"),
-        )
-    })?;
-    if schema != SCHEMA {
-        return Err(r.err("schema", format!("`{schema}`, expected `{SCHEMA}`")));
-    }
-    let version: u32 = r.attr(root, "schema_version", "schema_version")?;
-    if version != SCHEMA_VERSION {
-        let by = r
-            .string(root, "diffnmf_version", "diffnmf_version")
-            .unwrap_or_else(|_| "?".into());
-        return Err(Error::Results {
-            path: path.to_path_buf(),
-            msg: format!(
-                "field `schema_version`: {version}, but this diffnmf ({}) reads version {SCHEMA_VERSION}; use diffnmf {by}, which wrote it, or rerun the job with this version",
-                env!("CARGO_PKG_VERSION")
-            ),
-        });
-    }
-    if !r.attr::<bool>(root, "complete", "complete")? {
-        return Err(r.err("complete", "false: the file was not finished"));
-    }
-    let provenance = Provenance {
-        job_name: r.string(root, "job_name", "job_name")?,
-        config_yaml: r.string(root, "config_yaml", "config_yaml")?,
-        seed: r.attr(root, "seed", "seed")?,
-        diffnmf_version: r.string(root, "diffnmf_version", "diffnmf_version")?,
-        git_revision: r.string(root, "git_revision", "git_revision")?,
-        platform: r.string(root, "platform", "platform")?,
-        device: r.string(root, "device", "device")?,
-        data_content: r.string(root, "data_content", "data_content")?,
-    };
+    r.header()?;
+    let provenance = r.provenance()?;
     let cnn = if r.has("cnn") { Some(r.cnn()?) } else { None };
     let nnmf = if r.has("nnmf") { Some(r.nnmf()?) } else { None };
-    let g = r.group("features")?;
-    let names = g
-        .dataset("blocks")
-        .and_then(|d| d.read_1d::<VarLenUnicode>())
-        .map_err(|e| r.err("features/blocks", e))?;
-    let dims = r.vec1::<u64>(&g, "features/block_dims", "block_dims")?;
-    if names.len() != dims.len() {
-        return Err(r.err(
-            "features/block_dims",
-            format!("{} widths for {} blocks", dims.len(), names.len()),
-        ));
-    }
-    let blocks: Vec<(String, usize)> = names
-        .iter()
-        .zip(dims.iter())
-        .map(|(n, &d)| (n.to_string(), d as usize))
-        .collect();
-    let scaler = Standardizer {
-        mean: r.vec1(&g, "features/mean", "mean")?,
-        std: r.vec1(&g, "features/std", "std")?,
-    };
-    let train_range = (
-        r.vec1(&g, "features/train_min", "train_min")?,
-        r.vec1(&g, "features/train_max", "train_max")?,
-    );
-    let dim = scaler.mean.len();
-    let total: usize = blocks.iter().map(|b| b.1).sum();
-    for (field, n) in [
-        ("features/block_dims", total),
-        ("features/std", scaler.std.len()),
-        ("features/train_min", train_range.0.len()),
-        ("features/train_max", train_range.1.len()),
-    ] {
-        if n != dim {
-            return Err(r.err(field, format!("{n} features, but features/mean has {dim}")));
-        }
-    }
+    let features = r.features()?;
+    let dim = features.scaler.mean.len();
     let classifier = r.mlp("classifier")?;
-    let dg = r.group("denoiser")?;
-    let dmlp = r.mlp("denoiser")?;
-    let emb = r.mat(&dg, "denoiser/time_embedding", "time_embedding")?;
-    let predict = r.parse(&dg, "denoiser/prediction", "prediction")?;
+    let denoiser = r.denoiser()?;
+    r.widths(dim, &classifier, &denoiser)?;
+    let eval = r.eval()?;
+    let root: &Location = &r.f;
     let sg = r.group("schedule")?;
-    let beta = r.vec1::<f64>(&sg, "schedule/beta", "beta")?.to_vec();
-    let sched = Schedule {
-        alpha: beta.iter().map(|b| 1.0 - b).collect(),
-        alpha_bar: r
-            .vec1::<f64>(&sg, "schedule/alpha_bar", "alpha_bar")?
-            .to_vec(),
-        sigma: r.vec1::<f64>(&sg, "schedule/sigma", "sigma")?.to_vec(),
-        beta,
-    };
-    let steps = r.usize(&sg, "schedule/steps", "steps")?;
-    if sched.beta.len() != steps + 1
-        || sched.alpha_bar.len() != steps + 1
-        || sched.sigma.len() != steps + 1
-        || emb.nrows() != steps + 1
-    {
-        return Err(r.err(
-            "schedule",
-            format!(
-                "beta/alpha_bar/sigma/time_embedding need {} rows (steps + 1)",
-                steps + 1
-            ),
-        ));
-    }
-    if classifier.input_dim() != dim
-        || dmlp.output_dim() != dim
-        || dmlp.input_dim() != dim + emb.ncols()
-    {
-        return Err(r.err(
-            "classifier",
-            format!(
-                "classifier takes {} features, denoiser maps {} → {}, but the hybrid vector has {dim} (+ {} time features)",
-                classifier.input_dim(),
-                dmlp.input_dim(),
-                dmlp.output_dim(),
-                emb.ncols()
-            ),
-        ));
-    }
-    let eg = r.group("eval")?;
-    let eval = EvalRecord {
-        split: r.string(&eg, "eval/split", "split")?,
-        ids: r.vec1::<u64>(&eg, "eval/ids", "ids")?.to_vec(),
-        labels: r.vec1::<u8>(&eg, "eval/labels", "labels")?.to_vec(),
-        features_sha256: r.string(&eg, "eval/features_sha256", "features_sha256")?,
-    };
     let models = Models {
         image_shape: (
             r.usize(root, "height", "height")?,
@@ -472,62 +362,195 @@ pub fn read(path: &Path) -> Result<Models> {
         provenance,
         cnn,
         nnmf,
-        blocks,
-        scaler,
-        train_range,
+        blocks: features.blocks,
+        scaler: features.scaler,
+        train_range: features.train_range,
         classifier,
-        denoiser: Denoiser {
-            mlp: dmlp,
-            sched,
-            emb,
-            predict,
-        },
+        denoiser,
         eval,
     };
     consistent(&r, &models)?;
     Ok(models)
 }
 
+/// The `features` group: blocks with their widths, z-score scaler and training range.
+struct Features {
+    blocks: Vec<(String, usize)>,
+    scaler: Standardizer,
+    train_range: (Array1<f32>, Array1<f32>),
+}
+
+impl Reader<'_> {
+    /// The root's schema and schema version are this diffnmf's, and the file is complete.
+    fn header(&self) -> Result<()> {
+        let root: &Location = &self.f;
+        let schema = self.string(root, "schema", "schema").map_err(|_| {
+            self.err(
+                "schema",
+                format!(
+                    "no root attribute `schema`: this is not a models.h5 (expected `{SCHEMA}`)"
+                ),
+            )
+        })?;
+        if schema != SCHEMA {
+            return Err(self.err("schema", format!("`{schema}`, expected `{SCHEMA}`")));
+        }
+        let version: u32 = self.attr(root, "schema_version", "schema_version")?;
+        if version != SCHEMA_VERSION {
+            let by = self
+                .string(root, "diffnmf_version", "diffnmf_version")
+                .unwrap_or_else(|_| "?".into());
+            return Err(Error::Results {
+                path: self.path.to_path_buf(),
+                msg: format!(
+                    "field `schema_version`: {version}, but this diffnmf ({}) reads version {SCHEMA_VERSION}; use diffnmf {by}, which wrote it, or rerun the job with this version",
+                    env!("CARGO_PKG_VERSION")
+                ),
+            });
+        }
+        if !self.attr::<bool>(root, "complete", "complete")? {
+            return Err(self.err("complete", "false: the file was not finished"));
+        }
+        Ok(())
+    }
+
+    fn provenance(&self) -> Result<Provenance> {
+        let root: &Location = &self.f;
+        let s = |name: &str| self.string(root, name, name);
+        Ok(Provenance {
+            job_name: s("job_name")?,
+            config_yaml: s("config_yaml")?,
+            seed: self.attr(root, "seed", "seed")?,
+            diffnmf_version: s("diffnmf_version")?,
+            git_revision: s("git_revision")?,
+            platform: s("platform")?,
+            device: s("device")?,
+            data_content: s("data_content")?,
+        })
+    }
+
+    /// The `features` group, its widths checked against `features/mean`.
+    fn features(&self) -> Result<Features> {
+        let g = self.group("features")?;
+        let names = g
+            .dataset("blocks")
+            .and_then(|d| d.read_1d::<VarLenUnicode>())
+            .map_err(|e| self.err("features/blocks", e))?;
+        let dims = self.vec1::<u64>(&g, "features/block_dims", "block_dims")?;
+        if names.len() != dims.len() {
+            return Err(self.err(
+                "features/block_dims",
+                format!("{} widths for {} blocks", dims.len(), names.len()),
+            ));
+        }
+        let blocks: Vec<(String, usize)> = names
+            .iter()
+            .zip(dims.iter())
+            .map(|(n, &d)| (n.to_string(), d as usize))
+            .collect();
+        let scaler = Standardizer {
+            mean: self.vec1(&g, "features/mean", "mean")?,
+            std: self.vec1(&g, "features/std", "std")?,
+        };
+        let train_range = (
+            self.vec1(&g, "features/train_min", "train_min")?,
+            self.vec1(&g, "features/train_max", "train_max")?,
+        );
+        let dim = scaler.mean.len();
+        let total: usize = blocks.iter().map(|b| b.1).sum();
+        for (field, n) in [
+            ("features/block_dims", total),
+            ("features/std", scaler.std.len()),
+            ("features/train_min", train_range.0.len()),
+            ("features/train_max", train_range.1.len()),
+        ] {
+            if n != dim {
+                return Err(self.err(field, format!("{n} features, but features/mean has {dim}")));
+            }
+        }
+        Ok(Features {
+            blocks,
+            scaler,
+            train_range,
+        })
+    }
+
+    /// The `denoiser` group (MLP, time embedding, prediction) and the `schedule` it was
+    /// trained with (one row per step 0..=steps).
+    fn denoiser(&self) -> Result<Denoiser> {
+        let dg = self.group("denoiser")?;
+        let mlp = self.mlp("denoiser")?;
+        let emb = self.mat(&dg, "denoiser/time_embedding", "time_embedding")?;
+        let predict = self.parse(&dg, "denoiser/prediction", "prediction")?;
+        let sg = self.group("schedule")?;
+        let beta = self.vec1::<f64>(&sg, "schedule/beta", "beta")?.to_vec();
+        let sched = Schedule {
+            alpha: beta.iter().map(|b| 1.0 - b).collect(),
+            alpha_bar: self
+                .vec1::<f64>(&sg, "schedule/alpha_bar", "alpha_bar")?
+                .to_vec(),
+            sigma: self.vec1::<f64>(&sg, "schedule/sigma", "sigma")?.to_vec(),
+            beta,
+        };
+        let steps = self.usize(&sg, "schedule/steps", "steps")?;
+        if sched.beta.len() != steps + 1
+            || sched.alpha_bar.len() != steps + 1
+            || sched.sigma.len() != steps + 1
+            || emb.nrows() != steps + 1
+        {
+            return Err(self.err(
+                "schedule",
+                format!(
+                    "beta/alpha_bar/sigma/time_embedding need {} rows (steps + 1)",
+                    steps + 1
+                ),
+            ));
+        }
+        Ok(Denoiser {
+            mlp,
+            sched,
+            emb,
+            predict,
+        })
+    }
+
+    /// The classifier takes, and the denoiser maps (beside the time features), the `dim`
+    /// features of the hybrid vector.
+    fn widths(&self, dim: usize, classifier: &Mlp<f32>, d: &Denoiser) -> Result<()> {
+        let (dmlp, emb) = (&d.mlp, &d.emb);
+        if classifier.input_dim() != dim
+            || dmlp.output_dim() != dim
+            || dmlp.input_dim() != dim + emb.ncols()
+        {
+            return Err(self.err(
+                "classifier",
+                format!(
+                    "classifier takes {} features, denoiser maps {} → {}, but the hybrid vector has {dim} (+ {} time features)",
+                    classifier.input_dim(),
+                    dmlp.input_dim(),
+                    dmlp.output_dim(),
+                    emb.ncols()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn eval(&self) -> Result<EvalRecord> {
+        let eg = self.group("eval")?;
+        Ok(EvalRecord {
+            split: self.string(&eg, "eval/split", "split")?,
+            ids: self.vec1::<u64>(&eg, "eval/ids", "ids")?.to_vec(),
+            labels: self.vec1::<u8>(&eg, "eval/labels", "labels")?.to_vec(),
+            features_sha256: self.string(&eg, "eval/features_sha256", "features_sha256")?,
+        })
+    }
+}
+
 /// Cross-checks between the parts of a read [`Models`], so that a damaged or hand-edited
 /// file is an error naming the field instead of a panic or a silently wrong export.
 fn consistent(r: &Reader, m: &Models) -> Result<()> {
-    let (h, w) = m.image_shape;
-    let mut want = vec![];
-    if let Some(c) = &m.cnn {
-        let a = &c.arch;
-        if (a.height, a.width) != (h, w) || a.classes != m.num_classes {
-            return Err(r.err(
-                "cnn",
-                format!(
-                    "the CNN takes {}×{} images with {} classes, the file's root says {h}×{w} and {}",
-                    a.height, a.width, a.classes, m.num_classes
-                ),
-            ));
-        }
-        want.push(("cnn".to_string(), a.feature_dim));
-    }
-    if let Some(n) = &m.nnmf {
-        if n.model.basis.ncols() != h * w {
-            return Err(r.err(
-                "nnmf/basis",
-                format!(
-                    "{} columns, but {h}×{w} images have {} pixels",
-                    n.model.basis.ncols(),
-                    h * w
-                ),
-            ));
-        }
-        want.push(("nnmf".to_string(), n.model.components()));
-    }
-    if m.blocks != want {
-        return Err(r.err(
-            "features/blocks",
-            format!(
-                "{:?}, but the stored models give {want:?} (name, width) in this order",
-                m.blocks
-            ),
-        ));
-    }
+    feature_blocks(r, m)?;
     if m.classifier.output_dim() != m.num_classes {
         return Err(r.err(
             "classifier",
@@ -562,6 +585,49 @@ fn consistent(r: &Reader, m: &Models) -> Result<()> {
                 "{} labels for {} ids",
                 m.eval.labels.len(),
                 m.eval.ids.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The CNN and the NNMF basis fit the file's image shape and class count, and the feature
+/// blocks are theirs, in order, with their widths.
+fn feature_blocks(r: &Reader, m: &Models) -> Result<()> {
+    let (h, w) = m.image_shape;
+    let mut want = vec![];
+    if let Some(c) = &m.cnn {
+        let a = &c.arch;
+        if (a.height, a.width) != (h, w) || a.classes != m.num_classes {
+            return Err(r.err(
+                "cnn",
+                format!(
+                    "the CNN takes {}×{} images with {} classes, the file's root says {h}×{w} and {}",
+                    a.height, a.width, a.classes, m.num_classes
+                ),
+            ));
+        }
+        want.push(("cnn".to_string(), a.feature_dim));
+    }
+    if let Some(n) = &m.nnmf {
+        if n.model.basis.ncols() != h * w {
+            return Err(r.err(
+                "nnmf/basis",
+                format!(
+                    "{} columns, but {h}×{w} images have {} pixels",
+                    n.model.basis.ncols(),
+                    h * w
+                ),
+            ));
+        }
+        want.push(("nnmf".to_string(), n.model.components()));
+    }
+    if m.blocks != want {
+        return Err(r.err(
+            "features/blocks",
+            format!(
+                "{:?}, but the stored models give {want:?} (name, width) in this order",
+                m.blocks
             ),
         ));
     }

@@ -119,92 +119,167 @@ pub fn exact_fit(
     tol: f64,
     progress: Option<&Progress>,
 ) -> Result<MuHistory> {
-    let (n, p) = v.dim();
-    let k = w.nrows();
     if !h.is_standard_layout() {
         *h = h.as_standard_layout().into_owned();
     }
-    let simd = simd_level();
-    let csr = Csr::from_dense(v);
-    let data = if csr.density() < SPARSE_BELOW {
-        Data::Sparse(csr)
-    } else {
-        Data::Dense(v)
-    };
-    let ch = chunk_rows(n);
-    let mut chunks: Vec<Chunk> = (0..n.div_ceil(ch))
-        .map(|c| {
-            let rows = ch.min(n - c * ch);
-            Chunk {
-                start: c * ch,
-                rows,
-                b: Array2::zeros((rows, k)),
-                den: Array2::zeros((rows, k)),
-                vth: Array2::zeros((p, k)),
-                hth: Array2::zeros((k, k)),
-                hb: 0.0,
-            }
-        })
-        .collect();
+    let mut pass = Pass::new(v, w.nrows());
     let vv = dot64(v, v);
-    let mut wt = w.t().as_standard_layout().into_owned(); // p × K
-    let mut wtw = Array2::<f32>::zeros((k, k));
-    let mut wden = Array2::<f32>::zeros((p, k));
-    let mut vth = Array2::<f32>::zeros((p, k));
-    let mut hth = Array2::<f32>::zeros((k, k));
+    let mut basis = Basis::new(w);
 
     // Set-up pass: VᵀH and HᵀH of the initial H.
-    chunks
-        .par_iter_mut()
-        .zip(h.axis_chunks_iter(Axis(0), ch))
-        .for_each(|(c, hc)| {
-            data.vt_h(simd, c.start, hc, &mut c.vth);
-            gemm_seq(c.hth.view_mut(), hc.t(), hc, false);
-        });
-    reduce(&chunks, &mut vth, &mut hth);
-    gemm_seq(wtw.view_mut(), wt.t(), wt.view(), false);
-    let initial = 0.5 * (vv - 2.0 * dot64(vth.view(), wt.view()) + dot64(hth.view(), wtw.view()));
+    pass.setup(h, &mut basis);
+    gemm_seq(basis.wtw.view_mut(), basis.wt.t(), basis.wt.view(), false);
+    let initial = 0.5
+        * (vv - 2.0 * dot64(basis.vth.view(), basis.wt.view())
+            + dot64(basis.hth.view(), basis.wtw.view()));
     let mut trace = Trace::start(initial, tol, max_iter, progress)?;
     let mut converged = false;
     for _ in 0..max_iter {
-        // 1. basis
-        gemm_seq(wden.view_mut(), wt.view(), hth.view(), false);
-        mu_update(
-            wt.as_slice_mut().expect("standard layout"),
-            vth.as_slice().expect("standard layout"),
-            wden.as_slice().expect("standard layout"),
-        );
-        // 2. its Gram matrix
-        gemm_seq(wtw.view_mut(), wt.t(), wt.view(), false);
-        // 3. fused pass over the row chunks
-        chunks
-            .par_iter_mut()
-            .zip(h.axis_chunks_iter_mut(Axis(0), ch))
-            .for_each(|(c, mut hc)| {
-                debug_assert_eq!(hc.nrows(), c.rows);
-                data.v_wt(simd, c.start, &wt, c.b.view_mut());
-                gemm_seq(c.den.view_mut(), hc.view(), wtw.view(), false);
-                let hs = hc.as_slice_mut().expect("H is standard layout");
-                let bs = c.b.as_slice().expect("standard layout");
-                mu_update(hs, bs, c.den.as_slice().expect("standard layout"));
-                c.hb = hs
-                    .chunks(k)
-                    .zip(bs.chunks(k))
-                    .map(|(x, y)| x.iter().zip(y).map(|(&x, &y)| x * y).sum::<f32>() as f64)
-                    .sum();
-                gemm_seq(c.hth.view_mut(), hc.t(), hc.view(), false);
-                data.vt_h(simd, c.start, hc.view(), &mut c.vth);
-            });
-        reduce(&chunks, &mut vth, &mut hth);
-        let hb: f64 = chunks.iter().map(|c| c.hb).sum();
-        let obj = 0.5 * (vv - 2.0 * hb + dot64(hth.view(), wtw.view()));
+        basis.update();
+        let hb = pass.fused(h, &mut basis);
+        let obj = 0.5 * (vv - 2.0 * hb + dot64(basis.hth.view(), basis.wtw.view()));
         if trace.record(obj)? {
             converged = true;
             break;
         }
     }
-    w.assign(&wt.t());
+    w.assign(&basis.wt.t());
     Ok(trace.finish(converged))
+}
+
+/// The basis side of the iteration: `Wᵀ`, its Gram matrix, and the `VᵀH`, `HᵀH` summed by
+/// the last pass over the chunks.
+struct Basis {
+    /// `Wᵀ` (`p × K`).
+    wt: Array2<f32>,
+    /// `WWᵀ` (`K × K`).
+    wtw: Array2<f32>,
+    /// Denominator buffer of the basis update (`p × K`).
+    wden: Array2<f32>,
+    vth: Array2<f32>,
+    hth: Array2<f32>,
+}
+
+impl Basis {
+    fn new(w: &Array2<f32>) -> Self {
+        let (k, p) = w.dim();
+        Basis {
+            wt: w.t().as_standard_layout().into_owned(),
+            wtw: Array2::zeros((k, k)),
+            wden: Array2::zeros((p, k)),
+            vth: Array2::zeros((p, k)),
+            hth: Array2::zeros((k, k)),
+        }
+    }
+
+    /// Steps 1–2: `Wᵀ ← Wᵀ ⊙ (VᵀH) ⊘ (Wᵀ·HᵀH + ε)`, then `WWᵀ`.
+    fn update(&mut self) {
+        gemm_seq(self.wden.view_mut(), self.wt.view(), self.hth.view(), false);
+        mu_update(
+            self.wt.as_slice_mut().expect("standard layout"),
+            self.vth.as_slice().expect("standard layout"),
+            self.wden.as_slice().expect("standard layout"),
+        );
+        gemm_seq(self.wtw.view_mut(), self.wt.t(), self.wt.view(), false);
+    }
+}
+
+/// The data and its fixed row chunks, for the passes over `V` and `H`.
+struct Pass<'a> {
+    data: Data<'a>,
+    simd: Simd,
+    /// Rows per chunk ([`chunk_rows`]).
+    ch: usize,
+    chunks: Vec<Chunk>,
+}
+
+impl<'a> Pass<'a> {
+    /// Sparse form when `v` is sparse enough, and zeroed chunk buffers for `K` components.
+    fn new(v: ArrayView2<'a, f32>, k: usize) -> Self {
+        let (n, p) = v.dim();
+        let simd = simd_level();
+        let csr = Csr::from_dense(v);
+        let data = if csr.density() < SPARSE_BELOW {
+            Data::Sparse(csr)
+        } else {
+            Data::Dense(v)
+        };
+        let ch = chunk_rows(n);
+        let chunks: Vec<Chunk> = (0..n.div_ceil(ch))
+            .map(|c| {
+                let rows = ch.min(n - c * ch);
+                Chunk {
+                    start: c * ch,
+                    rows,
+                    b: Array2::zeros((rows, k)),
+                    den: Array2::zeros((rows, k)),
+                    vth: Array2::zeros((p, k)),
+                    hth: Array2::zeros((k, k)),
+                    hb: 0.0,
+                }
+            })
+            .collect();
+        Pass {
+            data,
+            simd,
+            ch,
+            chunks,
+        }
+    }
+
+    /// `VᵀH` and `HᵀH` of `h` into `basis` (chunk shares, then [`reduce`]).
+    fn setup(&mut self, h: &Array2<f32>, basis: &mut Basis) {
+        let (data, simd) = (&self.data, self.simd);
+        self.chunks
+            .par_iter_mut()
+            .zip(h.axis_chunks_iter(Axis(0), self.ch))
+            .for_each(|(c, hc)| {
+                data.vt_h(simd, c.start, hc, &mut c.vth);
+                gemm_seq(c.hth.view_mut(), hc.t(), hc, false);
+            });
+        reduce(&self.chunks, &mut basis.vth, &mut basis.hth);
+    }
+
+    /// Steps 3–4: update `h` chunk by chunk against `basis.wt` / `basis.wtw`, sum the
+    /// chunks' `VᵀH`, `HᵀH` into `basis`; returns `⟨H, VWᵀ⟩` (summed in chunk order).
+    fn fused(&mut self, h: &mut Array2<f32>, basis: &mut Basis) -> f64 {
+        let (data, simd) = (&self.data, self.simd);
+        let (wt, wtw) = (&basis.wt, &basis.wtw);
+        self.chunks
+            .par_iter_mut()
+            .zip(h.axis_chunks_iter_mut(Axis(0), self.ch))
+            .for_each(|(c, hc)| c.fused(data, simd, hc, wt, wtw));
+        reduce(&self.chunks, &mut basis.vth, &mut basis.hth);
+        self.chunks.iter().map(|c| c.hb).sum()
+    }
+}
+
+impl Chunk {
+    /// The chunk's share of step 3: `B = V_c·Wᵀ`, `H_c ← H_c ⊙ B ⊘ (H_c·WWᵀ + ε)`, then
+    /// `⟨H_c, B⟩`, `H_cᵀH_c` and `V_cᵀH_c` of the updated `H_c`.
+    fn fused(
+        &mut self,
+        data: &Data<'_>,
+        simd: Simd,
+        mut hc: ArrayViewMut2<f32>,
+        wt: &Array2<f32>,
+        wtw: &Array2<f32>,
+    ) {
+        debug_assert_eq!(hc.nrows(), self.rows);
+        let k = wt.ncols();
+        data.v_wt(simd, self.start, wt, self.b.view_mut());
+        gemm_seq(self.den.view_mut(), hc.view(), wtw.view(), false);
+        let hs = hc.as_slice_mut().expect("H is standard layout");
+        let bs = self.b.as_slice().expect("standard layout");
+        mu_update(hs, bs, self.den.as_slice().expect("standard layout"));
+        self.hb = hs
+            .chunks(k)
+            .zip(bs.chunks(k))
+            .map(|(x, y)| x.iter().zip(y).map(|(&x, &y)| x * y).sum::<f32>() as f64)
+            .sum();
+        gemm_seq(self.hth.view_mut(), hc.t(), hc.view(), false);
+        data.vt_h(simd, self.start, hc.view(), &mut self.vth);
+    }
 }
 
 /// `vth = Σ_c V_cᵀH_c`, `hth = Σ_c H_cᵀH_c`, summed in chunk order (blocks of rows of `vth`

@@ -141,6 +141,40 @@ impl<F: Scalar> MlpGrads<F> {
 }
 
 impl<F: Scalar> Mlp<F> {
+    /// An MLP of stored `layers` (from a cache entry or a model file), checked: at least
+    /// one layer, each bias as wide as its layer, each layer's input as wide as the previous
+    /// layer's output. `what` names the source in the error.
+    pub fn from_layers(
+        layers: Vec<Dense<F>>,
+        act: Activation,
+        what: &str,
+    ) -> crate::error::Result<Self> {
+        let bad = |msg: String| {
+            crate::error::Error::data(what, format!("a stored MLP does not fit together: {msg}"))
+        };
+        if layers.is_empty() {
+            return Err(bad("no layers".into()));
+        }
+        for (i, l) in layers.iter().enumerate() {
+            if l.b.len() != l.w.ncols() {
+                return Err(bad(format!(
+                    "layer {i}: bias of length {} for {} outputs",
+                    l.b.len(),
+                    l.w.ncols()
+                )));
+            }
+            if i > 0 && layers[i - 1].w.ncols() != l.w.nrows() {
+                return Err(bad(format!(
+                    "layer {i} takes {} inputs but layer {} gives {}",
+                    l.w.nrows(),
+                    i - 1,
+                    layers[i - 1].w.ncols()
+                )));
+            }
+        }
+        Ok(Mlp { layers, act })
+    }
+
     /// Seeded initialisation: He-uniform for layers followed by the activation, LeCun-uniform
     /// (`±1/√fan_in`) for the output layer; zero biases. Panics if `sizes.len() < 2`.
     pub fn new(sizes: &[usize], act: Activation, rng: &mut Rng) -> Self {
@@ -243,5 +277,35 @@ impl<F: Scalar> Mlp<F> {
         self.layers
             .iter()
             .all(|l| l.w.iter().chain(l.b.iter()).all(|v| v.is_finite()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dense(i: usize, o: usize, b: usize) -> Dense<f32> {
+        Dense {
+            w: Array2::zeros((i, o)),
+            b: Array1::zeros(b),
+        }
+    }
+
+    #[test]
+    fn from_layers_rejects_layers_that_do_not_fit() {
+        let ok = Mlp::from_layers(vec![dense(4, 3, 3), dense(3, 2, 2)], Activation::Relu, "t");
+        assert_eq!(ok.unwrap().output_dim(), 2);
+        let e = Mlp::from_layers(vec![dense(4, 3, 3), dense(5, 2, 2)], Activation::Relu, "t")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("layer 1 takes 5 inputs but layer 0 gives 3"),
+            "{e}"
+        );
+        let e = Mlp::from_layers(vec![dense(4, 3, 2)], Activation::Silu, "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bias of length 2 for 3 outputs"), "{e}");
+        assert!(Mlp::<f32>::from_layers(vec![], Activation::Relu, "t").is_err());
     }
 }

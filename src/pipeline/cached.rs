@@ -233,7 +233,11 @@ impl Cacheable for MlpStage {
             }
         };
         Ok(MlpStage {
-            mlp: Mlp { layers, act },
+            mlp: Mlp::from_layers(
+                layers,
+                act,
+                "a cached MLP stage (delete the cache folder to rebuild it)",
+            )?,
             hist: hist_from(s)?,
         })
     }

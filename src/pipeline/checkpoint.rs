@@ -16,7 +16,7 @@ use crate::cache::{load_store, save_store, Store};
 use crate::config::JobConfig;
 use crate::error::Result;
 use crate::metrics;
-use crate::results::ScenarioResult;
+use crate::results::{Check, ScenarioResult, Timing};
 use ndarray::{Array2, Array3};
 use sha2::{Digest, Sha256};
 use std::path::Path;
@@ -29,10 +29,10 @@ pub struct EvalState {
     pub rows: Vec<ScenarioResult>,
     /// Carried trackers: base, transfer, adaptive, worst.
     pub trackers: [Worst; 4],
-    pub check_lines: Vec<(String, bool, String)>,
+    pub check_lines: Vec<Check>,
     pub masked: Vec<(f64, usize, usize)>,
     /// Timings of the finished ε stages.
-    pub timings: Vec<(String, f64)>,
+    pub timings: Vec<Timing>,
 }
 
 /// Fingerprint of (configuration, clean base probabilities, clean defended probabilities).
@@ -54,13 +54,7 @@ pub fn fingerprint(cfg: &JobConfig, clean: &[&[Array2<f64>]]) -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-const SCENARIOS: [&str; 4] = ["clean_base", "clean_def", "robust_base", "robust_def"];
-const PROTOCOLS: [&str; 4] = ["none", "transfer", "adaptive", "worst"];
 const TRACKERS: [&str; 4] = ["base", "transfer", "adaptive", "worst"];
-
-fn stat(list: &[&'static str], s: &str) -> Option<&'static str> {
-    list.iter().copied().find(|x| *x == s)
-}
 
 fn put_worst(st: &mut Store, name: &str, w: &Worst) {
     let (n, k) = w.proba[0].dim();
@@ -113,9 +107,9 @@ pub fn save(path: &Path, fp: &str, s: &EvalState) -> Result<()> {
     for (i, r) in s.rows.iter().enumerate() {
         let p = format!("row{i:03}");
         st.strings
-            .insert(format!("{p}.scenario"), r.scenario.into());
+            .insert(format!("{p}.scenario"), r.scenario.as_str().into());
         st.strings
-            .insert(format!("{p}.protocol"), r.protocol.into());
+            .insert(format!("{p}.protocol"), r.protocol.as_str().into());
         st.arrays.insert(
             format!("{p}.proba"),
             r.proba.as_standard_layout().into_owned(),
@@ -144,13 +138,14 @@ pub fn save(path: &Path, fp: &str, s: &EvalState) -> Result<()> {
     for (name, w) in TRACKERS.iter().zip(&s.trackers) {
         put_worst(&mut st, name, w);
     }
-    for (i, (name, pass, detail)) in s.check_lines.iter().enumerate() {
-        st.strings.insert(format!("check{i:03}.name"), name.clone());
+    for (i, c) in s.check_lines.iter().enumerate() {
         st.strings
-            .insert(format!("check{i:03}.detail"), detail.clone());
+            .insert(format!("check{i:03}.name"), c.name.clone());
+        st.strings
+            .insert(format!("check{i:03}.detail"), c.detail.clone());
         st.vectors.insert(
             format!("check{i:03}.pass"),
-            vec![f64::from(u8::from(*pass))],
+            vec![f64::from(u8::from(c.passed))],
         );
     }
     st.vectors.insert(
@@ -160,11 +155,11 @@ pub fn save(path: &Path, fp: &str, s: &EvalState) -> Result<()> {
             .flat_map(|m| [m.0, m.1 as f64, m.2 as f64])
             .collect(),
     );
-    let names: Vec<&str> = s.timings.iter().map(|t| t.0.as_str()).collect();
+    let names: Vec<&str> = s.timings.iter().map(|t| t.stage.as_str()).collect();
     st.strings.insert("timings.names".into(), names.join("\n"));
     st.vectors.insert(
         "timings.seconds".into(),
-        s.timings.iter().map(|t| t.1).collect(),
+        s.timings.iter().map(|t| t.seconds).collect(),
     );
     save_store(path, &st)
 }
@@ -201,42 +196,16 @@ pub fn load(path: &Path, fp: &str, y: &[usize]) -> Option<EvalState> {
 
 fn parse(st: &Store, y: &[usize]) -> Result<EvalState> {
     let meta = st.vector("meta")?;
+    if meta.len() != 2 {
+        return Err(bad("the header is incomplete"));
+    }
     let mut rows = vec![];
     for i in 0.. {
         let p = format!("row{i:03}");
-        let Ok(sc) = st.string(&format!("{p}.scenario")) else {
+        if st.string(&format!("{p}.scenario")).is_err() {
             break;
-        };
-        let scenario = stat(&SCENARIOS, sc).ok_or_else(|| bad("unknown scenario"))?;
-        let protocol = stat(&PROTOCOLS, st.string(&format!("{p}.protocol"))?)
-            .ok_or_else(|| bad("unknown protocol"))?;
-        let proba = st.array(&format!("{p}.proba"))?.clone();
-        let num = st.vector(&format!("{p}.num"))?;
-        let names = st.string(&format!("{p}.fooled_names"))?;
-        let counts = st.vector(&format!("{p}.fooled_counts"))?;
-        let names: Vec<&str> = if names.is_empty() {
-            vec![]
-        } else {
-            names.split('\n').collect()
-        };
-        rows.push(ScenarioResult {
-            scenario,
-            protocol,
-            eps: num[0],
-            // As `evaluate::row` computes them: on the stored f32 probabilities.
-            metrics: metrics::compute(y, proba.mapv(f64::from).view()),
-            proba,
-            single_pass_accuracy: st.vector(&format!("{p}.single"))?.clone(),
-            repeat_accuracy: st.vector(&format!("{p}.repeat"))?.clone(),
-            strict_accuracy: num[1],
-            fresh_accuracy: num[2],
-            grad_evals: num[3] as u64,
-            fooled_by: names
-                .iter()
-                .zip(counts)
-                .map(|(n, &c)| (n.to_string(), c as usize))
-                .collect(),
-        });
+        }
+        rows.push(parse_row(st, &p, y)?);
     }
     let trackers = [
         get_worst(st, TRACKERS[0], y)?,
@@ -249,24 +218,17 @@ fn parse(st: &Store, y: &[usize]) -> Result<EvalState> {
         let Ok(name) = st.string(&format!("check{i:03}.name")) else {
             break;
         };
-        check_lines.push((
+        check_lines.push(Check::new(
             name.clone(),
-            st.vector(&format!("check{i:03}.pass"))?[0] > 0.5,
+            st.vector(&format!("check{i:03}.pass"))?.first() == Some(&1.0),
             st.string(&format!("check{i:03}.detail"))?.clone(),
         ));
     }
     let masked = st
         .vector("masked")?
-        .chunks(3)
+        .chunks_exact(3)
         .map(|c| (c[0], c[1] as usize, c[2] as usize))
         .collect();
-    let tn = st.string("timings.names")?;
-    let ts = st.vector("timings.seconds")?;
-    let timings = if tn.is_empty() {
-        vec![]
-    } else {
-        tn.split('\n').map(str::to_string).zip(ts.clone()).collect()
-    };
     Ok(EvalState {
         next: meta[0] as usize,
         first_pos: meta[1] > 0.5,
@@ -274,14 +236,74 @@ fn parse(st: &Store, y: &[usize]) -> Result<EvalState> {
         trackers,
         check_lines,
         masked,
-        timings,
+        timings: parse_timings(st)?,
     })
+}
+
+/// The result row stored under the prefix `p` (`row007`).
+fn parse_row(st: &Store, p: &str, y: &[usize]) -> Result<ScenarioResult> {
+    let scenario = st
+        .string(&format!("{p}.scenario"))?
+        .parse()
+        .map_err(|e| bad(&format!("{e}")))?;
+    let protocol = st
+        .string(&format!("{p}.protocol"))?
+        .parse()
+        .map_err(|e| bad(&format!("{e}")))?;
+    let proba = st.array(&format!("{p}.proba"))?.clone();
+    let num = st.vector(&format!("{p}.num"))?;
+    if num.len() != 4 {
+        return Err(bad("a row's numbers are incomplete"));
+    }
+    let names = st.string(&format!("{p}.fooled_names"))?;
+    let counts = st.vector(&format!("{p}.fooled_counts"))?;
+    let names: Vec<&str> = if names.is_empty() {
+        vec![]
+    } else {
+        names.split('\n').collect()
+    };
+    Ok(ScenarioResult {
+        scenario,
+        protocol,
+        eps: num[0],
+        // As `evaluate::row` computes them: on the stored f32 probabilities.
+        metrics: metrics::compute(y, proba.mapv(f64::from).view()),
+        proba,
+        single_pass_accuracy: st.vector(&format!("{p}.single"))?.clone(),
+        repeat_accuracy: st.vector(&format!("{p}.repeat"))?.clone(),
+        strict_accuracy: num[1],
+        fresh_accuracy: num[2],
+        grad_evals: num[3] as u64,
+        fooled_by: names
+            .iter()
+            .zip(counts)
+            .map(|(n, &c)| (n.to_string(), c as usize))
+            .collect(),
+    })
+}
+
+/// The timings of the finished ε values.
+fn parse_timings(st: &Store) -> Result<Vec<Timing>> {
+    let tn = st.string("timings.names")?;
+    let ts = st.vector("timings.seconds")?;
+    if tn.is_empty() {
+        return Ok(vec![]);
+    }
+    Ok(tn
+        .split('\n')
+        .zip(ts)
+        .map(|(stage, &seconds)| Timing {
+            stage: stage.to_string(),
+            seconds,
+        })
+        .collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::pipeline::worst::Scored;
+    use crate::results::{Protocol, Scenario};
     use ndarray::array;
 
     #[test]
@@ -300,8 +322,8 @@ mod tests {
             },
         );
         let r = ScenarioResult {
-            scenario: "robust_def",
-            protocol: "worst",
+            scenario: Scenario::RobustDef,
+            protocol: Protocol::Worst,
             eps: 0.5,
             metrics: metrics::compute(&y, p.view()),
             proba: p.mapv(|v| v as f32),
@@ -317,9 +339,12 @@ mod tests {
             first_pos: false,
             rows: vec![r],
             trackers: [w.clone(), w.clone(), w.clone(), w],
-            check_lines: vec![("convergence".into(), true, "ok at ε 0.5".into())],
+            check_lines: vec![Check::new("convergence", true, "ok at ε 0.5")],
             masked: vec![(0.5, 3, 2)],
-            timings: vec![("attack_base_eps0.5".into(), 1.25)],
+            timings: vec![Timing {
+                stage: "attack_base_eps0.5".into(),
+                seconds: 1.25,
+            }],
         };
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("checkpoint.h5");
@@ -329,7 +354,7 @@ mod tests {
         let (a, b) = (&st.rows[0], &back.rows[0]);
         assert_eq!(
             (b.scenario, b.protocol, b.eps),
-            ("robust_def", "worst", 0.5)
+            (Scenario::RobustDef, Protocol::Worst, 0.5)
         );
         assert_eq!(a.proba, b.proba);
         assert_eq!(a.grad_evals, b.grad_evals);

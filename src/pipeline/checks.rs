@@ -18,7 +18,7 @@ use crate::attack::{AttackModel, BoxConstraint, Loss, ModelEval};
 use crate::config::JobConfig;
 use crate::error::Result;
 use crate::progress::log;
-use crate::results::ScenarioResult;
+use crate::results::{Check, Protocol, ScenarioResult};
 use crate::rng::{key, tag};
 use ndarray::{Array2, ArrayView2, Axis};
 
@@ -100,20 +100,17 @@ impl AttackModel for FixedNoise<'_> {
 /// Candidates of a plan: (global rows, one point per row) per step.
 type Cands = Vec<(Vec<usize>, Array2<f32>)>;
 
-/// State of the checks across ε.
-/// One check: name, pass, detail.
-pub type CheckLine = (String, bool, String);
 /// (ε, pairs broken by transfer but not adaptive, points).
 pub type Masked = (f64, usize, usize);
 
+/// State of the checks across ε.
 pub struct CheckCtx<'a> {
     cfg: &'a JobConfig,
     y: &'a [usize],
     ids: &'a [u64],
     subset: Vec<usize>,
-    lines: Vec<(String, bool, String)>,
-    /// (ε, pairs broken by transfer but not adaptive, points).
-    masked: Vec<(f64, usize, usize)>,
+    lines: Vec<Check>,
+    masked: Vec<Masked>,
 }
 
 impl<'a> CheckCtx<'a> {
@@ -135,12 +132,12 @@ impl<'a> CheckCtx<'a> {
     }
 
     /// The records so far (check lines, masked pairs per ε), for checkpoints.
-    pub fn state(&self) -> (Vec<CheckLine>, Vec<Masked>) {
+    pub fn state(&self) -> (Vec<Check>, Vec<Masked>) {
         (self.lines.clone(), self.masked.clone())
     }
 
     /// Restore the records of [`CheckCtx::state`].
-    pub fn restore(&mut self, lines: Vec<CheckLine>, masked: Vec<Masked>) {
+    pub fn restore(&mut self, lines: Vec<Check>, masked: Vec<Masked>) {
         self.lines = lines;
         self.masked = masked;
     }
@@ -189,98 +186,129 @@ impl<'a> CheckCtx<'a> {
 
     /// The attack-strength checks at one ε (when selected): `adaptive_fresh` holds this
     /// ε's adaptive candidates only, `worst` the reported worst case.
-    #[allow(clippy::too_many_arguments)]
     pub fn at_eps(
         &mut self,
+        env: &Attacked<'_>,
         eps: f64,
-        b: &BoxConstraint,
-        x: ArrayView2<f32>,
-        model: &dyn AttackModel,
-        ds: &DefScorer<'_>,
         clean: &Worst,
         adaptive_fresh: &Worst,
         worst: &Worst,
     ) -> Result<()> {
         let cfg = self.cfg;
-        let acc_all = worst.repeat_accuracy()[0];
-        if !self.wanted(eps, acc_all) {
+        if !self.wanted(eps, worst.repeat_accuracy()[0]) {
             return Ok(());
         }
         let s = self.subset.clone();
-        let robust: Vec<usize> = s.iter().copied().filter(|&i| !worst.broken(0, i)).collect();
-        let main = worst.accuracy_on(&s);
-        let seed = key(cfg.seed, &[tag("checks"), eps.to_bits()]);
-        let steps = preset_steps(cfg, cfg.attack.square_queries);
-        let ch = &cfg.attack.checks;
+        let at = AtEps {
+            eps,
+            seed: key(cfg.seed, &[tag("checks"), eps.to_bits()]),
+            robust: s.iter().copied().filter(|&i| !worst.broken(0, i)).collect(),
+            main: worst.accuracy_on(&s),
+            steps: preset_steps(cfg, cfg.attack.square_queries),
+            s,
+        };
+        let (conv, strong) = self.convergence(env, &at, worst);
+        let (fixed, fixed_scored, adapt) = self.fixed_randomness(env, &at, clean, adaptive_fresh);
+        let (square, with_sq) = self.black_box_square(env, &at, worst);
+        self.lines.extend([conv, fixed, square]);
+        log(format!(
+            "checks eps {eps}: convergence {:.4} → {strong:.4}, fixed noise {fixed_scored:.4} vs adaptive {adapt:.4}, square {with_sq:.4}",
+            at.main
+        ));
+        Ok(())
+    }
 
-        // Convergence: a stronger attack on the points the reported attack left robust.
-        let mut p = params(cfg, eps, b, key(seed, &[tag("strong")]));
+    /// Convergence: a stronger attack (more iterations and draws) on the points the
+    /// reported attack left robust. Returns the check and the stronger attack's accuracy.
+    fn convergence(&self, env: &Attacked<'_>, at: &AtEps<'_>, worst: &Worst) -> (Check, f64) {
+        let (cfg, ch) = (self.cfg, &self.cfg.attack.checks);
+        let mut p = params(cfg, at.eps, env.bounds, key(at.seed, &[tag("strong")]));
         p.n_iter = (p.n_iter as f64 * ch.iterations_factor).ceil() as usize;
         p.eot = (p.eot as f64 * ch.eot_factor).ceil() as usize;
-        let strong = if robust.is_empty() {
-            main
+        let strong = if at.robust.is_empty() {
+            at.main
         } else {
-            let (_, c) = self.plan_on(model, x, &robust, &steps, &p);
-            self.offered(ds, worst, &c).accuracy_on(&s)
+            let (_, c) = self.plan_on(env.model, env.x, &at.robust, &at.steps, &p);
+            self.offered(env.scorer, worst, &c).accuracy_on(&at.s)
         };
-        let drop = main - strong;
-        self.lines.push((
-            format!("convergence[eps={eps}]"),
+        let (main, drop) = (at.main, at.main - strong);
+        let check = Check::new(
+            format!("convergence[eps={}]", at.eps),
             drop <= 0.01 + 1e-12,
             format!(
                 "on {} stratified points: worst-case robust accuracy {main:.4} with N = {}, EOT = {}; {strong:.4} with N = {}, EOT = {} (change {:.4}, allowed 0.01)",
-                s.len(), cfg.attack.iterations, cfg.attack.eot, p.n_iter, p.eot, drop
+                at.s.len(), cfg.attack.iterations, cfg.attack.eot, p.n_iter, p.eot, drop
             ),
-        ));
+        );
+        (check, strong)
+    }
 
-        // Fixed randomness: attack the frozen defence on the subset, score on the random one.
+    /// Fixed randomness: attack the frozen defence on the subset, score it on the random
+    /// one and on the frozen one. Returns the check, the random-defence score and the
+    /// adaptive accuracy it is compared with.
+    fn fixed_randomness(
+        &self,
+        env: &Attacked<'_>,
+        at: &AtEps<'_>,
+        clean: &Worst,
+        adaptive_fresh: &Worst,
+    ) -> (Check, f64, f64) {
+        let s = &at.s;
         let fixed = FixedNoise {
-            inner: model,
-            key: key(seed, &[tag("fixed-noise")]),
+            inner: env.model,
+            key: key(at.seed, &[tag("fixed-noise")]),
         };
-        let mut pf = params(cfg, eps, b, key(seed, &[tag("fixed")]));
+        let mut pf = params(self.cfg, at.eps, env.bounds, key(at.seed, &[tag("fixed")]));
         pf.eot = 1;
-        let (of, c) = self.plan_on(&fixed, x, &s, &steps, &pf);
+        let (of, c) = self.plan_on(&fixed, env.x, s, &at.steps, &pf);
         let fixed_own = 1.0 - of.fooled.iter().filter(|&&f| f).count() as f64 / s.len() as f64;
-        let wf = self.offered(ds, clean, &c);
-        let fixed_scored = wf.accuracy_on(&s);
-        let adapt = adaptive_fresh.accuracy_on(&s);
+        let wf = self.offered(env.scorer, clean, &c);
+        let fixed_scored = wf.accuracy_on(s);
+        let adapt = adaptive_fresh.accuracy_on(s);
         let reps: Vec<f64> = (0..adaptive_fresh.proba.len())
             .map(|r| {
                 s.iter().filter(|&&i| !adaptive_fresh.broken(r, i)).count() as f64 / s.len() as f64
             })
             .collect();
         let tol = (2.0 * stats(&reps).1).max(1.0 / s.len() as f64);
-        self.lines.push((
-            format!("fixed_randomness[eps={eps}]"),
+        let check = Check::new(
+            format!("fixed_randomness[eps={}]", at.eps),
             fixed_randomness_passes(fixed_scored, fixed_own, adapt, tol),
             format!(
                 "on {} points: attack on the frozen-noise defence, scored on the random defence {fixed_scored:.4} (must be ≥ adaptive − noise) and on the frozen model itself {fixed_own:.4} (must be ≤ adaptive + noise); adaptive (this ε only) {adapt:.4}, allowed noise {tol:.4}",
                 s.len()
             ),
-        ));
+        );
+        (check, fixed_scored, adapt)
+    }
 
-        // Black box: Square on the points the white-box worst case left robust.
+    /// Black box: Square on the points the white-box worst case left robust. Returns the
+    /// check and the accuracy with Square's candidates added.
+    fn black_box_square(&self, env: &Attacked<'_>, at: &AtEps<'_>, worst: &Worst) -> (Check, f64) {
+        let (cfg, ch) = (self.cfg, &self.cfg.attack.checks);
         let sq = [square_step(cfg, ch.square_queries)];
-        let with_sq = if robust.is_empty() {
-            main
+        let with_sq = if at.robust.is_empty() {
+            at.main
         } else {
-            let ps = params(cfg, eps, b, key(seed, &[tag("square-check")]));
-            let (_, c) = self.plan_on(model, x, &robust, &sq, &ps);
-            self.offered(ds, worst, &c).accuracy_on(&s)
+            let ps = params(
+                cfg,
+                at.eps,
+                env.bounds,
+                key(at.seed, &[tag("square-check")]),
+            );
+            let (_, c) = self.plan_on(env.model, env.x, &at.robust, &sq, &ps);
+            self.offered(env.scorer, worst, &c).accuracy_on(&at.s)
         };
-        self.lines.push((
-            format!("black_box_square[eps={eps}]"),
+        let main = at.main;
+        let check = Check::new(
+            format!("black_box_square[eps={}]", at.eps),
             main - with_sq <= 0.005 + 1e-12,
             format!(
                 "on {} points: white-box worst case {main:.4}, adding Square ({} queries, EOT {}) {with_sq:.4} (allowed drop 0.005)",
-                s.len(), ch.square_queries, cfg.attack.eot
+                at.s.len(), ch.square_queries, cfg.attack.eot
             ),
-        ));
-        log(format!(
-            "checks eps {eps}: convergence {main:.4} → {strong:.4}, fixed noise {fixed_scored:.4} vs adaptive {adapt:.4}, square {with_sq:.4}"
-        ));
-        Ok(())
+        );
+        (check, with_sq)
     }
 
     /// Remember which points transfer broke that the adaptive attack did not (repeat 0).
@@ -294,110 +322,155 @@ impl<'a> CheckCtx<'a> {
         self.masked.push((eps, m, self.y.len()));
     }
 
-    /// All check lines.
+    /// All check lines: the per-ε ones recorded so far, then the whole-run checks.
+    /// `both`: the run attacked with both the transfer and the adaptive protocol.
     pub fn finish(
         mut self,
         out: &[ScenarioResult],
         clean: &Scored<'_>,
         grads: Option<Array2<f32>>,
         both: bool,
-    ) -> Vec<(String, bool, String)> {
+    ) -> Vec<Check> {
         let mut lines = std::mem::take(&mut self.lines);
         if both && !self.masked.is_empty() {
-            let total: usize = self.masked.iter().map(|m| m.1).sum();
-            let per: Vec<String> = self
-                .masked
-                .iter()
-                .map(|(e, m, _)| format!("ε={e}: {m}"))
-                .collect();
-            lines.push((
-                "adaptive_at_least_transfer_per_sample".into(),
-                total == 0,
-                if total == 0 {
-                    "every point broken by transfer is broken by the adaptive attack (repeat 0)".into()
-                } else {
-                    format!("{total} (point, ε) pairs broken by transfer but not by the adaptive attack ({}): the adaptive attack is weaker there (noisy EOT gradients or masking); the worst-case row counts them broken", per.join(", "))
-                },
-            ));
+            lines.push(masked_check(&self.masked));
         }
-        if clean.proba.len() >= 2 {
-            let differ = clean.proba[0]
-                .iter()
-                .zip(clean.proba[1].iter())
-                .filter(|(a, b)| a != b)
-                .count();
-            lines.push((
-                "randomness_detected".into(),
-                differ > 0,
-                format!("{differ} probabilities differ between two independent scorings of the clean points: the defence is {}", if differ > 0 { "stochastic (EOT and confirmed successes apply)" } else { "deterministic in practice" }),
-            ));
-        }
-        if let Some(g) = grads {
-            let bad = g
-                .rows()
-                .into_iter()
-                .filter(|r| r.iter().all(|v| *v == 0.0) || r.iter().any(|v| !v.is_finite()))
-                .count();
-            lines.push((
-                "nonzero_input_gradients".into(),
-                bad == 0,
-                format!("{bad} of {} subset points have a zero or non-finite EOT input gradient through the defence", g.nrows()),
-            ));
-        }
-        let last = |p: &str| {
-            out.iter()
-                .filter(|r| r.scenario.starts_with("robust") && r.protocol == p)
-                .max_by(|a, b| a.eps.total_cmp(&b.eps))
-        };
-        if let Some(r) = last("none") {
-            lines.push((
-                "base_reaches_zero".into(),
-                r.metrics.accuracy <= 0.01,
-                format!("undefended robust accuracy {:.4} at the largest ε = {} (≤ 0.01 expected; otherwise add a larger ε)", r.metrics.accuracy, r.eps),
-            ));
-        }
-        if let Some(r) = last("worst") {
-            lines.push((
-                "reaches_zero[robust_def/worst]".into(),
-                r.metrics.accuracy <= 0.05,
-                format!(
-                    "worst-case defended robust accuracy {:.4} at the largest ε = {}",
-                    r.metrics.accuracy, r.eps
-                ),
-            ));
-        }
-        for p in ["none", "transfer", "adaptive", "worst"] {
-            let mut v: Vec<(f64, f64)> = out
-                .iter()
-                .filter(|r| {
-                    r.scenario.starts_with("robust")
-                        && r.protocol == p
-                        && r.fresh_accuracy.is_finite()
-                })
-                .map(|r| (r.eps, r.fresh_accuracy))
-                .collect();
-            v.sort_by(|a, b| a.0.total_cmp(&b.0));
-            if v.len() < 2 {
-                continue;
-            }
-            let ok = v.windows(2).all(|w| w[1].1 <= w[0].1 + 0.005);
-            let txt: Vec<String> = v.iter().map(|(e, a)| format!("{e}:{a:.4}")).collect();
-            let name = if p == "none" {
-                "robust_base".to_string()
-            } else {
-                format!("robust_def/{p}")
-            };
-            lines.push((
-                format!("monotone_fresh[{name}]"),
-                ok,
-                format!(
-                    "per-ε results without carried candidates (tolerance 0.005): {}",
-                    txt.join(" ")
-                ),
-            ));
-        }
+        lines.extend(randomness_check(clean));
+        lines.extend(grads.map(|g| gradient_check(&g)));
+        lines.extend(reaches_zero_checks(out));
+        lines.extend(monotone_checks(out));
         lines
     }
+}
+
+/// Everything the per-ε checks attack: the box, the test features, the attacked model and
+/// the defence's scorer.
+pub struct Attacked<'a> {
+    pub bounds: &'a BoxConstraint,
+    pub x: ArrayView2<'a, f32>,
+    pub model: &'a dyn AttackModel,
+    pub scorer: &'a DefScorer<'a>,
+}
+
+/// One ε's check inputs: the subset `s`, its points the worst case left robust, the
+/// worst-case accuracy on `s` and the preset's attacks.
+struct AtEps<'a> {
+    eps: f64,
+    seed: u64,
+    s: Vec<usize>,
+    robust: Vec<usize>,
+    main: f64,
+    steps: Vec<Step<'a>>,
+}
+
+/// `adaptive_at_least_transfer_per_sample` over the recorded ε values.
+fn masked_check(masked: &[Masked]) -> Check {
+    let total: usize = masked.iter().map(|m| m.1).sum();
+    let per: Vec<String> = masked
+        .iter()
+        .map(|(e, m, _)| format!("ε={e}: {m}"))
+        .collect();
+    Check::new(
+        "adaptive_at_least_transfer_per_sample",
+        total == 0,
+        if total == 0 {
+            "every point broken by transfer is broken by the adaptive attack (repeat 0)".into()
+        } else {
+            format!("{total} (point, ε) pairs broken by transfer but not by the adaptive attack ({}): the adaptive attack is weaker there (noisy EOT gradients or masking); the worst-case row counts them broken", per.join(", "))
+        },
+    )
+}
+
+/// `randomness_detected`: two independent scorings of the clean points differ.
+fn randomness_check(clean: &Scored<'_>) -> Option<Check> {
+    if clean.proba.len() < 2 {
+        return None;
+    }
+    let differ = clean.proba[0]
+        .iter()
+        .zip(clean.proba[1].iter())
+        .filter(|(a, b)| a != b)
+        .count();
+    Some(Check::new(
+        "randomness_detected",
+        differ > 0,
+        format!("{differ} probabilities differ between two independent scorings of the clean points: the defence is {}", if differ > 0 { "stochastic (EOT and confirmed successes apply)" } else { "deterministic in practice" }),
+    ))
+}
+
+/// `nonzero_input_gradients`: no subset point has a zero or non-finite EOT gradient.
+fn gradient_check(g: &Array2<f32>) -> Check {
+    let bad = g
+        .rows()
+        .into_iter()
+        .filter(|r| r.iter().all(|v| *v == 0.0) || r.iter().any(|v| !v.is_finite()))
+        .count();
+    Check::new(
+        "nonzero_input_gradients",
+        bad == 0,
+        format!("{bad} of {} subset points have a zero or non-finite EOT input gradient through the defence", g.nrows()),
+    )
+}
+
+/// `base_reaches_zero` and `reaches_zero[robust_def/worst]` at the largest ε.
+fn reaches_zero_checks(out: &[ScenarioResult]) -> Vec<Check> {
+    let last = |p: Protocol| {
+        out.iter()
+            .filter(|r| r.scenario.is_robust() && r.protocol == p)
+            .max_by(|a, b| a.eps.total_cmp(&b.eps))
+    };
+    let mut lines = vec![];
+    if let Some(r) = last(Protocol::None) {
+        lines.push(Check::new(
+            "base_reaches_zero",
+            r.metrics.accuracy <= 0.01,
+            format!("undefended robust accuracy {:.4} at the largest ε = {} (≤ 0.01 expected; otherwise add a larger ε)", r.metrics.accuracy, r.eps),
+        ));
+    }
+    if let Some(r) = last(Protocol::Worst) {
+        lines.push(Check::new(
+            "reaches_zero[robust_def/worst]",
+            r.metrics.accuracy <= 0.05,
+            format!(
+                "worst-case defended robust accuracy {:.4} at the largest ε = {}",
+                r.metrics.accuracy, r.eps
+            ),
+        ));
+    }
+    lines
+}
+
+/// `monotone_fresh[…]`: per protocol, the per-ε results without carried candidates do
+/// not rise with ε (tolerance 0.005).
+fn monotone_checks(out: &[ScenarioResult]) -> Vec<Check> {
+    let mut lines = vec![];
+    for p in Protocol::ALL {
+        let mut v: Vec<(f64, f64)> = out
+            .iter()
+            .filter(|r| r.scenario.is_robust() && r.protocol == p && r.fresh_accuracy.is_finite())
+            .map(|r| (r.eps, r.fresh_accuracy))
+            .collect();
+        v.sort_by(|a, b| a.0.total_cmp(&b.0));
+        if v.len() < 2 {
+            continue;
+        }
+        let ok = v.windows(2).all(|w| w[1].1 <= w[0].1 + 0.005);
+        let txt: Vec<String> = v.iter().map(|(e, a)| format!("{e}:{a:.4}")).collect();
+        let name = if p == Protocol::None {
+            "robust_base".to_string()
+        } else {
+            format!("robust_def/{p}")
+        };
+        lines.push(Check::new(
+            format!("monotone_fresh[{name}]"),
+            ok,
+            format!(
+                "per-ε results without carried candidates (tolerance 0.005): {}",
+                txt.join(" ")
+            ),
+        ));
+    }
+    lines
 }
 
 /// EOT input gradients of the CE loss through the attacked model at the clean subset points.

@@ -26,25 +26,25 @@ use crate::attack::plan::{run_plan, PlanOutput, Step};
 use crate::attack::square::SquareParams;
 use crate::attack::{AttackModel, BoxConstraint, LossKind};
 use crate::backend::DeviceCtx;
-use crate::config::{AttackVersion, BoxKind, JobConfig, Protocol};
+use crate::config::{AttackVersion, BoxKind, JobConfig};
 use crate::diffusion::model::{BaseModel, Defended};
 use crate::error::{Error, Result};
 use crate::metrics;
 use crate::progress::log;
-use crate::results::ScenarioResult;
+use crate::results::{Check, Protocol, Scenario, ScenarioResult, Timing};
 use crate::rng::{key, tag};
 use ndarray::{Array1, ArrayView2, Axis};
 
 /// What the evaluation produced.
 pub struct Evaluation {
     pub scenarios: Vec<ScenarioResult>,
-    pub checks: Vec<(String, bool, String)>,
+    pub checks: Vec<Check>,
 }
 
 /// A result row from a tracker: metrics on repeat 0's worst probabilities.
 pub(super) fn row(
-    name: &'static str,
-    protocol: &'static str,
+    name: Scenario,
+    protocol: Protocol,
     eps: f64,
     y: &[usize],
     w: &Worst,
@@ -203,17 +203,64 @@ pub(super) fn transfer_eps(
     (evals, fooled)
 }
 
-/// The four trackers of one defence protocol (carried across ε and fresh at this ε).
+/// The two trackers of one defence protocol at one ε: carried across ε (the reported row)
+/// and fresh at this ε (`fresh_accuracy`).
 struct Pair {
     carried: Worst,
     fresh: Worst,
 }
 
 impl Pair {
+    fn new(carried: Worst, clean: &Worst) -> Self {
+        Pair {
+            carried,
+            fresh: clean.clone(),
+        }
+    }
+
     fn offer(&mut self, s: &Scored<'_>) {
         self.carried.offer(s);
         self.fresh.offer(s);
     }
+}
+
+/// What one evaluation attacks and scores with: the test points, the base model, the
+/// defence, the model the adaptive attack differentiates, and both scorers.
+struct Ctx<'a> {
+    cfg: &'a JobConfig,
+    x: ArrayView2<'a, f32>,
+    y: &'a [usize],
+    ids: &'a [u64],
+    base: &'a BaseModel<'a>,
+    attack_def: &'a dyn AttackModel,
+    bs: &'a BaseScorer<'a>,
+    ds: &'a DefScorer<'a>,
+    bounds: BoxConstraint,
+    want_t: bool,
+    want_a: bool,
+}
+
+/// The clean rows and the clean scores every robust tracker starts from.
+struct Clean<'a> {
+    base: Scored<'a>,
+    def: Scored<'a>,
+    wb: Worst,
+    wd: Worst,
+}
+
+/// The evaluation's state after the last finished ε (what a checkpoint holds).
+struct Carried {
+    /// Index of the next ε to evaluate.
+    next: usize,
+    /// No ε > 0 has been attacked yet (no smaller-ε adaptive candidates to warm-start from).
+    first_pos: bool,
+    rows: Vec<ScenarioResult>,
+    /// Robust_Base, transfer, adaptive and worst-case trackers carried across ε.
+    base: Worst,
+    transfer: Worst,
+    adaptive: Worst,
+    worst: Worst,
+    timings: Vec<Timing>,
 }
 
 /// Run every scenario of the job. With `ckpt`, the state after every finished ε is saved
@@ -225,9 +272,6 @@ pub fn evaluate(
     ctx: &DeviceCtx,
     ckpt: Option<&std::path::Path>,
 ) -> Result<Evaluation> {
-    let _ = ctx;
-    let (x, y, ids) = (tr.z_test.view(), &tr.y_test[..], &tr.test_ids[..]);
-    let n = y.len();
     let base = BaseModel { clf: &tr.clf };
     check_classes(cfg, base.num_classes())?;
     let def = Defended::new(
@@ -238,262 +282,398 @@ pub fn evaluate(
         cfg.diffusion.t_star,
         tr.den.predict,
     );
-    #[cfg(feature = "cuda")]
-    let cuda_def = match &ctx.cuda {
-        Some(be) => Some(
-            crate::backend::cuda::denoiser::CudaDefended::new(
-                be,
-                &tr.den.mlp,
-                &tr.clf,
-                &tr.den.sched,
-                &tr.den.emb,
-                cfg.diffusion.t_star,
-                tr.den.predict,
-            )
-            .map_err(|e| Error::Cuda(e.to_string()))?,
-        ),
-        None => None,
-    };
-    // The model the adaptive attack differentiates (CUDA when selected); scoring is CPU.
-    let attack_def: &dyn AttackModel = {
-        #[cfg(feature = "cuda")]
-        {
-            match &cuda_def {
-                Some(c) => c,
-                None => &def,
-            }
-        }
-        #[cfg(not(feature = "cuda"))]
-        {
-            &def
-        }
-    };
-    let passes = cfg.diffusion.passes;
     let bs = BaseScorer(&base);
     let ds = DefScorer {
         def: &def,
-        passes,
+        passes: cfg.diffusion.passes,
         repeats: cfg.attack.score_repeats,
         key: key(cfg.seed, &[tag("score")]),
     };
-    let all: Vec<usize> = (0..n).collect();
+    with_attack_model(cfg, tr, ctx, &def, |attack_def| {
+        let e = Ctx {
+            cfg,
+            x: tr.z_test.view(),
+            y: &tr.y_test,
+            ids: &tr.test_ids,
+            base: &base,
+            attack_def,
+            bs: &bs,
+            ds: &ds,
+            bounds: bounds(cfg.attack.bounds, &tr.train_range),
+            want_t: cfg
+                .attack
+                .protocols
+                .contains(&crate::config::Protocol::Transfer),
+            want_a: cfg
+                .attack
+                .protocols
+                .contains(&crate::config::Protocol::Adaptive),
+        };
+        run_all(&e, t, ckpt)
+    })
+}
 
-    let mut out = vec![];
-    let clean_b = score_all(&bs, &all, x, ids);
-    let clean_d = t.time("clean_def", || Ok(score_all(&ds, &all, x, ids)))?;
-    let wb = Worst::new(y, &clean_b);
-    let wd = Worst::new(y, &clean_d);
-    out.push(row("clean_base", "none", 0.0, y, &wb, None));
-    let mut cd = row("clean_def", "none", 0.0, y, &wd, None);
-    let singles = def
-        .predict_proba(x, ids, passes, key(ds.key, &[0]))
-        .1
-        .axis_iter(Axis(1))
-        .map(|col| {
-            col.iter()
-                .zip(y)
-                .filter(|(p, t)| **p as usize == **t)
-                .count() as f64
-                / n as f64
-        })
-        .collect();
-    cd.single_pass_accuracy = singles;
-    out.push(cd);
-    log(format!(
-        "clean accuracy: base {:.4}, defended {:.4} (R = {passes}; {} scoring repeats {})",
-        out[0].metrics.accuracy,
-        out[1].metrics.accuracy,
-        cfg.attack.score_repeats,
-        checks::mean_sd(&out[1].repeat_accuracy)
-    ));
+/// Call `f` with the model the adaptive attack differentiates: the CUDA defence when a
+/// CUDA device was selected, else `def` (scoring is always on the CPU defence).
+fn with_attack_model<R>(
+    cfg: &JobConfig,
+    tr: &Trained,
+    ctx: &DeviceCtx,
+    def: &Defended,
+    f: impl FnOnce(&dyn AttackModel) -> Result<R>,
+) -> Result<R> {
+    let _ = (cfg, tr, ctx);
+    #[cfg(feature = "cuda")]
+    if let Some(be) = &ctx.cuda {
+        let c = crate::backend::cuda::denoiser::CudaDefended::new(
+            be,
+            &tr.den.mlp,
+            &tr.clf,
+            &tr.den.sched,
+            &tr.den.emb,
+            cfg.diffusion.t_star,
+            tr.den.predict,
+        )
+        .map_err(|e| Error::Cuda(e.to_string()))?;
+        return f(&c);
+    }
+    f(def)
+}
 
-    let b = bounds(cfg.attack.bounds, &tr.train_range);
+/// The clean rows, every ε in ascending order (continued from a checkpoint when one
+/// matches), then the whole-run checks.
+fn run_all(e: &Ctx<'_>, t: &mut Timings, ckpt: Option<&std::path::Path>) -> Result<Evaluation> {
+    let (cfg, y) = (e.cfg, e.y);
+    let all: Vec<usize> = (0..y.len()).collect();
+    let clean = clean_scores(e, &all, t)?;
+    let rows = clean_rows(e, &clean);
     let mut eps_list = cfg.attack.eps.clone();
     eps_list.sort_by(f64::total_cmp);
     eps_list.dedup();
-    let want_t = cfg.attack.protocols.contains(&Protocol::Transfer);
-    let want_a = cfg.attack.protocols.contains(&Protocol::Adaptive);
-    let mut base_c = wb.clone();
-    let (mut tr_c, mut ad_c, mut wo_c) = (wd.clone(), wd.clone(), wd.clone());
-    let mut cx = CheckCtx::new(cfg, y, ids);
-    let mut first_pos = true;
-    let fp = checkpoint::fingerprint(cfg, &[&clean_b.proba, &clean_d.proba]);
-    let mut start = 0;
-    let mut eps_timings: Vec<(String, f64)> = vec![];
-    if let Some(st) = ckpt.and_then(|p| checkpoint::load(p, &fp, y)) {
+    let mut cx = CheckCtx::new(cfg, y, e.ids);
+    let fp = checkpoint::fingerprint(cfg, &[&clean.base.proba, &clean.def.proba]);
+    let mut st = Carried {
+        next: 0,
+        first_pos: true,
+        rows,
+        base: clean.wb.clone(),
+        transfer: clean.wd.clone(),
+        adaptive: clean.wd.clone(),
+        worst: clean.wd.clone(),
+        timings: vec![],
+    };
+    if let Some(saved) = ckpt.and_then(|p| checkpoint::load(p, &fp, y)) {
         log(format!(
             "[checkpoint] continuing the evaluation at ε index {} of {} ({} finished ε values loaded)",
-            st.next,
+            saved.next,
             eps_list.len(),
-            st.next
+            saved.next
         ));
-        start = st.next;
-        first_pos = st.first_pos;
-        out = st.rows;
-        [base_c, tr_c, ad_c, wo_c] = st.trackers;
-        cx.restore(st.check_lines, st.masked);
-        t.0.extend(st.timings.iter().cloned());
-        eps_timings = st.timings;
+        t.0.extend(saved.timings.iter().cloned());
+        st = restore(saved, &mut cx);
     }
-
-    for (ei, &eps) in eps_list.iter().enumerate().skip(start) {
+    for (ei, &eps) in eps_list.iter().enumerate().skip(st.next) {
         let mark = t.0.len();
-        let mut base_f = wb.clone();
-        let mut tp = Pair {
-            carried: tr_c,
-            fresh: wd.clone(),
-        };
-        let mut ap = Pair {
-            carried: ad_c,
-            fresh: wd.clone(),
-        };
-        let mut wp = Pair {
-            carried: wo_c,
-            fresh: wd.clone(),
-        };
-        let (mut base_evals, mut base_fooled) = (0, vec![]);
-        let (mut ad_evals, mut ad_fooled) = (0, vec![]);
-        let prev_adaptive = ap.carried.x.clone();
-        if eps > 0.0 {
-            // Robust_Base and transfer: every attack of the preset on its own, on every
-            // clean-correct point (the base model is deterministic: no EOT, no confirmation).
-            let mut pb = params(
-                cfg,
-                eps,
-                &b,
-                key(cfg.seed, &[tag("attack-base"), ei as u64]),
-            );
-            pb.eot = 1;
-            pb.early_stop = false;
-            let steps = preset_steps(cfg, cfg.attack.square_queries);
-            t.time(&format!("attack_base_eps{eps}"), || {
-                let mut dw: Vec<&mut Worst> = vec![&mut tp.carried, &mut tp.fresh];
-                if want_t {
-                    dw.push(&mut wp.carried);
-                    dw.push(&mut wp.fresh);
-                }
-                (base_evals, base_fooled) = transfer_eps(
-                    &base,
-                    &steps,
-                    (x, y, ids),
-                    &pb,
-                    (&bs, &mut [&mut base_c, &mut base_f]),
-                    (&ds, &mut dw),
-                );
-                Ok(())
-            })?;
-            if want_a {
-                let seed = key(cfg.seed, &[tag("attack-adaptive"), ei as u64]);
-                let p = params(cfg, eps, &b, seed);
-                let mut steps = preset_steps(cfg, cfg.attack.square_queries);
-                let wi = cfg.attack.warm_iterations;
-                let transfer_x = tp.carried.x.clone();
-                if wi > 0 {
-                    steps.push(Step::Warm {
-                        name: "warm-transfer",
-                        init: transfer_x.view(),
-                        loss: LossKind::Ce,
-                        n_iter: wi,
-                    });
-                    if !first_pos {
-                        steps.push(Step::Warm {
-                            name: "warm-smaller-eps",
-                            init: prev_adaptive.view(),
-                            loss: LossKind::Ce,
-                            n_iter: wi,
-                        });
-                    }
-                }
-                let o = t.time(&format!("attack_adaptive_eps{eps}"), || {
-                    Ok(run_plan(attack_def, x, y, ids, &steps, &p))
-                })?;
-                ad_evals = o.evals;
-                ad_fooled = fooled_counts(&o);
-                t.time(&format!("adaptive_score_eps{eps}"), || {
-                    for (rows, cand) in candidates(&o) {
-                        let sd = score_all(&ds, rows, cand, ids);
-                        ap.offer(&sd);
-                        wp.offer(&sd);
-                    }
-                    Ok(())
-                })?;
-            }
-            first_pos = false;
-        }
-        let mut s = row("robust_base", "none", eps, y, &base_c, Some(&base_f));
-        s.grad_evals = base_evals;
-        s.fooled_by = base_fooled;
-        out.push(s);
-        if want_t {
-            out.push(row(
-                "robust_def",
-                "transfer",
-                eps,
-                y,
-                &tp.carried,
-                Some(&tp.fresh),
-            ));
-        }
-        if want_a {
-            let mut s = row(
-                "robust_def",
-                "adaptive",
-                eps,
-                y,
-                &ap.carried,
-                Some(&ap.fresh),
-            );
-            s.grad_evals = ad_evals;
-            s.fooled_by = ad_fooled;
-            out.push(s);
-        }
-        let w = row("robust_def", "worst", eps, y, &wp.carried, Some(&wp.fresh));
-        log(format!(
-            "eps {eps}: robust accuracy base {:.4}, defended worst {:.4} {} (strict {:.4}; transfer {:.4}, adaptive {:.4})",
-            out.iter().rev().find(|r| r.scenario == "robust_base").map_or(f64::NAN, |r| r.metrics.accuracy),
-            w.metrics.accuracy,
-            checks::mean_sd(&w.repeat_accuracy),
-            w.strict_accuracy,
-            tp.carried.repeat_accuracy()[0],
-            ap.carried.repeat_accuracy()[0],
-        ));
-        out.push(w);
-        if eps > 0.0 && want_a {
-            t.time(&format!("checks_eps{eps}"), || {
-                cx.at_eps(eps, &b, x, attack_def, &ds, &wd, &ap.fresh, &wp.carried)
-            })?;
-        }
-        cx.record(eps, &tp.carried, &ap.carried);
-        tr_c = tp.carried;
-        ad_c = ap.carried;
-        wo_c = wp.carried;
+        eval_eps(e, &clean, &mut st, &mut cx, t, ei, eps)?;
+        st.next = ei + 1;
         if let Some(path) = ckpt {
-            eps_timings.extend(t.0[mark..].iter().cloned());
-            let (check_lines, masked) = cx.state();
-            let st = checkpoint::EvalState {
-                next: ei + 1,
-                first_pos,
-                rows: out.clone(),
-                trackers: [base_c.clone(), tr_c.clone(), ad_c.clone(), wo_c.clone()],
-                check_lines,
-                masked,
-                timings: eps_timings.clone(),
-            };
-            // A checkpoint is a shortcut for a restart, never a reason to fail the run.
-            if let Err(e) = checkpoint::save(path, &fp, &st) {
-                crate::progress::warn(format!(
-                    "[checkpoint] warning: could not save {} ({e}); a restart recomputes this ε",
-                    path.display()
-                ));
-            }
+            st.timings.extend(t.0[mark..].iter().cloned());
+            save_checkpoint(path, &fp, &st, &cx);
         }
     }
-    let grads = checks::input_gradients(cfg, attack_def, x, y, ids, cx.subset());
-    let checks = cx.finish(&out, &clean_d, grads, want_t && want_a);
+    let grads = checks::input_gradients(cfg, e.attack_def, e.x, y, e.ids, cx.subset());
+    let checks = cx.finish(&st.rows, &clean.def, grads, e.want_t && e.want_a);
     Ok(Evaluation {
-        scenarios: out,
+        scenarios: st.rows,
         checks,
     })
+}
+
+/// Base and defended scores of the clean points (the defended ones timed as `clean_def`).
+fn clean_scores<'a: 's, 's>(e: &Ctx<'a>, all: &'s [usize], t: &mut Timings) -> Result<Clean<'s>> {
+    let base = score_all(e.bs, all, e.x, e.ids);
+    let def = t.time(Scenario::CleanDef.as_str(), || {
+        Ok(score_all(e.ds, all, e.x, e.ids))
+    })?;
+    Ok(Clean {
+        wb: Worst::new(e.y, &base),
+        wd: Worst::new(e.y, &def),
+        base,
+        def,
+    })
+}
+
+/// Clean_Base and Clean_Def (with the accuracy of every single defence pass).
+fn clean_rows(e: &Ctx<'_>, clean: &Clean<'_>) -> Vec<ScenarioResult> {
+    let (y, n, passes) = (e.y, e.y.len(), e.cfg.diffusion.passes);
+    let cb = row(Scenario::CleanBase, Protocol::None, 0.0, y, &clean.wb, None);
+    let mut cd = row(Scenario::CleanDef, Protocol::None, 0.0, y, &clean.wd, None);
+    cd.single_pass_accuracy =
+        e.ds.def
+            .predict_proba(e.x, e.ids, passes, key(e.ds.key, &[0]))
+            .1
+            .axis_iter(Axis(1))
+            .map(|col| {
+                col.iter()
+                    .zip(y)
+                    .filter(|(p, t)| **p as usize == **t)
+                    .count() as f64
+                    / n as f64
+            })
+            .collect();
+    log(format!(
+        "clean accuracy: base {:.4}, defended {:.4} (R = {passes}; {} scoring repeats {})",
+        cb.metrics.accuracy,
+        cd.metrics.accuracy,
+        e.cfg.attack.score_repeats,
+        checks::mean_sd(&cd.repeat_accuracy)
+    ));
+    vec![cb, cd]
+}
+
+/// The carried state of a checkpoint (its check records go back into `cx`).
+fn restore(saved: checkpoint::EvalState, cx: &mut CheckCtx<'_>) -> Carried {
+    cx.restore(saved.check_lines, saved.masked);
+    let [base, transfer, adaptive, worst] = saved.trackers;
+    Carried {
+        next: saved.next,
+        first_pos: saved.first_pos,
+        rows: saved.rows,
+        base,
+        transfer,
+        adaptive,
+        worst,
+        timings: saved.timings,
+    }
+}
+
+/// Save the state after a finished ε; a failure only warns (a checkpoint is a shortcut
+/// for a restart, never a reason to fail the run).
+fn save_checkpoint(path: &std::path::Path, fp: &str, st: &Carried, cx: &CheckCtx<'_>) {
+    let (check_lines, masked) = cx.state();
+    let saved = checkpoint::EvalState {
+        next: st.next,
+        first_pos: st.first_pos,
+        rows: st.rows.clone(),
+        trackers: [
+            st.base.clone(),
+            st.transfer.clone(),
+            st.adaptive.clone(),
+            st.worst.clone(),
+        ],
+        check_lines,
+        masked,
+        timings: st.timings.clone(),
+    };
+    if let Err(e) = checkpoint::save(path, fp, &saved) {
+        crate::progress::warn(format!(
+            "[checkpoint] warning: could not save {} ({e}); a restart recomputes this ε",
+            path.display()
+        ));
+    }
+}
+
+/// The trackers of one ε: Robust_Base fresh at this ε, and the transfer, adaptive and
+/// worst-case pairs.
+struct EpsTrackers {
+    base_fresh: Worst,
+    transfer: Pair,
+    adaptive: Pair,
+    worst: Pair,
+}
+
+/// Gradient evaluations and fooled counts per attack of one protocol at one ε.
+#[derive(Default)]
+struct Spent {
+    evals: u64,
+    fooled: Vec<(String, usize)>,
+}
+
+/// Attack at ε (index `ei`; ε = 0 only re-scores the clean points' trackers), push the
+/// Robust_Base and Robust_Def rows and run the checks of this ε.
+fn eval_eps(
+    e: &Ctx<'_>,
+    clean: &Clean<'_>,
+    st: &mut Carried,
+    cx: &mut CheckCtx<'_>,
+    t: &mut Timings,
+    ei: usize,
+    eps: f64,
+) -> Result<()> {
+    let wd = &clean.wd;
+    let mut k = EpsTrackers {
+        base_fresh: clean.wb.clone(),
+        transfer: Pair::new(std::mem::replace(&mut st.transfer, wd.clone()), wd),
+        adaptive: Pair::new(std::mem::replace(&mut st.adaptive, wd.clone()), wd),
+        worst: Pair::new(std::mem::replace(&mut st.worst, wd.clone()), wd),
+    };
+    let (mut base, mut adaptive) = (Spent::default(), Spent::default());
+    if eps > 0.0 {
+        base = attack_base(e, ei, eps, &mut st.base, &mut k, t)?;
+        if e.want_a {
+            adaptive = attack_adaptive(e, ei, eps, st.first_pos, &mut k, t)?;
+        }
+        st.first_pos = false;
+    }
+    push_rows(e, eps, st, &k, base, adaptive);
+    if eps > 0.0 && e.want_a {
+        let env = checks::Attacked {
+            bounds: &e.bounds,
+            x: e.x,
+            model: e.attack_def,
+            scorer: e.ds,
+        };
+        t.time(&format!("checks_eps{eps}"), || {
+            cx.at_eps(&env, eps, wd, &k.adaptive.fresh, &k.worst.carried)
+        })?;
+    }
+    cx.record(eps, &k.transfer.carried, &k.adaptive.carried);
+    st.transfer = k.transfer.carried;
+    st.adaptive = k.adaptive.carried;
+    st.worst = k.worst.carried;
+    Ok(())
+}
+
+/// Robust_Base and transfer at ε: every attack of the preset on its own, on every
+/// clean-correct point (the base model is deterministic: no EOT, no confirmation).
+fn attack_base(
+    e: &Ctx<'_>,
+    ei: usize,
+    eps: f64,
+    base_carried: &mut Worst,
+    k: &mut EpsTrackers,
+    t: &mut Timings,
+) -> Result<Spent> {
+    let cfg = e.cfg;
+    let seed = key(cfg.seed, &[tag("attack-base"), ei as u64]);
+    let mut pb = params(cfg, eps, &e.bounds, seed);
+    pb.eot = 1;
+    pb.early_stop = false;
+    let steps = preset_steps(cfg, cfg.attack.square_queries);
+    t.time(&format!("attack_base_eps{eps}"), || {
+        let mut dw: Vec<&mut Worst> = vec![&mut k.transfer.carried, &mut k.transfer.fresh];
+        if e.want_t {
+            dw.push(&mut k.worst.carried);
+            dw.push(&mut k.worst.fresh);
+        }
+        let (evals, fooled) = transfer_eps(
+            e.base,
+            &steps,
+            (e.x, e.y, e.ids),
+            &pb,
+            (e.bs, &mut [base_carried, &mut k.base_fresh]),
+            (e.ds, &mut dw),
+        );
+        Ok(Spent { evals, fooled })
+    })
+}
+
+/// The adaptive attack at ε: the preset's cascade through the defence, then the warm
+/// starts from each point's transfer candidate and (after the first ε > 0) from its
+/// smaller-ε adaptive candidate; every candidate scored into the adaptive and worst pairs.
+fn attack_adaptive(
+    e: &Ctx<'_>,
+    ei: usize,
+    eps: f64,
+    first_pos: bool,
+    k: &mut EpsTrackers,
+    t: &mut Timings,
+) -> Result<Spent> {
+    let cfg = e.cfg;
+    let p = params(
+        cfg,
+        eps,
+        &e.bounds,
+        key(cfg.seed, &[tag("attack-adaptive"), ei as u64]),
+    );
+    let mut steps = preset_steps(cfg, cfg.attack.square_queries);
+    let wi = cfg.attack.warm_iterations;
+    let transfer_x = k.transfer.carried.x.clone();
+    let prev_adaptive = k.adaptive.carried.x.clone();
+    if wi > 0 {
+        steps.push(warm("warm-transfer", transfer_x.view(), wi));
+        if !first_pos {
+            steps.push(warm("warm-smaller-eps", prev_adaptive.view(), wi));
+        }
+    }
+    let o = t.time(&format!("attack_adaptive_eps{eps}"), || {
+        Ok(run_plan(e.attack_def, e.x, e.y, e.ids, &steps, &p))
+    })?;
+    t.time(&format!("adaptive_score_eps{eps}"), || {
+        for (rows, cand) in candidates(&o) {
+            let sd = score_all(e.ds, rows, cand, e.ids);
+            k.adaptive.offer(&sd);
+            k.worst.offer(&sd);
+        }
+        Ok(())
+    })?;
+    Ok(Spent {
+        evals: o.evals,
+        fooled: fooled_counts(&o),
+    })
+}
+
+/// A warm-started APGD-CE step from `init`.
+fn warm<'a>(name: &'static str, init: ArrayView2<'a, f32>, n_iter: usize) -> Step<'a> {
+    Step::Warm {
+        name,
+        init,
+        loss: LossKind::Ce,
+        n_iter,
+    }
+}
+
+/// Push this ε's Robust_Base and Robust_Def rows (transfer, adaptive when run, worst).
+fn push_rows(
+    e: &Ctx<'_>,
+    eps: f64,
+    st: &mut Carried,
+    k: &EpsTrackers,
+    base: Spent,
+    adaptive: Spent,
+) {
+    let (y, out) = (e.y, &mut st.rows);
+    let mut s = row(
+        Scenario::RobustBase,
+        Protocol::None,
+        eps,
+        y,
+        &st.base,
+        Some(&k.base_fresh),
+    );
+    s.grad_evals = base.evals;
+    s.fooled_by = base.fooled;
+    let base_acc = s.metrics.accuracy;
+    out.push(s);
+    let def_row = |p, pair: &Pair| {
+        row(
+            Scenario::RobustDef,
+            p,
+            eps,
+            y,
+            &pair.carried,
+            Some(&pair.fresh),
+        )
+    };
+    if e.want_t {
+        out.push(def_row(Protocol::Transfer, &k.transfer));
+    }
+    if e.want_a {
+        let mut s = def_row(Protocol::Adaptive, &k.adaptive);
+        s.grad_evals = adaptive.evals;
+        s.fooled_by = adaptive.fooled;
+        out.push(s);
+    }
+    let w = def_row(Protocol::Worst, &k.worst);
+    log(format!(
+        "eps {eps}: robust accuracy base {base_acc:.4}, defended worst {:.4} {} (strict {:.4}; transfer {:.4}, adaptive {:.4})",
+        w.metrics.accuracy,
+        checks::mean_sd(&w.repeat_accuracy),
+        w.strict_accuracy,
+        k.transfer.carried.repeat_accuracy()[0],
+        k.adaptive.carried.repeat_accuracy()[0],
+    ));
+    out.push(w);
 }
 
 #[cfg(test)]

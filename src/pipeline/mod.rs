@@ -22,7 +22,7 @@ use crate::backend;
 use crate::config::LoadedJob;
 use crate::error::Result;
 use crate::progress::log;
-use crate::results::{self, RunResult};
+use crate::results::{self, RunResult, Timing};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -36,9 +36,12 @@ pub struct RunOptions {
     pub checkpoint: Option<PathBuf>,
 }
 
-/// Wall-clock timings of named stages.
+/// Wall-clock timings of named stages, in the order they ran.
 #[derive(Default)]
-pub struct Timings(pub Vec<(String, f64)>);
+pub struct Timings(pub Vec<Timing>);
+
+/// The stage name of a run's whole wall-clock time.
+pub const TOTAL: &str = "total";
 
 impl Timings {
     /// Run `f`, recording its duration under `name`.
@@ -49,8 +52,16 @@ impl Timings {
         let out = f()?;
         let s = t.elapsed().as_secs_f64();
         log(format!("[stage] {name}: {s:.2}s"));
-        self.0.push((name.to_string(), s));
+        self.push(name, s);
         Ok(out)
+    }
+
+    /// Record `seconds` under `stage`.
+    pub fn push(&mut self, stage: &str, seconds: f64) {
+        self.0.push(Timing {
+            stage: stage.to_string(),
+            seconds,
+        });
     }
 }
 
@@ -144,9 +155,7 @@ pub fn run_job_cached(
         &ctx,
         opts.checkpoint.as_deref(),
     )?;
-    timings
-        .0
-        .push(("total".into(), total.elapsed().as_secs_f64()));
+    timings.push(TOTAL, total.elapsed().as_secs_f64());
     let result = run_result(
         cfg,
         &job.resolved_yaml,

@@ -77,7 +77,7 @@ pub const NOT_TRAINING: &[&str] = &[
     "kernels/apgd.cu",
     "kernels/cnn.cu",
     "kernels/denoiser.cu",
-    "src/cli.rs",
+    "src/cli",
     "src/config",
     "src/error.rs",
     "src/export",

@@ -14,7 +14,6 @@ use crate::cache::{CacheKey, Cacheable, StageCache};
 use crate::config::{DataFormat, EvalSplit, JobConfig, LrSchedule};
 use crate::data::{self, DataSource, Dataset};
 use crate::diffusion::denoiser::{train_denoiser, Denoiser};
-use crate::diffusion::{time_embedding, Schedule};
 use crate::error::{Error, Result};
 use crate::features::{concat, Standardizer};
 use crate::nmf::{self, NmfParams};
@@ -229,11 +228,9 @@ pub fn check_job_against_data(cfg: &JobConfig, p: &Prepared) -> Result<()> {
     Ok(())
 }
 
-fn train_params(cfg: &JobConfig, which: &str) -> TrainParams {
-    let (c, lr_key) = match which {
-        "cnn" => (&cfg.cnn, "cnn.lr"),
-        _ => unreachable!(),
-    };
+/// Training parameters of the CNN (`cnn.*`).
+fn cnn_train_params(cfg: &JobConfig) -> TrainParams {
+    let c = &cfg.cnn;
     TrainParams {
         epochs: c.epochs,
         batch_size: c.batch_size,
@@ -241,8 +238,24 @@ fn train_params(cfg: &JobConfig, which: &str) -> TrainParams {
         weight_decay: c.weight_decay,
         patience: c.patience,
         seed: key(cfg.seed, &[tag("cnn")]),
-        lr_key,
+        lr_key: "cnn.lr",
         augment_shift: c.augment_shift,
+        cosine_lr: c.lr_schedule == LrSchedule::Cosine,
+    }
+}
+
+/// Training parameters of the classifier (`classifier.*`; no augmentation).
+fn classifier_train_params(cfg: &JobConfig) -> TrainParams {
+    let c = &cfg.classifier;
+    TrainParams {
+        epochs: c.epochs,
+        batch_size: c.batch_size,
+        lr: c.lr,
+        weight_decay: c.weight_decay,
+        patience: c.patience,
+        seed: key(cfg.seed, &[tag("classifier")]),
+        lr_key: "classifier.lr",
+        augment_shift: 0,
         cosine_lr: c.lr_schedule == LrSchedule::Cosine,
     }
 }
@@ -271,6 +284,26 @@ pub fn nnmf_transform(
     ))
 }
 
+/// What every training stage reads: the job, the cache, the device, the cache-key
+/// context, and the data with its split and labels per split (train, val, test).
+struct StageCtx<'a> {
+    cfg: &'a JobConfig,
+    cache: Option<&'a StageCache>,
+    ctx: &'a DeviceCtx,
+    keys: KeyCtx<'a>,
+    ds: &'a Dataset,
+    split: &'a data::Split,
+    y: [Vec<usize>; 3],
+}
+
+impl StageCtx<'_> {
+    /// The images of the training, validation and test splits.
+    fn images(&self) -> [Array2<f32>; 3] {
+        let s = self.split;
+        [&s.train, &s.val, &s.test].map(|idx| self.ds.images.select(Axis(0), idx))
+    }
+}
+
 /// Train every stage of the pipeline (through `cache` when given).
 pub fn train_all(
     cfg: &JobConfig,
@@ -285,207 +318,44 @@ pub fn train_all(
     #[cfg(feature = "cuda")]
     let cuda = ctx.cuda.is_some();
     #[cfg(not(feature = "cuda"))]
-    let cuda = {
-        let _ = ctx;
-        false
-    };
-    let keys = KeyCtx {
-        data: &ds.content.id,
-        code: &code,
-        cuda,
-    };
-    let (h, w) = (ds.height, ds.width);
+    let cuda = false;
     let lab =
         |idx: &[usize]| -> Vec<usize> { idx.iter().map(|&i| ds.labels[i] as usize).collect() };
-    let (y_train, y_val, y_test) = (lab(&split.train), lab(&split.val), lab(&split.test));
-    let xs = || {
-        [
-            ds.images.select(Axis(0), &split.train),
-            ds.images.select(Axis(0), &split.val),
-            ds.images.select(Axis(0), &split.test),
-        ]
+    let sc = StageCtx {
+        cfg,
+        cache,
+        ctx,
+        keys: KeyCtx {
+            data: &ds.content.id,
+            code: &code,
+            cuda,
+        },
+        ds: &ds,
+        split: &split,
+        y: [lab(&split.train), lab(&split.val), lab(&split.test)],
     };
     let mut curves_out = vec![];
-    let mut cnn_out = None;
-    let mut blocks: [Vec<Array2<f32>>; 3] = [vec![], vec![], vec![]];
-
-    if cfg.features.cnn {
-        let cnn = stage(cache, t, "cnn", &cnn_key(cfg, &keys), || {
-            let arch = CnnArch {
-                channels: cfg.cnn.channels.clone(),
-                feature_dim: cfg.cnn.feature_dim,
-                height: h,
-                width: w,
-                classes: ds.num_classes,
-            };
-            let [xt, xv, xe] = xs();
-            let (cnn, hist) = train_cnn(
-                &arch,
-                &train_params(cfg, "cnn"),
-                xt.view(),
-                &y_train,
-                xv.view(),
-                &y_val,
-            )?;
-            Ok(CnnStage {
-                feats: [
-                    cnn.features(xt.view()),
-                    cnn.features(xv.view()),
-                    cnn.features(xe.view()),
-                ],
-                cnn,
-                hist,
-            })
-        })?;
-        curves_out.extend(curves("cnn", &cnn.hist));
-        for (b, f) in blocks.iter_mut().zip(cnn.feats) {
-            b.push(f);
-        }
-        cnn_out = Some(cnn.cnn);
-    }
-
-    let mut nnmf_out = None;
-    if cfg.features.nnmf {
-        let st = stage(cache, t, "nnmf", &nnmf_key(cfg, &keys), || {
-            let p = NmfParams {
-                k: cfg.nnmf.k,
-                mode: cfg.nnmf.mode,
-                loss: cfg.nnmf.loss,
-                init: cfg.nnmf.init,
-                max_iter: cfg.nnmf.max_iter,
-                tol: cfg.nnmf.tol,
-                seed: key(cfg.seed, &[tag("nnmf")]),
-            };
-            let [xt, xv, xe] = xs();
-            let train_labels: Vec<u8> = split.train.iter().map(|&i| ds.labels[i]).collect();
-            #[cfg(feature = "cuda")]
-            if let Some(be) = &ctx.cuda {
-                use crate::nmf::{NmfLoss, NmfMode};
-                if p.loss == NmfLoss::Frobenius && p.mode == NmfMode::Global {
-                    let cu = crate::backend::cuda::nmf::fit(be, xt.view(), &p)?;
-                    let (model, report) = cu;
-                    let tv = nnmf_transform(ctx, &model, xv.view(), true)?;
-                    let te = nnmf_transform(ctx, &model, xe.view(), true)?;
-                    return Ok(NnmfStage {
-                        coeffs: [report.coeffs, tv, te],
-                        basis: model.basis,
-                        objective: report.objective,
-                        iterations: report.iterations,
-                        converged: report.converged,
-                    });
-                }
-                crate::progress::log(
-                    "nnmf: the CUDA NNMF covers frobenius/global only; fitting on the CPU",
-                );
-            }
-            let (model, report) =
-                nmf::fit_with_solver(xt.view(), &train_labels, &p, cfg.nnmf.solver)?;
-            Ok(NnmfStage {
-                coeffs: [
-                    report.coeffs,
-                    nnmf_transform(ctx, &model, xv.view(), false)?,
-                    nnmf_transform(ctx, &model, xe.view(), false)?,
-                ],
-                basis: model.basis,
-                objective: report.objective,
-                iterations: report.iterations,
-                converged: report.converged,
-            })
-        })?;
-        for (b, c) in blocks.iter_mut().zip(&st.coeffs) {
-            b.push(c.clone());
-        }
-        nnmf_out = Some(st);
-    }
-
-    let raw: Vec<Array2<f32>> = blocks
-        .iter()
-        .map(|b| concat(&b.iter().map(|a| a.view()).collect::<Vec<_>>()))
-        .collect();
-    let scaler = Standardizer::fit(raw[0].view());
-    let z: Vec<Array2<f32>> = raw.iter().map(|r| scaler.transform(r.view())).collect();
-    for (name, zz) in ["training features", "validation features", "test features"]
-        .iter()
-        .zip(&z)
-    {
-        check_finite(name, zz.view())?;
-    }
-    let [z_train, z_val, z_test]: [Array2<f32>; 3] = z.try_into().expect("three splits");
+    let (cnn_out, nnmf_out, blocks) = feature_blocks(&sc, t, &mut curves_out)?;
+    let (scaler, [z_train, z_val, z_test]) = hybrid(&blocks)?;
     let train_range = (
         z_train.fold_axis(Axis(0), f32::INFINITY, |a, &b| a.min(b)),
         z_train.fold_axis(Axis(0), f32::NEG_INFINITY, |a, &b| a.max(b)),
     );
-
-    let clf = stage(cache, t, "classifier", &classifier_key(cfg, &keys), || {
-        let mut sizes = vec![z_train.ncols()];
-        sizes.extend(&cfg.classifier.hidden);
-        sizes.push(ds.num_classes);
-        let c = &cfg.classifier;
-        let p = TrainParams {
-            epochs: c.epochs,
-            batch_size: c.batch_size,
-            lr: c.lr,
-            weight_decay: c.weight_decay,
-            patience: c.patience,
-            seed: key(cfg.seed, &[tag("classifier")]),
-            lr_key: "classifier.lr",
-            augment_shift: 0,
-            cosine_lr: c.lr_schedule == LrSchedule::Cosine,
-        };
-        let (mlp, hist) = train_classifier(
-            &sizes,
-            c.activation,
-            &p,
-            z_train.view(),
-            &y_train,
-            z_val.view(),
-            &y_val,
-        )?;
-        Ok(MlpStage { mlp, hist })
-    })?;
+    let clf = classifier_stage(&sc, t, &z_train, &z_val)?;
     curves_out.extend(curves("classifier", &clf.hist));
-
-    let den = stage(cache, t, "denoiser", &denoiser_key(cfg, &keys), || {
-        let (d, dh) = train_denoiser(
-            &cfg.diffusion,
-            key(cfg.seed, &[tag("denoiser")]),
-            z_train.view(),
-            z_val.view(),
-        )?;
-        Ok(MlpStage {
-            mlp: d.mlp,
-            hist: TrainHistory {
-                train_loss: dh.train_loss,
-                val_loss: dh.val_loss,
-                ..Default::default()
-            },
-        })
-    })?;
+    let den = denoiser_stage(&sc, t, &z_train, &z_val)?;
     curves_out.extend(curves("denoiser", &den.hist));
-    let d = &cfg.diffusion;
-    let den = Denoiser {
-        mlp: den.mlp,
-        sched: Schedule::linear(d.steps, d.beta_start, d.beta_end),
-        emb: time_embedding::<f32>(d.steps, d.time_dim),
-        predict: d.predict,
-    };
-
+    let den = Denoiser::new(den.mlp, &cfg.diffusion);
+    let [y_train, y_val, y_test] = sc.y;
     // The evaluated points: the test split, or the validation split for model selection.
-    let (mut ids, mut y_eval, mut z_eval) = match cfg.eval_split {
-        EvalSplit::Test => (split.test.clone(), y_test, z_test),
-        EvalSplit::Val => (split.val.clone(), y_val.clone(), z_val.clone()),
+    let (ids, y_eval, z_eval) = match cfg.eval_split {
+        EvalSplit::Test => eval_points(cfg, &split.test, y_test, z_test),
+        EvalSplit::Val => eval_points(cfg, &split.val, y_val.clone(), z_val.clone()),
     };
-    if cfg.attack.max_points > 0 && ids.len() > cfg.attack.max_points {
-        let n = cfg.attack.max_points;
-        ids.truncate(n);
-        y_eval.truncate(n);
-        z_eval = z_eval.slice(ndarray::s![0..n, ..]).to_owned();
-    }
-
     Ok(Trained {
-        image_shape: (h, w),
+        image_shape: (ds.height, ds.width),
         num_classes: ds.num_classes,
-        test_ids: ids.iter().map(|&i| i as u64).collect(),
+        test_ids: ids,
         data_content: ds.content.id.clone(),
         y_train,
         y_val,
@@ -501,4 +371,222 @@ pub fn train_all(
         den,
         curves: curves_out,
     })
+}
+
+/// The trained CNN, the NNMF stage and the feature blocks of every split.
+type FeatureStages = (Option<Cnn<f32>>, Option<NnmfStage>, [Vec<Array2<f32>>; 3]);
+
+/// The CNN and NNMF stages the job enables, and their feature blocks per split (CNN
+/// features first); the CNN's training curves go to `curves_out`.
+fn feature_blocks(
+    sc: &StageCtx<'_>,
+    t: &mut Timings,
+    curves_out: &mut Vec<Curve>,
+) -> Result<FeatureStages> {
+    let mut blocks: [Vec<Array2<f32>>; 3] = [vec![], vec![], vec![]];
+    let cnn_out = if sc.cfg.features.cnn {
+        let cnn = cnn_stage(sc, t)?;
+        curves_out.extend(curves("cnn", &cnn.hist));
+        for (b, f) in blocks.iter_mut().zip(cnn.feats) {
+            b.push(f);
+        }
+        Some(cnn.cnn)
+    } else {
+        None
+    };
+    let nnmf_out = if sc.cfg.features.nnmf {
+        let st = nnmf_stage(sc, t)?;
+        for (b, c) in blocks.iter_mut().zip(&st.coeffs) {
+            b.push(c.clone());
+        }
+        Some(st)
+    } else {
+        None
+    };
+    Ok((cnn_out, nnmf_out, blocks))
+}
+
+/// The first `attack.max_points` (0: all) of the evaluated split: ids, labels, features.
+fn eval_points(
+    cfg: &JobConfig,
+    idx: &[usize],
+    mut y: Vec<usize>,
+    mut z: Array2<f32>,
+) -> (Vec<u64>, Vec<usize>, Array2<f32>) {
+    let mut ids = idx.to_vec();
+    if cfg.attack.max_points > 0 && ids.len() > cfg.attack.max_points {
+        let n = cfg.attack.max_points;
+        ids.truncate(n);
+        y.truncate(n);
+        z = z.slice(ndarray::s![0..n, ..]).to_owned();
+    }
+    (ids.iter().map(|&i| i as u64).collect(), y, z)
+}
+
+/// The CNN trained on the training split, and its features of every split.
+fn cnn_stage(sc: &StageCtx<'_>, t: &mut Timings) -> Result<CnnStage> {
+    let (cfg, ds) = (sc.cfg, sc.ds);
+    stage(sc.cache, t, "cnn", &cnn_key(cfg, &sc.keys), || {
+        let arch = CnnArch {
+            channels: cfg.cnn.channels.clone(),
+            feature_dim: cfg.cnn.feature_dim,
+            height: ds.height,
+            width: ds.width,
+            classes: ds.num_classes,
+        };
+        let [xt, xv, xe] = sc.images();
+        let params = cnn_train_params(cfg);
+        let (cnn, hist) = train_cnn(&arch, &params, xt.view(), &sc.y[0], xv.view(), &sc.y[1])?;
+        Ok(CnnStage {
+            feats: [
+                cnn.features(xt.view()),
+                cnn.features(xv.view()),
+                cnn.features(xe.view()),
+            ],
+            cnn,
+            hist,
+        })
+    })
+}
+
+/// The NNMF basis fitted on the training split and the coefficients of every split (on the
+/// GPU for frobenius/global when a CUDA device is selected).
+fn nnmf_stage(sc: &StageCtx<'_>, t: &mut Timings) -> Result<NnmfStage> {
+    let cfg = sc.cfg;
+    stage(sc.cache, t, "nnmf", &nnmf_key(cfg, &sc.keys), || {
+        let p = NmfParams {
+            k: cfg.nnmf.k,
+            mode: cfg.nnmf.mode,
+            loss: cfg.nnmf.loss,
+            init: cfg.nnmf.init,
+            max_iter: cfg.nnmf.max_iter,
+            tol: cfg.nnmf.tol,
+            seed: key(cfg.seed, &[tag("nnmf")]),
+        };
+        let [xt, xv, xe] = sc.images();
+        #[cfg(feature = "cuda")]
+        if let Some(st) = cuda_nnmf(sc, &p, [&xt, &xv, &xe])? {
+            return Ok(st);
+        }
+        let train_labels: Vec<u8> = sc.split.train.iter().map(|&i| sc.ds.labels[i]).collect();
+        let (model, report) = nmf::fit_with_solver(xt.view(), &train_labels, &p, cfg.nnmf.solver)?;
+        Ok(NnmfStage {
+            coeffs: [
+                report.coeffs,
+                nnmf_transform(sc.ctx, &model, xv.view(), false)?,
+                nnmf_transform(sc.ctx, &model, xe.view(), false)?,
+            ],
+            basis: model.basis,
+            objective: report.objective,
+            iterations: report.iterations,
+            converged: report.converged,
+        })
+    })
+}
+
+/// The NNMF stage on the open CUDA backend, or `None` when there is none or the
+/// configuration is one the CUDA NNMF does not cover (then it is fitted on the CPU).
+#[cfg(feature = "cuda")]
+fn cuda_nnmf(sc: &StageCtx<'_>, p: &NmfParams, x: [&Array2<f32>; 3]) -> Result<Option<NnmfStage>> {
+    use crate::nmf::{NmfLoss, NmfMode};
+    let Some(be) = &sc.ctx.cuda else {
+        return Ok(None);
+    };
+    if !(p.loss == NmfLoss::Frobenius && p.mode == NmfMode::Global) {
+        crate::progress::log(
+            "nnmf: the CUDA NNMF covers frobenius/global only; fitting on the CPU",
+        );
+        return Ok(None);
+    }
+    let (model, report) = crate::backend::cuda::nmf::fit(be, x[0].view(), p)?;
+    let tv = nnmf_transform(sc.ctx, &model, x[1].view(), true)?;
+    let te = nnmf_transform(sc.ctx, &model, x[2].view(), true)?;
+    Ok(Some(NnmfStage {
+        coeffs: [report.coeffs, tv, te],
+        basis: model.basis,
+        objective: report.objective,
+        iterations: report.iterations,
+        converged: report.converged,
+    }))
+}
+
+/// The hybrid vector of every split: the feature blocks concatenated and z-scored with the
+/// training split's statistics (checked finite).
+fn hybrid(blocks: &[Vec<Array2<f32>>; 3]) -> Result<(Standardizer, [Array2<f32>; 3])> {
+    let raw: Vec<Array2<f32>> = blocks
+        .iter()
+        .map(|b| concat(&b.iter().map(|a| a.view()).collect::<Vec<_>>()))
+        .collect();
+    let scaler = Standardizer::fit(raw[0].view());
+    let z = [0, 1, 2].map(|i| scaler.transform(raw[i].view()));
+    for (name, zz) in ["training features", "validation features", "test features"]
+        .iter()
+        .zip(&z)
+    {
+        check_finite(name, zz.view())?;
+    }
+    Ok((scaler, z))
+}
+
+/// The MLP classifier trained on the hybrid vectors.
+fn classifier_stage(
+    sc: &StageCtx<'_>,
+    t: &mut Timings,
+    z_train: &Array2<f32>,
+    z_val: &Array2<f32>,
+) -> Result<MlpStage> {
+    let cfg = sc.cfg;
+    stage(
+        sc.cache,
+        t,
+        "classifier",
+        &classifier_key(cfg, &sc.keys),
+        || {
+            let mut sizes = vec![z_train.ncols()];
+            sizes.extend(&cfg.classifier.hidden);
+            sizes.push(sc.ds.num_classes);
+            let (mlp, hist) = train_classifier(
+                &sizes,
+                cfg.classifier.activation,
+                &classifier_train_params(cfg),
+                z_train.view(),
+                &sc.y[0],
+                z_val.view(),
+                &sc.y[1],
+            )?;
+            Ok(MlpStage { mlp, hist })
+        },
+    )
+}
+
+/// The feature-space denoiser (its network and loss curves).
+fn denoiser_stage(
+    sc: &StageCtx<'_>,
+    t: &mut Timings,
+    z_train: &Array2<f32>,
+    z_val: &Array2<f32>,
+) -> Result<MlpStage> {
+    let cfg = sc.cfg;
+    stage(
+        sc.cache,
+        t,
+        "denoiser",
+        &denoiser_key(cfg, &sc.keys),
+        || {
+            let (d, dh) = train_denoiser(
+                &cfg.diffusion,
+                key(cfg.seed, &[tag("denoiser")]),
+                z_train.view(),
+                z_val.view(),
+            )?;
+            Ok(MlpStage {
+                mlp: d.mlp,
+                hist: TrainHistory {
+                    train_loss: dh.train_loss,
+                    val_loss: dh.val_loss,
+                    ..Default::default()
+                },
+            })
+        },
+    )
 }

@@ -255,6 +255,37 @@ pub fn default_out(models: &Path) -> PathBuf {
         .join("evaluate")
 }
 
+/// The [`Trained`] view of stored models `m`, evaluating the points `ids` (labels `y`,
+/// hybrid features `z`); the training splits are left empty.
+fn trained_of(m: &Models, ids: Vec<usize>, y: Vec<usize>, z: Array2<f32>) -> Trained {
+    let d = m.feature_dim();
+    Trained {
+        image_shape: m.image_shape,
+        num_classes: m.num_classes,
+        test_ids: ids.iter().map(|&i| i as u64).collect(),
+        data_content: m.provenance.data_content.clone(),
+        y_train: vec![],
+        y_val: vec![],
+        y_test: y,
+        z_train: Array2::zeros((0, d)),
+        z_val: Array2::zeros((0, d)),
+        z_test: z,
+        cnn: m.cnn.clone(),
+        nnmf: m.nnmf.as_ref().map(|n| super::cached::NnmfStage {
+            basis: n.model.basis.clone(),
+            coeffs: Default::default(),
+            objective: n.objective.clone(),
+            iterations: n.iterations,
+            converged: n.converged,
+        }),
+        scaler: m.scaler.clone(),
+        train_range: m.train_range.clone(),
+        clf: m.classifier.clone(),
+        den: m.denoiser.clone(),
+        curves: m.curves.clone(),
+    }
+}
+
 /// Re-run the evaluation of the models in `path` (a `models.h5`) with `overrides`, and
 /// write `result.h5`, `metrics.csv` and `tables.md` into `opts.out` (default: the folder
 /// `evaluate/` beside `path`).
@@ -304,36 +335,9 @@ pub fn evaluate_stored(
             super::code::platform()
         ));
     }
-    let d = m.feature_dim();
-    let tr = Trained {
-        image_shape: m.image_shape,
-        num_classes: m.num_classes,
-        test_ids: ids.iter().map(|&i| i as u64).collect(),
-        data_content: m.provenance.data_content.clone(),
-        y_train: vec![],
-        y_val: vec![],
-        y_test: y,
-        z_train: Array2::zeros((0, d)),
-        z_val: Array2::zeros((0, d)),
-        z_test: z,
-        cnn: m.cnn.clone(),
-        nnmf: m.nnmf.as_ref().map(|n| super::cached::NnmfStage {
-            basis: n.model.basis.clone(),
-            coeffs: Default::default(),
-            objective: n.objective.clone(),
-            iterations: n.iterations,
-            converged: n.converged,
-        }),
-        scaler: m.scaler.clone(),
-        train_range: m.train_range.clone(),
-        clf: m.classifier.clone(),
-        den: m.denoiser.clone(),
-        curves: m.curves.clone(),
-    };
+    let tr = trained_of(&m, ids, y, z);
     let eval = evaluate::evaluate(&cfg, &tr, &mut timings, &ctx, None)?;
-    timings
-        .0
-        .push(("total".into(), total.elapsed().as_secs_f64()));
+    timings.push(super::TOTAL, total.elapsed().as_secs_f64());
     let result = run_result(
         &cfg,
         &yaml,

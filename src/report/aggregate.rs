@@ -5,7 +5,7 @@
 use super::stats::Stats;
 use crate::error::{Error, Result};
 use crate::metrics::METRIC_NAMES;
-use crate::results::{h5, write_atomic};
+use crate::results::{h5, write_atomic, Protocol, Scenario};
 use hdf5::types::VarLenUnicode;
 use ndarray::Array1;
 use std::collections::HashMap;
@@ -36,8 +36,8 @@ pub struct Sweep {
 #[derive(Clone, Debug)]
 pub struct SummaryRow {
     pub axis_values: Vec<String>,
-    pub scenario: String,
-    pub protocol: String,
+    pub scenario: Scenario,
+    pub protocol: Protocol,
     pub eps: f64,
     pub metric: String,
     pub stats: Stats,
@@ -138,8 +138,7 @@ pub fn read_sweep(dir: &Path) -> Result<Sweep> {
     })
 }
 
-/// One tidy metric row: (scenario, protocol, ε, metric, value).
-pub type MetricRow = (String, String, f64, String, f64);
+pub use crate::results::h5::MetricRow;
 
 /// Tidy metric rows of a finished cell: `metrics.csv`, or `result.h5` when the CSV is absent.
 pub fn cell_metrics(cell: &Cell) -> Result<Vec<MetricRow>> {
@@ -162,9 +161,11 @@ pub fn cell_metrics(cell: &Cell) -> Result<Vec<MetricRow>> {
         if f.len() != 5 {
             return Err(err(&csv, format!("line {}: expected 5 fields", ln + 1)));
         }
+        let name =
+            |e: crate::results::names::UnknownName| err(&csv, format!("line {}: {e}", ln + 1));
         rows.push((
-            f[0].clone(),
-            f[1].clone(),
+            f[0].parse().map_err(name)?,
+            f[1].parse().map_err(name)?,
             num(&f[2])?,
             f[3].clone(),
             num(&f[4])?,
@@ -173,7 +174,7 @@ pub fn cell_metrics(cell: &Cell) -> Result<Vec<MetricRow>> {
     Ok(rows)
 }
 
-type Key = (Vec<String>, String, String, u64, String);
+type Key = (Vec<String>, Scenario, Protocol, u64, String);
 
 /// Aggregate the finished cells of the sweep in `dir` across seeds.
 pub fn aggregate(dir: &Path) -> Result<Summary> {
@@ -239,7 +240,14 @@ pub fn configs(s: &Summary) -> Vec<Vec<String>> {
 
 impl Summary {
     /// The row for one (config, scenario, protocol, ε, metric); clean rows match any ε.
-    pub fn get(&self, cfg: &[String], s: &str, p: &str, eps: f64, m: &str) -> Option<&Stats> {
+    pub fn get(
+        &self,
+        cfg: &[String],
+        s: Scenario,
+        p: Protocol,
+        eps: f64,
+        m: &str,
+    ) -> Option<&Stats> {
         self.rows
             .iter()
             .find(|r| {
@@ -247,7 +255,7 @@ impl Summary {
                     && r.scenario == s
                     && r.protocol == p
                     && r.metric == m
-                    && (s.starts_with("clean") || r.eps == eps)
+                    && (s.is_clean() || r.eps == eps)
             })
             .map(|r| &r.stats)
     }
@@ -257,7 +265,7 @@ impl Summary {
         let mut e: Vec<f64> = self
             .rows
             .iter()
-            .filter(|r| r.axis_values == cfg && r.scenario.starts_with("robust"))
+            .filter(|r| r.axis_values == cfg && r.scenario.is_robust())
             .map(|r| r.eps)
             .collect();
         e.sort_by(f64::total_cmp);
@@ -371,13 +379,13 @@ pub use crate::results::table::label as row_label;
 pub const TABLE_HEADER: &str = "| Case | Accuracy | Precision | Recall | F1 | MCC | Balanced Acc | ROC-AUC | LogLoss | Brier |\n|---|---|---|---|---|---|---|---|---|---|\n";
 
 /// Rows of the paper's table in order.
-pub const ROWS: [(&str, &str); 6] = [
-    ("clean_base", "none"),
-    ("clean_def", "none"),
-    ("robust_base", "none"),
-    ("robust_def", "worst"),
-    ("robust_def", "transfer"),
-    ("robust_def", "adaptive"),
+pub const ROWS: [(Scenario, Protocol); 6] = [
+    (Scenario::CleanBase, Protocol::None),
+    (Scenario::CleanDef, Protocol::None),
+    (Scenario::RobustBase, Protocol::None),
+    (Scenario::RobustDef, Protocol::Worst),
+    (Scenario::RobustDef, Protocol::Transfer),
+    (Scenario::RobustDef, Protocol::Adaptive),
 ];
 
 /// One paper-style table (`mean ± std`) of a config at ε.
@@ -412,7 +420,7 @@ pub fn tables_md(s: &Summary) -> String {
     );
     for cfg in configs(s) {
         let n = s
-            .get(&cfg, "clean_base", "none", 0.0, "accuracy")
+            .get(&cfg, Scenario::CleanBase, Protocol::None, 0.0, "accuracy")
             .map_or(0, |st| st.n);
         for e in s.eps_values(&cfg) {
             out.push_str(&format!(

@@ -1,16 +1,15 @@
 //! Rank-selection objectives: the validation accuracy of one scenario (optionally at an ε
 //! under a protocol), or a weighted mix of such terms.
 
+use crate::config;
 use crate::error::{Error, Result};
-use crate::results::ScenarioResult;
+use crate::results::{Protocol, Scenario, ScenarioResult};
 
 /// One scenario's validation accuracy.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Term {
-    /// clean_base | clean_def | robust_base | robust_def
-    pub scenario: String,
-    /// none | transfer | adaptive
-    pub protocol: String,
+    pub scenario: Scenario,
+    pub protocol: Protocol,
     /// ε for robust scenarios (0 for clean ones).
     pub eps: f64,
 }
@@ -50,21 +49,21 @@ fn parse_term(spec: &str, t: &str) -> Result<Term> {
         None => (t.trim(), None),
     };
     let (scenario, protocol) = match name {
-        "clean_base" => ("clean_base", "none"),
-        "clean_def" => ("clean_def", "none"),
-        "robust_base" => ("robust_base", "none"),
-        "robust_def" | "robust_def_worst" => ("robust_def", "worst"),
-        "robust_def_transfer" => ("robust_def", "transfer"),
-        "robust_def_adaptive" => ("robust_def", "adaptive"),
+        "clean_base" => (Scenario::CleanBase, Protocol::None),
+        "clean_def" => (Scenario::CleanDef, Protocol::None),
+        "robust_base" => (Scenario::RobustBase, Protocol::None),
+        "robust_def" | "robust_def_worst" => (Scenario::RobustDef, Protocol::Worst),
+        "robust_def_transfer" => (Scenario::RobustDef, Protocol::Transfer),
+        "robust_def_adaptive" => (Scenario::RobustDef, Protocol::Adaptive),
         _ => return Err(bad(spec, &format!("unknown term `{name}`"))),
     };
-    let robust = scenario.starts_with("robust");
+    let robust = scenario.is_robust();
     match (robust, eps) {
         (true, None) => Err(bad(spec, &format!("`{name}` needs an ε, e.g. {name}@0.25"))),
         (false, Some(_)) => Err(bad(spec, &format!("`{name}` takes no ε"))),
         _ => Ok(Term {
-            scenario: scenario.into(),
-            protocol: protocol.into(),
+            scenario,
+            protocol,
             eps: eps.unwrap_or(0.0),
         }),
     }
@@ -103,7 +102,7 @@ impl Objective {
         let mut e: Vec<f64> = self
             .terms
             .iter()
-            .filter(|t| t.1.scenario.starts_with("robust"))
+            .filter(|t| t.1.scenario.is_robust())
             .map(|t| t.1.eps)
             .collect();
         e.sort_by(f64::total_cmp);
@@ -113,16 +112,16 @@ impl Objective {
 
     /// Defence protocols the objective reads (`transfer` when none, as the cheapest;
     /// the worst case needs both).
-    pub fn protocols(&self) -> Vec<&'static str> {
+    pub fn protocols(&self) -> Vec<config::Protocol> {
         let mut p = vec![];
-        let worst = self.terms.iter().any(|t| t.1.protocol == "worst");
-        for name in ["transfer", "adaptive"] {
-            if worst || self.terms.iter().any(|t| t.1.protocol == name) {
-                p.push(name);
+        let worst = self.terms.iter().any(|t| t.1.protocol == Protocol::Worst);
+        for c in [config::Protocol::Transfer, config::Protocol::Adaptive] {
+            if worst || self.terms.iter().any(|t| t.1.protocol == Protocol::from(c)) {
+                p.push(c);
             }
         }
         if p.is_empty() {
-            p.push("transfer");
+            p.push(config::Protocol::Transfer);
         }
         p
     }
@@ -136,7 +135,7 @@ impl Objective {
                 .find(|s| {
                     s.scenario == t.scenario
                         && s.protocol == t.protocol
-                        && (t.scenario.starts_with("clean") || s.eps == t.eps)
+                        && (t.scenario.is_clean() || s.eps == t.eps)
                 })
                 .ok_or_else(|| {
                     bad(
@@ -162,10 +161,10 @@ mod tests {
         let o = Objective::parse("robust_def_adaptive@0.25").unwrap();
         assert_eq!(o.terms.len(), 1);
         assert_eq!(
-            (o.terms[0].1.protocol.as_str(), o.terms[0].1.eps),
-            ("adaptive", 0.25)
+            (o.terms[0].1.protocol, o.terms[0].1.eps),
+            (Protocol::Adaptive, 0.25)
         );
-        assert_eq!(o.protocols(), vec!["adaptive"]);
+        assert_eq!(o.protocols(), vec![config::Protocol::Adaptive]);
         let o = Objective::parse("weighted:0.3*clean_def+0.7*robust_def_transfer@0.5").unwrap();
         assert_eq!(o.terms.len(), 2);
         assert_eq!(
@@ -173,8 +172,8 @@ mod tests {
             (
                 0.3,
                 Term {
-                    scenario: "clean_def".into(),
-                    protocol: "none".into(),
+                    scenario: Scenario::CleanDef,
+                    protocol: Protocol::None,
                     eps: 0.0
                 }
             )
@@ -182,7 +181,7 @@ mod tests {
         assert_eq!(o.eps(), vec![0.5]);
         assert_eq!(
             Objective::parse("clean_def").unwrap().protocols(),
-            vec!["transfer"]
+            vec![config::Protocol::Transfer]
         );
         for badspec in [
             "clean_def@0.1",

@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Search strategy over the candidate ranks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Search {
     Grid,
     Halving,
@@ -147,7 +147,13 @@ impl Evaluator<'_> {
         ov.push(format!("attack.eps=[{}]", eps.join(",")));
         ov.push(format!(
             "attack.protocols=[{}]",
-            self.opts.objective.protocols().join(",")
+            self.opts
+                .objective
+                .protocols()
+                .iter()
+                .map(|p| p.name())
+                .collect::<Vec<_>>()
+                .join(",")
         ));
         ov.push(format!("nnmf.k={k}"));
         ov.push("eval_split=val".into());

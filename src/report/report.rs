@@ -5,7 +5,7 @@ use super::aggregate::{self, configs, row_label, Summary, ROWS, TABLE_HEADER};
 use super::sweep_plots::{sweep_plots, Plot};
 use crate::error::{Error, Result};
 use crate::metrics::METRIC_NAMES;
-use crate::results::write_atomic;
+use crate::results::{write_atomic, Protocol, Scenario};
 use hdf5::types::VarLenUnicode;
 use std::path::{Path, PathBuf};
 
@@ -77,110 +77,192 @@ fn paper_table(t: &[(&str, [f64; 9]); 4]) -> String {
     s
 }
 
-/// A check line: name, outcome (`Some(pass)` or `None` = not applicable), detail.
-type Check = (String, Option<bool>, String);
+/// A check line of the report: name, outcome (`Some(pass)`, or `None` = not applicable)
+/// and detail.
+struct Check {
+    name: String,
+    outcome: Option<bool>,
+    detail: String,
+}
 
-fn summary_checks(s: &Summary) -> Vec<Check> {
-    let mut out = vec![];
-    let (mut eq_ok, mut eq_n, mut eq_bad) = (true, 0, vec![]);
-    let (mut mono_ok, mut mono_bad) = (true, vec![]);
-    let (mut zero_ok, mut zero_txt) = (true, vec![]);
-    let (mut adv_ok, mut adv_n, mut adv_bad) = (true, 0, vec![]);
-    for cfg in configs(s) {
-        let label = s.config_label(&cfg);
-        let eps = s.eps_values(&cfg);
-        let acc = |sc: &str, pr: &str, e: f64| s.get(&cfg, sc, pr, e, "accuracy").map(|st| st.mean);
-        for (sc, pr) in &ROWS[2..] {
-            let (sc, pr) = (*sc, *pr);
-            let clean = if sc == "robust_base" {
-                "clean_base"
-            } else {
-                "clean_def"
-            };
-            if let (Some(r), Some(c)) = (
-                acc(sc, pr, 0.0).filter(|_| eps.contains(&0.0)),
-                acc(clean, "none", 0.0),
-            ) {
-                eq_n += 1;
-                if (r - c).abs() > 1e-12 {
-                    eq_ok = false;
-                    eq_bad.push(format!("{label} {}: {r:.4} vs {c:.4}", row_label(sc, pr)));
-                }
-            }
-            let curve: Vec<(f64, f64)> = eps
-                .iter()
-                .filter_map(|&e| acc(sc, pr, e).map(|a| (e, a)))
-                .collect();
-            if curve.windows(2).any(|w| w[1].1 > w[0].1 + 1e-12) {
-                mono_ok = false;
-                mono_bad.push(format!("{label} {}", row_label(sc, pr)));
-            }
-            if let Some(&(e, a)) = curve.last() {
-                zero_ok &= a <= 0.05;
-                zero_txt.push(format!("{label} {}: {a:.3} at ε = {e}", row_label(sc, pr)));
-            }
+impl Check {
+    fn new(name: &str, outcome: Option<bool>, detail: impl Into<String>) -> Self {
+        Check {
+            name: name.into(),
+            outcome,
+            detail: detail.into(),
         }
-        for &e in &eps {
-            if let (Some(t), Some(a)) = (
-                acc("robust_def", "transfer", e),
-                acc("robust_def", "adaptive", e),
-            ) {
-                adv_n += 1;
-                if a > t + 1e-12 {
-                    adv_ok = false;
-                    adv_bad.push(format!(
-                        "{label} ε = {e}: adaptive {a:.4} > transfer {t:.4}"
-                    ));
-                }
+    }
+}
+
+/// Cases a summary check looked at, and the failing ones.
+#[derive(Default)]
+struct Tally {
+    n: usize,
+    bad: Vec<String>,
+}
+
+impl Tally {
+    fn ok(&self) -> bool {
+        self.bad.is_empty()
+    }
+
+    /// The failures, or `good` when there are none.
+    fn detail(&self, good: String) -> String {
+        if self.ok() {
+            good
+        } else {
+            self.bad.join("; ")
+        }
+    }
+}
+
+/// Accuracy (seed mean) of a row of a config.
+fn acc(s: &Summary, cfg: &[String], sc: Scenario, pr: Protocol, e: f64) -> Option<f64> {
+    s.get(cfg, sc, pr, e, "accuracy").map(|st| st.mean)
+}
+
+/// A robust row's accuracy-vs-ε curve of one config: (config label, scenario, protocol,
+/// (ε, accuracy) points).
+type Curve = (String, Scenario, Protocol, Vec<(f64, f64)>);
+
+/// The robust rows' accuracy-vs-ε curves of every config.
+fn robust_curves(s: &Summary) -> Vec<Curve> {
+    let mut out = vec![];
+    for cfg in configs(s) {
+        let eps = s.eps_values(&cfg);
+        for &(sc, pr) in &ROWS[2..] {
+            let curve = eps
+                .iter()
+                .filter_map(|&e| acc(s, &cfg, sc, pr, e).map(|a| (e, a)))
+                .collect();
+            out.push((s.config_label(&cfg), sc, pr, curve));
+        }
+    }
+    out
+}
+
+/// ε = 0 reproduces the clean row of the same model exactly.
+fn eps0_check(s: &Summary) -> Check {
+    let mut t = Tally::default();
+    for cfg in configs(s) {
+        if !s.eps_values(&cfg).contains(&0.0) {
+            continue;
+        }
+        for &(sc, pr) in &ROWS[2..] {
+            let clean = if sc == Scenario::RobustBase {
+                Scenario::CleanBase
+            } else {
+                Scenario::CleanDef
+            };
+            let (Some(r), Some(c)) = (
+                acc(s, &cfg, sc, pr, 0.0),
+                acc(s, &cfg, clean, Protocol::None, 0.0),
+            ) else {
+                continue;
+            };
+            t.n += 1;
+            if (r - c).abs() > 1e-12 {
+                let label = s.config_label(&cfg);
+                t.bad
+                    .push(format!("{label} {}: {r:.4} vs {c:.4}", row_label(sc, pr)));
             }
         }
     }
-    let bad_or = |ok: bool, bad: Vec<String>, good: String| if ok { good } else { bad.join("; ") };
-    out.push((
-        "ε = 0 reproduces clean accuracy exactly (seed means)".into(),
-        (eq_n > 0).then_some(eq_ok),
-        if eq_n == 0 {
-            "no ε = 0 in the sweep".into()
-        } else {
-            bad_or(eq_ok, eq_bad, format!("{eq_n} curves equal"))
-        },
-    ));
-    out.push((
-        "robust accuracy non-increasing in ε (seed means)".into(),
-        Some(mono_ok),
-        bad_or(mono_ok, mono_bad, "every curve monotone".into()),
-    ));
-    out.push((
-        "robust accuracy ≈ 0 (≤ 0.05) at the largest ε".into(),
-        (!zero_txt.is_empty()).then_some(zero_ok),
-        zero_txt.join("; "),
-    ));
-    out.push((
-        "adaptive at least as strong as transfer (seed means, every ε)".into(),
-        (adv_n > 0).then_some(adv_ok),
-        if adv_n == 0 {
-            "needs both protocols".into()
-        } else {
-            bad_or(adv_ok, adv_bad, format!("{adv_n} (config, ε) pairs"))
-        },
-    ));
-    out.push((
-        "base model ≈ 0 at pixel ε = 0.3".into(),
-        None,
-        "not applicable: this tool implements the feature-space threat model only".into(),
-    ));
-    out.push((
-        "doubling APGD iterations / 2.5× EOT draws changes robust accuracy only by noise".into(),
-        None,
-        "measured in every run on a stratified subset: see the `convergence[eps=…]` rows of the per-run checks below".into(),
-    ));
-    out.push((
-        "fixed defence randomness: no stronger than the random-defence attack beyond noise".into(),
-        None,
-        "measured in every run: see the `fixed_randomness[eps=…]` rows of the per-run checks below"
-            .into(),
-    ));
-    out
+    let detail = if t.n == 0 {
+        "no ε = 0 in the sweep".into()
+    } else {
+        t.detail(format!("{} curves equal", t.n))
+    };
+    Check::new(
+        "ε = 0 reproduces clean accuracy exactly (seed means)",
+        (t.n > 0).then_some(t.ok()),
+        detail,
+    )
+}
+
+/// Every robust curve is non-increasing in ε, and ends near 0 at the largest ε.
+fn curve_checks(s: &Summary) -> [Check; 2] {
+    let (mut mono, mut zero_ok, mut zero_txt) = (Tally::default(), true, vec![]);
+    for (label, sc, pr, curve) in robust_curves(s) {
+        if curve.windows(2).any(|w| w[1].1 > w[0].1 + 1e-12) {
+            mono.bad.push(format!("{label} {}", row_label(sc, pr)));
+        }
+        if let Some(&(e, a)) = curve.last() {
+            zero_ok &= a <= 0.05;
+            zero_txt.push(format!("{label} {}: {a:.3} at ε = {e}", row_label(sc, pr)));
+        }
+    }
+    [
+        Check::new(
+            "robust accuracy non-increasing in ε (seed means)",
+            Some(mono.ok()),
+            mono.detail("every curve monotone".into()),
+        ),
+        Check::new(
+            "robust accuracy ≈ 0 (≤ 0.05) at the largest ε",
+            (!zero_txt.is_empty()).then_some(zero_ok),
+            zero_txt.join("; "),
+        ),
+    ]
+}
+
+/// The adaptive attack is at least as strong as transfer at every ε (seed means).
+fn adaptive_check(s: &Summary) -> Check {
+    let mut t = Tally::default();
+    for cfg in configs(s) {
+        for e in s.eps_values(&cfg) {
+            let (Some(tr), Some(a)) = (
+                acc(s, &cfg, Scenario::RobustDef, Protocol::Transfer, e),
+                acc(s, &cfg, Scenario::RobustDef, Protocol::Adaptive, e),
+            ) else {
+                continue;
+            };
+            t.n += 1;
+            if a > tr + 1e-12 {
+                let label = s.config_label(&cfg);
+                t.bad.push(format!(
+                    "{label} ε = {e}: adaptive {a:.4} > transfer {tr:.4}"
+                ));
+            }
+        }
+    }
+    let detail = if t.n == 0 {
+        "needs both protocols".into()
+    } else {
+        t.detail(format!("{} (config, ε) pairs", t.n))
+    };
+    Check::new(
+        "adaptive at least as strong as transfer (seed means, every ε)",
+        (t.n > 0).then_some(t.ok()),
+        detail,
+    )
+}
+
+/// The sweep-level checks of the report (on seed means), then where the per-run ones are.
+fn summary_checks(s: &Summary) -> Vec<Check> {
+    let [mono, zero] = curve_checks(s);
+    vec![
+        eps0_check(s),
+        mono,
+        zero,
+        adaptive_check(s),
+        Check::new(
+            "base model ≈ 0 at pixel ε = 0.3",
+            None,
+            "not applicable: this tool implements the feature-space threat model only",
+        ),
+        Check::new(
+            "doubling APGD iterations / 2.5× EOT draws changes robust accuracy only by noise",
+            None,
+            "measured in every run on a stratified subset: see the `convergence[eps=…]` rows of the per-run checks below",
+        ),
+        Check::new(
+            "fixed defence randomness: no stronger than the random-defence attack beyond noise",
+            None,
+            "measured in every run: see the `fixed_randomness[eps=…]` rows of the per-run checks below",
+        ),
+    ]
 }
 
 /// Per-run checks (`checks/{name,passed,detail}` of every finished cell), grouped by name.
@@ -190,14 +272,14 @@ fn run_checks(s: &Summary) -> Result<Vec<Check>> {
         Default::default();
     for c in s.sweep.cells.iter().filter(|c| c.done) {
         let path = c.dir.join(crate::results::paths::RESULT_H5);
-        let read = || -> hdf5::Result<Vec<(String, bool, String)>> {
+        let read = || -> hdf5::Result<Vec<crate::results::Check>> {
             let f = crate::results::h5::open_file(&path)?;
             let g = f.group("checks")?;
             let n = g.dataset("name")?.read_raw::<VarLenUnicode>()?;
             let p = g.dataset("passed")?.read_raw::<bool>()?;
             let d = g.dataset("detail")?.read_raw::<VarLenUnicode>()?;
             Ok((0..n.len())
-                .map(|i| (n[i].to_string(), p[i], d[i].to_string()))
+                .map(|i| crate::results::Check::new(n[i].to_string(), p[i], d[i].to_string()))
                 .collect())
         };
         let rows = match read() {
@@ -217,16 +299,16 @@ fn run_checks(s: &Summary) -> Result<Vec<Check>> {
                 })
             }
         };
-        for (name, ok, detail) in rows {
-            let e = agg.entry(name.clone()).or_insert_with(|| {
-                names.push(name.clone());
-                (0, 0, vec![], detail.clone())
+        for r in rows {
+            let e = agg.entry(r.name.clone()).or_insert_with(|| {
+                names.push(r.name.clone());
+                (0, 0, vec![], r.detail.clone())
             });
             e.1 += 1;
-            if ok {
+            if r.passed {
                 e.0 += 1;
             } else {
-                e.2.push(format!("`{}`: {detail}", c.id));
+                e.2.push(format!("`{}`: {}", c.id, r.detail));
             }
         }
     }
@@ -242,20 +324,28 @@ fn run_checks(s: &Summary) -> Result<Vec<Check>> {
                     bad.into_iter().take(5).collect::<Vec<_>>().join("; ")
                 )
             };
-            (n, Some(pass == total), detail)
+            Check {
+                name: n,
+                outcome: Some(pass == total),
+                detail,
+            }
         })
         .collect())
 }
 
 fn checks_md(title: &str, checks: &[Check]) -> String {
     let mut s = format!("\n### {title}\n\n| check | result | detail |\n|---|---|---|\n");
-    for (n, ok, d) in checks {
-        let r = match ok {
+    for c in checks {
+        let r = match c.outcome {
             Some(true) => "pass",
             Some(false) => "**FAIL**",
             None => "n/a",
         };
-        s.push_str(&format!("| {n} | {r} | {} |\n", d.replace('|', "/")));
+        s.push_str(&format!(
+            "| {} | {r} | {} |\n",
+            c.name,
+            c.detail.replace('|', "/")
+        ));
     }
     s
 }
@@ -272,14 +362,14 @@ fn table2_section(sweep_dir: &Path, opt: &Path) -> Result<String> {
         dir: final_dir.clone(),
     };
     let rows = aggregate::cell_metrics(&cell)?;
-    let get = |sc: &str, pr: &str, e: f64, m: &str| {
+    let get = |sc: Scenario, pr: Protocol, e: f64, m: &str| {
         rows.iter()
-            .find(|r| r.0 == sc && r.1 == pr && r.3 == m && (sc.starts_with("clean") || r.2 == e))
+            .find(|r| r.0 == sc && r.1 == pr && r.3 == m && (sc.is_clean() || r.2 == e))
             .map(|r| r.4)
     };
     let mut eps: Vec<f64> = rows
         .iter()
-        .filter(|r| r.0.starts_with("robust"))
+        .filter(|r| r.0.is_robust())
         .map(|r| r.2)
         .collect();
     eps.sort_by(f64::total_cmp);

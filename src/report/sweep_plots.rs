@@ -6,6 +6,7 @@
 use super::aggregate::{configs, Cell, Summary};
 use super::plots::*;
 use crate::error::{Error, Result};
+use crate::results::{Protocol, Scenario};
 use hdf5::types::VarLenUnicode;
 use ndarray::Array2;
 use std::path::{Path, PathBuf};
@@ -40,8 +41,8 @@ pub fn slug(s: &str) -> String {
 fn series(
     s: &Summary,
     cfg: &[String],
-    sc: &str,
-    pr: &str,
+    sc: Scenario,
+    pr: Protocol,
     label: &str,
     color: RGBColorAlias,
 ) -> Series {
@@ -71,7 +72,7 @@ fn clip_band(x: f64, mean: f64, ci: f64) -> (f64, f64, f64, f64) {
 pub struct CellData {
     pub basis: Option<(Array2<f32>, usize, usize)>,
     /// (scenario, protocol, ε, confusion)
-    pub confusions: Vec<(String, String, f64, Array2<u64>)>,
+    pub confusions: Vec<(Scenario, Protocol, f64, Array2<u64>)>,
     /// (group, name, values)
     pub curves: Vec<(String, String, Vec<f64>)>,
     pub objective: Vec<f64>,
@@ -95,14 +96,14 @@ pub fn read_cell(path: &Path) -> Result<CellData> {
         let sg = f.group("scenarios")?;
         for name in sg.member_names()? {
             let g = sg.group(&name)?;
-            let s = g
-                .attr("scenario")?
-                .read_scalar::<VarLenUnicode>()?
-                .to_string();
-            let p = g
-                .attr("protocol")?
-                .read_scalar::<VarLenUnicode>()?
-                .to_string();
+            let text = |a: &str| -> hdf5::Result<String> {
+                Ok(g.attr(a)?.read_scalar::<VarLenUnicode>()?.to_string())
+            };
+            let named = |e: crate::results::names::UnknownName| {
+                hdf5::Error::from(format!("/scenarios/{name}: {e}").as_str())
+            };
+            let s = text("scenario")?.parse().map_err(named)?;
+            let p = text("protocol")?.parse().map_err(named)?;
             let e = g.attr("eps")?.read_scalar::<f64>()?;
             confusions.push((s, p, e, g.dataset("confusion")?.read_2d::<u64>()?));
         }
@@ -131,88 +132,80 @@ pub fn read_cell(path: &Path) -> Result<CellData> {
     })
 }
 
+/// A per-epoch (or per-iteration) curve as points `(i + 1, value)` without a band.
+fn per_step(values: &[f64]) -> Vec<(f64, f64, f64, f64)> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| ((i + 1) as f64, v, f64::NAN, f64::NAN))
+        .collect()
+}
+
+/// A panel of the training curves, or `None` when it has no series.
+fn panel(title: String, x_desc: &str, y_desc: &str, series: Vec<Series>) -> Option<LineFig> {
+    (!series.is_empty()).then(|| LineFig {
+        title,
+        x_desc: x_desc.into(),
+        y_desc: y_desc.into(),
+        series,
+        y_range: None,
+        integer_x: false,
+    })
+}
+
+/// The training-curve panels of a cell: the loss of each network, the validation
+/// accuracies and the NNMF objective.
 fn curve_panels(d: &CellData) -> Vec<LineFig> {
+    let curve = |group: &str, name: &str| d.curves.iter().find(|c| c.0 == group && c.1 == name);
     let mut panels = vec![];
     for (group, title) in [
         ("cnn", "CNN"),
         ("classifier", "MLP classifier"),
         ("denoiser", "feature denoiser (MSE)"),
     ] {
-        let mut ser = vec![];
-        for (name, color) in [("train_loss", TRANSFER), ("val_loss", BASE)] {
-            if let Some(c) = d.curves.iter().find(|c| c.0 == group && c.1 == name) {
-                ser.push(Series {
+        let ser = [("train_loss", TRANSFER), ("val_loss", BASE)]
+            .into_iter()
+            .filter_map(|(name, color)| {
+                curve(group, name).map(|c| Series {
                     label: name.replace('_', " "),
                     color,
-                    points: c
-                        .2
-                        .iter()
-                        .enumerate()
-                        .map(|(i, &v)| ((i + 1) as f64, v, f64::NAN, f64::NAN))
-                        .collect(),
-                });
-            }
-        }
-        if !ser.is_empty() {
-            panels.push(LineFig {
-                title: format!("{title} loss"),
-                x_desc: "epoch".into(),
-                y_desc: "loss".into(),
-                series: ser,
-                y_range: None,
-                integer_x: false,
-            });
-        }
+                    points: per_step(&c.2),
+                })
+            })
+            .collect();
+        panels.extend(panel(format!("{title} loss"), "epoch", "loss", ser));
     }
-    let acc: Vec<Series> = [
+    let acc = [
         ("cnn", "CNN", ORANGE),
         ("classifier", "MLP classifier", ADAPTIVE),
     ]
-    .iter()
+    .into_iter()
     .filter_map(|(g, l, c)| {
-        d.curves
-            .iter()
-            .find(|x| x.0 == *g && x.1 == "val_accuracy")
-            .map(|x| Series {
-                label: l.to_string(),
-                color: *c,
-                points: x
-                    .2
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &v)| ((i + 1) as f64, v, f64::NAN, f64::NAN))
-                    .collect(),
-            })
+        curve(g, "val_accuracy").map(|x| Series {
+            label: l.to_string(),
+            color: c,
+            points: per_step(&x.2),
+        })
     })
     .collect();
-    if !acc.is_empty() {
-        panels.push(LineFig {
-            title: "validation accuracy".into(),
-            x_desc: "epoch".into(),
-            y_desc: "accuracy".into(),
-            series: acc,
-            y_range: None,
-            integer_x: false,
-        });
-    }
+    panels.extend(panel(
+        "validation accuracy".into(),
+        "epoch",
+        "accuracy",
+        acc,
+    ));
     if !d.objective.is_empty() {
-        panels.push(LineFig {
-            title: "NNMF objective".into(),
-            x_desc: "multiplicative-update iteration".into(),
-            y_desc: "objective".into(),
-            series: vec![Series {
-                label: "objective".into(),
-                color: CLEAN_BASE,
-                points: d
-                    .objective
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &v)| ((i + 1) as f64, v, f64::NAN, f64::NAN))
-                    .collect(),
-            }],
-            y_range: None,
-            integer_x: false,
-        });
+        let ser = vec![Series {
+            label: "objective".into(),
+            color: CLEAN_BASE,
+            points: per_step(&d.objective),
+        }];
+        panels.extend(panel(
+            "NNMF objective".into(),
+            "multiplicative-update iteration",
+            "objective",
+            ser,
+        ));
     }
     panels
 }
@@ -245,12 +238,12 @@ fn cell_plots(dir: &Path, label: &str, cell: &Cell, out: &mut Vec<Plot>) -> Resu
     let mid = pos.get(pos.len().saturating_sub(1) / 2).copied();
     let mut panels = vec![];
     for (s, p, e) in [
-        ("clean_base", "none", None),
-        ("clean_def", "none", None),
-        ("robust_base", "none", mid),
-        ("robust_def", "worst", mid),
-        ("robust_def", "adaptive", mid),
-        ("robust_def", "transfer", mid),
+        (Scenario::CleanBase, Protocol::None, None),
+        (Scenario::CleanDef, Protocol::None, None),
+        (Scenario::RobustBase, Protocol::None, mid),
+        (Scenario::RobustDef, Protocol::Worst, mid),
+        (Scenario::RobustDef, Protocol::Adaptive, mid),
+        (Scenario::RobustDef, Protocol::Transfer, mid),
     ] {
         if panels.len() == 4 {
             break;
@@ -301,51 +294,7 @@ pub fn sweep_plots(s: &Summary) -> Result<Vec<Plot>> {
     let cfgs = configs(s);
     for cfg in &cfgs {
         let label = s.config_label(cfg);
-        let n = s
-            .get(cfg, "clean_base", "none", 0.0, "accuracy")
-            .map_or(0, |st| st.n);
-        let fig = LineFig {
-            title: format!("Robust accuracy vs ε ({label}; n = {n} seeds, band = 95% CI)"),
-            x_desc: "ε (L∞ budget on the z-scored hybrid features)".into(),
-            y_desc: "accuracy".into(),
-            series: vec![
-                series(
-                    s,
-                    cfg,
-                    "robust_def",
-                    "worst",
-                    "defended, worst case per sample (headline)",
-                    WORST,
-                ),
-                series(s, cfg, "robust_base", "none", "base (undefended)", BASE),
-                series(
-                    s,
-                    cfg,
-                    "robust_def",
-                    "transfer",
-                    "defended, transfer attack",
-                    TRANSFER,
-                ),
-                series(
-                    s,
-                    cfg,
-                    "robust_def",
-                    "adaptive",
-                    "defended, adaptive attack (EOT)",
-                    ADAPTIVE,
-                ),
-            ]
-            .into_iter()
-            .filter(|x| !x.points.is_empty())
-            .collect(),
-            y_range: Some((0.0, 1.02)),
-            integer_x: false,
-        };
-        out.push(Plot {
-            kind: "robust_vs_eps",
-            label: label.clone(),
-            png: render(&dir, &format!("robust_vs_eps_{}", slug(&label)), &fig)?,
-        });
+        out.push(robust_vs_eps(s, cfg, &label, &dir)?);
         if let Some(cell) = s
             .sweep
             .cells
@@ -362,28 +311,7 @@ pub fn sweep_plots(s: &Summary) -> Result<Vec<Plot>> {
         .iter()
         .position(|a| a == "nnmf.k" || a.ends_with(".k"))
     {
-        let mut others: Vec<Vec<String>> = vec![];
-        for c in &cfgs {
-            let mut o = c.clone();
-            o.remove(ki);
-            if !others.contains(&o) {
-                others.push(o);
-            }
-        }
-        for o in others {
-            let mut group: Vec<(f64, &Vec<String>)> = cfgs
-                .iter()
-                .filter(|c| {
-                    let mut x = (*c).clone();
-                    x.remove(ki);
-                    x == o
-                })
-                .filter_map(|c| c[ki].trim().parse::<f64>().ok().map(|k| (k, c)))
-                .collect();
-            group.sort_by(|a, b| a.0.total_cmp(&b.0));
-            if group.len() < 2 {
-                continue;
-            }
+        for (o, group) in k_groups(&cfgs, ki) {
             let mut eps: Vec<f64> = group
                 .iter()
                 .flat_map(|g| s.eps_values(g.1))
@@ -400,66 +328,170 @@ pub fn sweep_plots(s: &Summary) -> Result<Vec<Plot>> {
                 .map(|(a, v)| format!("{a}={v}"))
                 .collect();
             for e in eps {
-                let line = |sc: &str, pr: &str, label: String, color| Series {
-                    label,
-                    color,
-                    points: group
-                        .iter()
-                        .filter_map(|(k, c)| {
-                            s.get(c, sc, pr, e, "accuracy")
-                                .map(|st| clip_band(*k, st.mean, st.ci95))
-                        })
-                        .collect(),
-                };
-                let fig = LineFig {
-                    title: format!(
-                        "Accuracy vs NNMF rank k (robust at ε = {e}{}{})",
-                        if rest.is_empty() { "" } else { "; " },
-                        rest.join(", ")
-                    ),
-                    x_desc: "NNMF rank k".into(),
-                    y_desc: "accuracy".into(),
-                    series: vec![
-                        line("clean_base", "none", "Clean_Base".into(), CLEAN_BASE),
-                        line("clean_def", "none", "Clean_Def".into(), CLEAN_DEF),
-                        line("robust_base", "none", "Robust_Base".into(), BASE),
-                        line(
-                            "robust_def",
-                            "worst",
-                            "Robust_Def (worst case)".into(),
-                            WORST,
-                        ),
-                        line(
-                            "robust_def",
-                            "transfer",
-                            "Robust_Def (transfer)".into(),
-                            TRANSFER,
-                        ),
-                        line(
-                            "robust_def",
-                            "adaptive",
-                            "Robust_Def (adaptive)".into(),
-                            ADAPTIVE,
-                        ),
-                    ]
-                    .into_iter()
-                    .filter(|x| !x.points.is_empty())
-                    .collect(),
-                    y_range: Some((0.0, 1.02)),
-                    integer_x: true,
-                };
-                let name = format!(
-                    "accuracy_vs_k_eps{e}{}{}",
-                    if rest.is_empty() { "" } else { "_" },
-                    slug(&rest.join("_"))
-                );
-                out.push(Plot {
-                    kind: "accuracy_vs_k",
-                    label: format!("ε = {e}"),
-                    png: render(&dir, &name, &fig)?,
-                });
+                out.push(accuracy_vs_k(s, &group, &rest, e, &dir)?);
             }
         }
     }
     Ok(out)
+}
+
+/// Robust accuracy vs ε of one config, with 95 % CI bands.
+fn robust_vs_eps(s: &Summary, cfg: &[String], label: &str, dir: &Path) -> Result<Plot> {
+    let n = s
+        .get(cfg, Scenario::CleanBase, Protocol::None, 0.0, "accuracy")
+        .map_or(0, |st| st.n);
+    let rows = [
+        (
+            Scenario::RobustDef,
+            Protocol::Worst,
+            "defended, worst case per sample (headline)",
+            WORST,
+        ),
+        (
+            Scenario::RobustBase,
+            Protocol::None,
+            "base (undefended)",
+            BASE,
+        ),
+        (
+            Scenario::RobustDef,
+            Protocol::Transfer,
+            "defended, transfer attack",
+            TRANSFER,
+        ),
+        (
+            Scenario::RobustDef,
+            Protocol::Adaptive,
+            "defended, adaptive attack (EOT)",
+            ADAPTIVE,
+        ),
+    ];
+    let fig = LineFig {
+        title: format!("Robust accuracy vs ε ({label}; n = {n} seeds, band = 95% CI)"),
+        x_desc: "ε (L∞ budget on the z-scored hybrid features)".into(),
+        y_desc: "accuracy".into(),
+        series: rows
+            .into_iter()
+            .map(|(sc, pr, name, color)| series(s, cfg, sc, pr, name, color))
+            .filter(|x| !x.points.is_empty())
+            .collect(),
+        y_range: Some((0.0, 1.02)),
+        integer_x: false,
+    };
+    Ok(Plot {
+        kind: "robust_vs_eps",
+        label: label.to_string(),
+        png: render(dir, &format!("robust_vs_eps_{}", slug(label)), &fig)?,
+    })
+}
+
+/// One group of configs that differ only in the rank: (their other axis values, the
+/// (k, config) pairs).
+type KGroup<'a> = (Vec<String>, Vec<(f64, &'a Vec<String>)>);
+
+/// The configs grouped by their values on every axis but the rank axis `ki`: per group
+/// (the other values, its configs as (k, config) sorted by k); groups of fewer than two
+/// numeric ranks are left out.
+fn k_groups(cfgs: &[Vec<String>], ki: usize) -> Vec<KGroup<'_>> {
+    let without_k = |c: &Vec<String>| {
+        let mut o = c.clone();
+        o.remove(ki);
+        o
+    };
+    let mut others: Vec<Vec<String>> = vec![];
+    for c in cfgs {
+        let o = without_k(c);
+        if !others.contains(&o) {
+            others.push(o);
+        }
+    }
+    let mut out = vec![];
+    for o in others {
+        let mut group: Vec<(f64, &Vec<String>)> = cfgs
+            .iter()
+            .filter(|c| without_k(c) == o)
+            .filter_map(|c| c[ki].trim().parse::<f64>().ok().map(|k| (k, c)))
+            .collect();
+        group.sort_by(|a, b| a.0.total_cmp(&b.0));
+        if group.len() >= 2 {
+            out.push((o, group));
+        }
+    }
+    out
+}
+
+/// Accuracy of every row vs the NNMF rank at ε, for one group of [`k_groups`]; `rest` names
+/// the group's values on the other axes.
+fn accuracy_vs_k(
+    s: &Summary,
+    group: &[(f64, &Vec<String>)],
+    rest: &[String],
+    e: f64,
+    dir: &Path,
+) -> Result<Plot> {
+    let line = |(sc, pr, label, color): (Scenario, Protocol, &str, RGBColorAlias)| Series {
+        label: label.into(),
+        color,
+        points: group
+            .iter()
+            .filter_map(|(k, c)| {
+                s.get(c, sc, pr, e, "accuracy")
+                    .map(|st| clip_band(*k, st.mean, st.ci95))
+            })
+            .collect(),
+    };
+    let rows = [
+        (
+            Scenario::CleanBase,
+            Protocol::None,
+            "Clean_Base",
+            CLEAN_BASE,
+        ),
+        (Scenario::CleanDef, Protocol::None, "Clean_Def", CLEAN_DEF),
+        (Scenario::RobustBase, Protocol::None, "Robust_Base", BASE),
+        (
+            Scenario::RobustDef,
+            Protocol::Worst,
+            "Robust_Def (worst case)",
+            WORST,
+        ),
+        (
+            Scenario::RobustDef,
+            Protocol::Transfer,
+            "Robust_Def (transfer)",
+            TRANSFER,
+        ),
+        (
+            Scenario::RobustDef,
+            Protocol::Adaptive,
+            "Robust_Def (adaptive)",
+            ADAPTIVE,
+        ),
+    ];
+    let fig = LineFig {
+        title: format!(
+            "Accuracy vs NNMF rank k (robust at ε = {e}{}{})",
+            if rest.is_empty() { "" } else { "; " },
+            rest.join(", ")
+        ),
+        x_desc: "NNMF rank k".into(),
+        y_desc: "accuracy".into(),
+        series: rows
+            .into_iter()
+            .map(line)
+            .filter(|x| !x.points.is_empty())
+            .collect(),
+        y_range: Some((0.0, 1.02)),
+        integer_x: true,
+    };
+    let name = format!(
+        "accuracy_vs_k_eps{e}{}{}",
+        if rest.is_empty() { "" } else { "_" },
+        slug(&rest.join("_"))
+    );
+    Ok(Plot {
+        kind: "accuracy_vs_k",
+        label: format!("ε = {e}"),
+        png: render(dir, &name, &fig)?,
+    })
 }

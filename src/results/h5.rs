@@ -22,7 +22,7 @@
 //! no partial file becomes visible. Reading opens files from disk as before
 //! ([`open_file`]). File locking stays disabled (cluster NFS without a lock daemon).
 
-use super::RunResult;
+use super::{names, Protocol, RunResult, Scenario, ScenarioResult};
 use crate::error::{Error, Result};
 use hdf5::types::VarLenUnicode;
 use hdf5::{Group, H5Type, Location};
@@ -233,8 +233,34 @@ pub fn open_diagnosed(path: &Path, what: &str, redo: &str) -> Result<hdf5::File>
     })
 }
 
-/// Fill an (in-memory) file with the `result.h5` schema.
+/// Fill an (in-memory) file with the `result.h5` schema (group handles are kept open to the
+/// end).
 fn write_inner(f: &hdf5::File, r: &RunResult) -> hdf5::Result<()> {
+    write_root(f, r)?;
+    let timings = f.create_group("timings")?;
+    write_timings(&timings, r)?;
+    let metrics = f.create_group("metrics")?;
+    write_metrics(&metrics, r)?;
+
+    let test = f.create_group("test")?;
+    ds(&test, "labels", &Array1::from(r.labels.clone()))?;
+    ds(&test, "ids", &Array1::from(r.test_ids.clone()))?;
+
+    let sg = f.create_group("scenarios")?;
+    for s in &r.scenarios {
+        let g = sg.create_group(&s.key())?;
+        write_scenario(&g, s)?;
+    }
+
+    let nnmf = f.create_group("nnmf")?;
+    write_nnmf(&nnmf, r)?;
+    write_curves(&f.create_group("training")?, &r.curves)?;
+    let checks = f.create_group("checks")?;
+    write_checks(&checks, r)
+}
+
+/// Root attributes: schema version, provenance, threat model, box and feature width.
+fn write_root(f: &hdf5::File, r: &RunResult) -> hdf5::Result<()> {
     attr(f, "schema_version", SCHEMA_VERSION)?;
     attr_str(f, "job_name", &r.job_name)?;
     attr_str(f, "config_yaml", &r.config_yaml)?;
@@ -247,129 +273,154 @@ fn write_inner(f: &hdf5::File, r: &RunResult) -> hdf5::Result<()> {
     attr_str(f, "threat_model", "feature")?;
     attr_str(f, "box", &r.box_kind)?;
     attr(f, "feature_dim", r.feature_dim as u64)?;
-    attr(f, "complete", true)?;
+    attr(f, "complete", true)
+}
 
-    let g = f.create_group("timings")?;
-    let names: Vec<&str> = r.timings.iter().map(|(n, _)| n.as_str()).collect();
-    ds(&g, "stage", &strings(&names))?;
+/// `/timings`: stage names and seconds.
+fn write_timings(g: &Group, r: &RunResult) -> hdf5::Result<()> {
+    let names: Vec<&str> = r.timings.iter().map(|t| t.stage.as_str()).collect();
+    ds(g, "stage", &strings(&names))?;
     ds(
-        &g,
+        g,
         "seconds",
-        &Array1::from_iter(r.timings.iter().map(|t| t.1)),
-    )?;
+        &Array1::from_iter(r.timings.iter().map(|t| t.seconds)),
+    )
+}
 
+/// `/metrics`: the tidy table, one column per dataset.
+fn write_metrics(g: &Group, r: &RunResult) -> hdf5::Result<()> {
     let rows = r.metric_rows();
-    let g = f.create_group("metrics")?;
     ds(
-        &g,
+        g,
         "scenario",
-        &strings(&rows.iter().map(|r| r.0).collect::<Vec<_>>()),
+        &strings(&rows.iter().map(|r| r.0.as_str()).collect::<Vec<_>>()),
     )?;
     ds(
-        &g,
+        g,
         "protocol",
-        &strings(&rows.iter().map(|r| r.1).collect::<Vec<_>>()),
+        &strings(&rows.iter().map(|r| r.1.as_str()).collect::<Vec<_>>()),
     )?;
-    ds(&g, "eps", &Array1::from_iter(rows.iter().map(|r| r.2)))?;
+    ds(g, "eps", &Array1::from_iter(rows.iter().map(|r| r.2)))?;
     ds(
-        &g,
+        g,
         "metric",
         &strings(&rows.iter().map(|r| r.3).collect::<Vec<_>>()),
     )?;
-    ds(&g, "value", &Array1::from_iter(rows.iter().map(|r| r.4)))?;
+    ds(g, "value", &Array1::from_iter(rows.iter().map(|r| r.4)))
+}
 
-    let g = f.create_group("test")?;
-    ds(&g, "labels", &Array1::from(r.labels.clone()))?;
-    ds(&g, "ids", &Array1::from(r.test_ids.clone()))?;
-
-    let sg = f.create_group("scenarios")?;
-    for s in &r.scenarios {
-        let g = sg.create_group(&s.key())?;
-        attr_str(&g, "scenario", s.scenario)?;
-        attr_str(&g, "protocol", s.protocol)?;
-        attr(&g, "eps", s.eps)?;
-        attr(&g, "grad_evals", s.grad_evals)?;
-        ds(&g, "proba", &s.proba)?;
-        let pred: Array1<u8> = s
-            .proba
-            .rows()
-            .into_iter()
-            .map(|row| crate::metrics::argmax(row.mapv(f64::from).view()) as u8)
-            .collect();
-        ds(&g, "pred", &pred)?;
-        ds(&g, "confusion", &s.metrics.confusion)?;
-        ds(
-            &g,
-            "single_pass_accuracy",
-            &Array1::from(s.single_pass_accuracy.clone()),
-        )?;
-        ds(
-            &g,
-            "repeat_accuracy",
-            &Array1::from(s.repeat_accuracy.clone()),
-        )?;
-        attr(&g, "strict_accuracy", s.strict_accuracy)?;
-        attr(&g, "fresh_accuracy", s.fresh_accuracy)?;
-        let names: Vec<&str> = s.fooled_by.iter().map(|(n, _)| n.as_str()).collect();
-        ds(&g, "fooled_by_attack", &strings(&names))?;
-        ds(
-            &g,
-            "fooled_count",
-            &Array1::from_iter(s.fooled_by.iter().map(|x| x.1 as u64)),
-        )?;
-    }
-
-    let g = f.create_group("nnmf")?;
-    if let Some(w) = &r.nnmf_basis {
-        ds(&g, "W", w)?;
-    }
-    attr(&g, "image_height", r.image_shape.0 as u64)?;
-    attr(&g, "image_width", r.image_shape.1 as u64)?;
-    attr(&g, "iterations", r.nnmf_iterations as u64)?;
-    attr(&g, "converged", r.nnmf_converged)?;
-    ds(&g, "objective", &Array1::from(r.nnmf_objective.clone()))?;
-
-    write_curves(&f.create_group("training")?, &r.curves)?;
-
-    let g = f.create_group("checks")?;
-    let names: Vec<&str> = r.checks.iter().map(|c| c.0.as_str()).collect();
-    let details: Vec<&str> = r.checks.iter().map(|c| c.2.as_str()).collect();
-    ds(&g, "name", &strings(&names))?;
+/// `/scenarios/<key>`: one scenario's probabilities, predictions, confusion matrix,
+/// accuracies and attack tallies.
+fn write_scenario(g: &Group, s: &ScenarioResult) -> hdf5::Result<()> {
+    attr_str(g, "scenario", s.scenario.as_str())?;
+    attr_str(g, "protocol", s.protocol.as_str())?;
+    attr(g, "eps", s.eps)?;
+    attr(g, "grad_evals", s.grad_evals)?;
+    ds(g, "proba", &s.proba)?;
+    let pred: Array1<u8> = s
+        .proba
+        .rows()
+        .into_iter()
+        .map(|row| crate::metrics::argmax(row.mapv(f64::from).view()) as u8)
+        .collect();
+    ds(g, "pred", &pred)?;
+    ds(g, "confusion", &s.metrics.confusion)?;
     ds(
-        &g,
-        "passed",
-        &Array1::from_iter(r.checks.iter().map(|c| c.1)),
+        g,
+        "single_pass_accuracy",
+        &Array1::from(s.single_pass_accuracy.clone()),
     )?;
-    ds(&g, "detail", &strings(&details))?;
-    Ok(())
+    ds(
+        g,
+        "repeat_accuracy",
+        &Array1::from(s.repeat_accuracy.clone()),
+    )?;
+    attr(g, "strict_accuracy", s.strict_accuracy)?;
+    attr(g, "fresh_accuracy", s.fresh_accuracy)?;
+    let names: Vec<&str> = s.fooled_by.iter().map(|(n, _)| n.as_str()).collect();
+    ds(g, "fooled_by_attack", &strings(&names))?;
+    ds(
+        g,
+        "fooled_count",
+        &Array1::from_iter(s.fooled_by.iter().map(|x| x.1 as u64)),
+    )
+}
+
+/// `/nnmf`: the basis (when the run has one), image shape and fit history.
+fn write_nnmf(g: &Group, r: &RunResult) -> hdf5::Result<()> {
+    if let Some(w) = &r.nnmf_basis {
+        ds(g, "W", w)?;
+    }
+    attr(g, "image_height", r.image_shape.0 as u64)?;
+    attr(g, "image_width", r.image_shape.1 as u64)?;
+    attr(g, "iterations", r.nnmf_iterations as u64)?;
+    attr(g, "converged", r.nnmf_converged)?;
+    ds(g, "objective", &Array1::from(r.nnmf_objective.clone()))
+}
+
+/// `/checks`: name, pass flag and detail of every self-check.
+fn write_checks(g: &Group, r: &RunResult) -> hdf5::Result<()> {
+    let names: Vec<&str> = r.checks.iter().map(|c| c.name.as_str()).collect();
+    let details: Vec<&str> = r.checks.iter().map(|c| c.detail.as_str()).collect();
+    ds(g, "name", &strings(&names))?;
+    ds(
+        g,
+        "passed",
+        &Array1::from_iter(r.checks.iter().map(|c| c.passed)),
+    )?;
+    ds(g, "detail", &strings(&details))
 }
 
 /// One tidy metrics row: `(scenario, protocol, eps, metric, value)`.
-pub type MetricRow = (String, String, f64, String, f64);
+pub type MetricRow = (Scenario, Protocol, f64, String, f64);
 
 /// Read back the tidy metrics table of a `result.h5` (used by tests and aggregation).
 pub fn read_metrics(path: &Path) -> Result<Vec<MetricRow>> {
-    let inner = || -> hdf5::Result<Vec<MetricRow>> {
+    type Columns = (Vec<String>, Vec<String>, Vec<f64>, Vec<String>, Vec<f64>);
+    let inner = || -> hdf5::Result<Columns> {
         let f = open_file(path)?;
         let g = f.group("metrics")?;
-        let sc = g.dataset("scenario")?.read_1d::<VarLenUnicode>()?;
-        let pr = g.dataset("protocol")?.read_1d::<VarLenUnicode>()?;
-        let ep = g.dataset("eps")?.read_1d::<f64>()?;
-        let me = g.dataset("metric")?.read_1d::<VarLenUnicode>()?;
-        let va = g.dataset("value")?.read_1d::<f64>()?;
-        Ok((0..va.len())
-            .map(|i| {
-                (
-                    sc[i].to_string(),
-                    pr[i].to_string(),
-                    ep[i],
-                    me[i].to_string(),
-                    va[i],
-                )
-            })
-            .collect())
+        let text = |name: &str| -> hdf5::Result<Vec<String>> {
+            let v = g.dataset(name)?.read_1d::<VarLenUnicode>()?;
+            Ok(v.iter().map(|s| s.to_string()).collect())
+        };
+        let num = |name: &str| -> hdf5::Result<Vec<f64>> {
+            Ok(g.dataset(name)?.read_1d::<f64>()?.to_vec())
+        };
+        Ok((
+            text("scenario")?,
+            text("protocol")?,
+            num("eps")?,
+            text("metric")?,
+            num("value")?,
+        ))
     };
-    inner().map_err(|e| h5err(path, e))
+    let (sc, pr, ep, me, va) = inner().map_err(|e| h5err(path, e))?;
+    let bad = |e: names::UnknownName| Error::Results {
+        path: path.to_path_buf(),
+        msg: format!("/metrics: {e}; the file was not written by this version of diffnmf"),
+    };
+    if [sc.len(), pr.len(), ep.len(), me.len()]
+        .iter()
+        .any(|&n| n != va.len())
+    {
+        return Err(Error::Results {
+            path: path.to_path_buf(),
+            msg: "/metrics: the columns have different lengths (a corrupt file); rerun the cell"
+                .into(),
+        });
+    }
+    (0..va.len())
+        .map(|i| {
+            Ok((
+                sc[i].parse().map_err(bad)?,
+                pr[i].parse().map_err(bad)?,
+                ep[i],
+                me[i].clone(),
+                va[i],
+            ))
+        })
+        .collect()
 }
 
 /// Read a 1-D u64 dataset (e.g. `test/ids`).

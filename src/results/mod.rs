@@ -23,8 +23,11 @@
 //! that is not done and is redone. Nothing half-written is ever visible under a final name.
 
 pub mod h5;
+pub mod names;
 pub mod paths;
 pub mod table;
+
+pub use names::{Protocol, Scenario};
 
 use crate::error::{Error, Result};
 use crate::metrics::{Metrics, METRIC_NAMES};
@@ -35,10 +38,8 @@ use std::path::{Path, PathBuf};
 /// One evaluated scenario (a row block of the paper's table).
 #[derive(Clone, Debug)]
 pub struct ScenarioResult {
-    /// clean_base | clean_def | robust_base | robust_def
-    pub scenario: &'static str,
-    /// none | transfer | adaptive | worst (per-sample worst over transfer and adaptive)
-    pub protocol: &'static str,
+    pub scenario: Scenario,
+    pub protocol: Protocol,
     pub eps: f64,
     pub metrics: Metrics,
     /// Class probabilities for every test point (`n × classes`).
@@ -60,8 +61,13 @@ pub struct ScenarioResult {
 impl ScenarioResult {
     /// Group name inside `result.h5`.
     pub fn key(&self) -> String {
-        format!("{}_{}_eps{}", self.scenario, self.protocol, self.eps)
+        scenario_key(self.scenario, self.protocol, self.eps)
     }
+}
+
+/// The `result.h5` group of a row: `/scenarios/<scenario>_<protocol>_eps<ε>`.
+pub fn scenario_key(scenario: Scenario, protocol: Protocol, eps: f64) -> String {
+    format!("{scenario}_{protocol}_eps{eps}")
 }
 
 /// A curve recorded during training.
@@ -84,7 +90,7 @@ pub struct RunResult {
     pub version: String,
     /// Content fingerprint of the data the run loaded ([`crate::data::fingerprint`]).
     pub data_content: String,
-    pub timings: Vec<(String, f64)>,
+    pub timings: Vec<Timing>,
     pub labels: Vec<u8>,
     pub test_ids: Vec<u64>,
     pub scenarios: Vec<ScenarioResult>,
@@ -95,14 +101,47 @@ pub struct RunResult {
     pub image_shape: (usize, usize),
     pub curves: Vec<Curve>,
     /// Named checks of `docs/evaluation.md` with pass/fail and a detail line.
-    pub checks: Vec<(String, bool, String)>,
+    pub checks: Vec<Check>,
     pub feature_dim: usize,
     pub box_kind: String,
 }
 
+/// One named sanity check of `docs/evaluation.md`: pass/fail and a detail line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Check {
+    pub name: String,
+    pub passed: bool,
+    pub detail: String,
+}
+
+impl Check {
+    pub fn new(name: impl Into<String>, passed: bool, detail: impl Into<String>) -> Self {
+        Check {
+            name: name.into(),
+            passed,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Wall-clock seconds of one named stage of a run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Timing {
+    pub stage: String,
+    pub seconds: f64,
+}
+
 impl RunResult {
+    /// Seconds of the stage `name`, if it was timed.
+    pub fn timing(&self, name: &str) -> Option<f64> {
+        self.timings
+            .iter()
+            .find(|t| t.stage == name)
+            .map(|t| t.seconds)
+    }
+
     /// Tidy rows `(scenario, protocol, eps, metric, value)`.
-    pub fn metric_rows(&self) -> Vec<(&str, &str, f64, &str, f64)> {
+    pub fn metric_rows(&self) -> Vec<(Scenario, Protocol, f64, &str, f64)> {
         let mut rows = vec![];
         for s in &self.scenarios {
             for (name, v) in METRIC_NAMES.iter().zip(s.metrics.values()) {
@@ -275,13 +314,16 @@ mod tests {
             git_revision: "test".into(),
             data_content: "idx:test".into(),
             version: "0".into(),
-            timings: vec![("total".into(), 0.1)],
+            timings: vec![Timing {
+                stage: "total".into(),
+                seconds: 0.1,
+            }],
             labels: vec![0, 1, 1],
             test_ids: vec![3, 4, 5],
             scenarios: vec![
-                sc("clean_base", "none", 0.0),
-                sc("robust_base", "none", 0.5),
-                sc("robust_def", "worst", 0.5),
+                sc(Scenario::CleanBase, Protocol::None, 0.0),
+                sc(Scenario::RobustBase, Protocol::None, 0.5),
+                sc(Scenario::RobustDef, Protocol::Worst, 0.5),
             ],
             nnmf_basis: Some(Array2::from_elem((2, 4), 0.25)),
             nnmf_objective: vec![2.0, 1.0],
@@ -293,7 +335,7 @@ mod tests {
                 name: "train_loss".into(),
                 values: vec![1.0, 0.5],
             }],
-            checks: vec![("base_reaches_zero".into(), true, "ok".into())],
+            checks: vec![Check::new("base_reaches_zero", true, "ok")],
             feature_dim: 4,
             box_kind: "none".into(),
         }

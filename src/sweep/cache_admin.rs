@@ -14,11 +14,12 @@
 //!   another diffnmf build whose keys this one cannot compute.
 //!
 //! *References* are computed, not recorded: each cell's `job.yaml` gives its configuration,
-//! the data it names is fingerprinted ([`crate::data::fingerprint`], once per distinct
+//! the data it names is fingerprinted ([`crate::data::fingerprint()`], once per distinct
 //! source, timed), and the stage keys follow ([`crate::pipeline::cached`]). `gc` refuses to
 //! run when a cell's data cannot be fingerprinted (moved or deleted): it could not tell
 //! that cell's entries from garbage.
 
+use super::error::SweepError;
 use crate::cache;
 use crate::config;
 use crate::data::fingerprint::{fingerprint, Fingerprint};
@@ -31,33 +32,16 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
-/// Arguments of `diffnmf cache`.
-#[derive(clap::Args, Debug)]
-pub struct CacheArgs {
-    #[command(subcommand)]
-    pub action: CacheAction,
-}
-
-#[derive(clap::Subcommand, Debug)]
-pub enum CacheAction {
+/// What `diffnmf cache` does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CacheCommand {
     /// List the entries: stage, name, size, last use, referencing cells, key summary.
-    Ls {
-        /// Sweep folder.
-        dir: PathBuf,
-    },
-    /// Check every entry's checksum and key; exit 1 when one is damaged.
-    Verify {
-        /// Sweep folder.
-        dir: PathBuf,
-    },
-    /// Remove entries no cell of the sweep references, and damaged ones.
-    Gc {
-        /// Sweep folder.
-        dir: PathBuf,
-        /// Print what would be removed, remove nothing.
-        #[arg(long)]
-        dry_run: bool,
-    },
+    Ls { dir: PathBuf },
+    /// Check every entry's checksum and key; an error when one is damaged.
+    Verify { dir: PathBuf },
+    /// Remove entries no cell of the sweep references, and damaged ones (`dry_run`: print
+    /// what would be removed, remove nothing).
+    Gc { dir: PathBuf, dry_run: bool },
 }
 
 /// One entry file of the cache.
@@ -231,99 +215,106 @@ fn age(t: SystemTime) -> String {
 }
 
 /// `diffnmf cache …`.
-pub fn run(a: CacheArgs) -> anyhow::Result<()> {
+pub fn run(cmd: &CacheCommand) -> std::result::Result<(), SweepError> {
     let code = CodeFingerprints::current();
-    match a.action {
-        CacheAction::Ls { dir } => {
-            let list = entries(&paths::sweep_cache(&dir))?;
-            let refs = references(&dir, &code)?;
-            println!(
-                "{:<10} {:<28} {:>10} {:>12} {:>5}  summary",
-                "stage", "entry", "size", "last use", "cells"
-            );
-            // With cells whose data is missing, a count is a lower bound and 0 is unknown.
-            let partial = !refs.unresolved.is_empty();
-            for e in &list {
-                let summary =
-                    cache::read_summary(&e.path).unwrap_or_else(|x| format!("(unreadable: {x})"));
-                let cells = match refs.counts.get(&e.name) {
-                    Some(n) if partial => format!("{n}+"),
-                    Some(n) => n.to_string(),
-                    None if partial => "?".into(),
-                    None => "0".into(),
-                };
-                println!(
-                    "{:<10} {:<28} {:>10} {:>12} {:>5}  {summary}",
-                    e.stage,
-                    e.name,
-                    size(e.size),
-                    age(e.last_use),
-                    cells
-                );
+    match cmd {
+        CacheCommand::Ls { dir } => Ok(print_ls(dir, &code)?),
+        CacheCommand::Verify { dir } => print_verify(dir),
+        CacheCommand::Gc { dir, dry_run } => Ok(print_gc(dir, &code, *dry_run)?),
+    }
+}
+
+/// `cache ls`: one line per entry, the unresolved cells, the totals.
+fn print_ls(dir: &Path, code: &CodeFingerprints) -> Result<()> {
+    let list = entries(&paths::sweep_cache(dir))?;
+    let refs = references(dir, code)?;
+    println!(
+        "{:<10} {:<28} {:>10} {:>12} {:>5}  summary",
+        "stage", "entry", "size", "last use", "cells"
+    );
+    // With cells whose data is missing, a count is a lower bound and 0 is unknown.
+    let partial = !refs.unresolved.is_empty();
+    for e in &list {
+        let summary = cache::read_summary(&e.path).unwrap_or_else(|x| format!("(unreadable: {x})"));
+        let cells = match refs.counts.get(&e.name) {
+            Some(n) if partial => format!("{n}+"),
+            Some(n) => n.to_string(),
+            None if partial => "?".into(),
+            None => "0".into(),
+        };
+        println!(
+            "{:<10} {:<28} {:>10} {:>12} {:>5}  {summary}",
+            e.stage,
+            e.name,
+            size(e.size),
+            age(e.last_use),
+            cells
+        );
+    }
+    for u in &refs.unresolved {
+        println!("? {u}");
+    }
+    let total: u64 = list.iter().map(|e| e.size).sum();
+    let unref = list
+        .iter()
+        .filter(|e| !refs.counts.contains_key(&e.name))
+        .count();
+    println!(
+        "{}: {} entries, {}; {unref} referenced by no cell (`diffnmf cache gc` removes them)",
+        paths::sweep_cache(dir).display(),
+        list.len(),
+        size(total)
+    );
+    Ok(())
+}
+
+/// `cache verify`: one line per entry; damaged entries make it an error.
+fn print_verify(dir: &Path) -> std::result::Result<(), SweepError> {
+    let list = entries(&paths::sweep_cache(dir))?;
+    let mut bad = 0;
+    for e in &list {
+        match check(e) {
+            Ok(()) => println!("ok      {}/{}", e.stage, e.name),
+            Err(why) => {
+                bad += 1;
+                println!("DAMAGED {}/{}: {why}", e.stage, e.name);
             }
-            for u in &refs.unresolved {
-                println!("? {u}");
-            }
-            let total: u64 = list.iter().map(|e| e.size).sum();
-            let unref = list
-                .iter()
-                .filter(|e| !refs.counts.contains_key(&e.name))
-                .count();
-            println!(
-                "{}: {} entries, {}; {unref} referenced by no cell (`diffnmf cache gc` removes them)",
-                paths::sweep_cache(&dir).display(),
-                list.len(),
-                size(total)
-            );
-            Ok(())
-        }
-        CacheAction::Verify { dir } => {
-            let list = entries(&paths::sweep_cache(&dir))?;
-            let mut bad = 0;
-            for e in &list {
-                match check(e) {
-                    Ok(()) => println!("ok      {}/{}", e.stage, e.name),
-                    Err(why) => {
-                        bad += 1;
-                        println!("DAMAGED {}/{}: {why}", e.stage, e.name);
-                    }
-                }
-            }
-            println!("{} entries, {bad} damaged", list.len());
-            if bad > 0 {
-                anyhow::bail!(
-                    "{bad} damaged cache entries in {}: the next sweep rebuilds them, or \
-                     `diffnmf cache gc {}` removes them",
-                    paths::sweep_cache(&dir).display(),
-                    dir.display()
-                );
-            }
-            Ok(())
-        }
-        CacheAction::Gc { dir, dry_run } => {
-            let g = gc(&dir, &code, dry_run)?;
-            let verb = if dry_run { "would remove" } else { "removed" };
-            for (e, why) in &g.removed {
-                println!("{verb} {}/{} ({why}, {})", e.stage, e.name, size(e.size));
-            }
-            for e in &g.busy {
-                println!("kept {}/{} (locked by a running build)", e.stage, e.name);
-            }
-            let freed: u64 = g.removed.iter().map(|(e, _)| e.size).sum();
-            println!(
-                "{verb} {} entries ({}); kept {} referenced{}",
-                g.removed.len(),
-                size(freed),
-                g.kept,
-                if g.busy.is_empty() {
-                    String::new()
-                } else {
-                    format!(" and {} locked", g.busy.len())
-                }
-            );
-            Ok(())
         }
     }
+    println!("{} entries, {bad} damaged", list.len());
+    if bad > 0 {
+        return Err(SweepError::DamagedEntries {
+            bad,
+            cache: paths::sweep_cache(dir),
+            dir: dir.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+/// `cache gc`: what was (or would be) removed, and what was kept.
+fn print_gc(dir: &Path, code: &CodeFingerprints, dry_run: bool) -> Result<()> {
+    let g = gc(dir, code, dry_run)?;
+    let verb = if dry_run { "would remove" } else { "removed" };
+    for (e, why) in &g.removed {
+        println!("{verb} {}/{} ({why}, {})", e.stage, e.name, size(e.size));
+    }
+    for e in &g.busy {
+        println!("kept {}/{} (locked by a running build)", e.stage, e.name);
+    }
+    let freed: u64 = g.removed.iter().map(|(e, _)| e.size).sum();
+    println!(
+        "{verb} {} entries ({}); kept {} referenced{}",
+        g.removed.len(),
+        size(freed),
+        g.kept,
+        if g.busy.is_empty() {
+            String::new()
+        } else {
+            format!(" and {} locked", g.busy.len())
+        }
+    );
+    Ok(())
 }
 
 /// What [`gc`] did.
@@ -355,6 +346,44 @@ pub fn live_claims(dir: &Path) -> Result<Vec<String>> {
 /// Remove the entries of `<dir>/cache` that no cell references, and damaged ones.
 pub fn gc(dir: &Path, code: &CodeFingerprints, dry_run: bool) -> Result<GcReport> {
     let root = paths::sweep_cache(dir);
+    let refs = gc_references(dir, code, dry_run)?;
+    let mut r = GcReport {
+        removed: vec![],
+        busy: vec![],
+        kept: 0,
+    };
+    for e in entries(&root)? {
+        let referenced = refs.contains_key(&e.name);
+        let why = if !referenced {
+            "referenced by no cell"
+        } else if check(&e).is_err() {
+            "damaged"
+        } else {
+            r.kept += 1;
+            continue;
+        };
+        if dry_run {
+            r.removed.push((e, why));
+        } else {
+            remove_locked(e, why, referenced, &mut r)?;
+        }
+    }
+    if !dry_run {
+        for stage in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            paths::sweep_stale_tmp(&stage.path());
+        }
+    }
+    Ok(r)
+}
+
+/// The references `gc` goes by (entry name → cells); an error when it could not tell a
+/// referenced entry from garbage: a cell claimed by a live process (unless `dry_run`), or a
+/// cell whose data cannot be fingerprinted.
+fn gc_references(
+    dir: &Path,
+    code: &CodeFingerprints,
+    dry_run: bool,
+) -> Result<BTreeMap<String, usize>> {
     let live = live_claims(dir)?;
     if !live.is_empty() && !dry_run {
         return Err(Error::Results {
@@ -384,55 +413,35 @@ pub fn gc(dir: &Path, code: &CodeFingerprints, dry_run: bool) -> Result<GcReport
             ),
         });
     }
-    let refs = refs.counts;
-    let mut r = GcReport {
-        removed: vec![],
-        busy: vec![],
-        kept: 0,
-    };
-    for e in entries(&root)? {
-        let referenced = refs.contains_key(&e.name);
-        let why = if !referenced {
-            "referenced by no cell"
-        } else if check(&e).is_err() {
-            "damaged"
-        } else {
-            r.kept += 1;
-            continue;
-        };
-        if dry_run {
-            r.removed.push((e, why));
-            continue;
-        }
-        let lock_path = e.path.with_extension("lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|x| Error::io(&lock_path, x))?;
-        if let Err(std::fs::TryLockError::WouldBlock) = lock.try_lock() {
-            r.busy.push(e);
-            continue;
-        }
-        // Under the lock: a referenced entry found damaged may have been rebuilt meanwhile.
-        if referenced && check(&e).is_ok() {
-            r.kept += 1;
-            continue;
-        }
-        match std::fs::remove_file(&e.path) {
-            Ok(()) => r.removed.push((e, why)),
-            Err(x) if x.kind() == std::io::ErrorKind::NotFound => {}
-            Err(x) => return Err(Error::io(&e.path, x)),
-        }
-        // The lock file stays: removing it would let a waiter and a newcomer lock two
-        // different files for the same entry.
-        drop(lock);
+    Ok(refs.counts)
+}
+
+/// Remove entry `e` (`why`: the reason) under its lock, into `r`: left (busy) while another
+/// process holds the lock; kept when, `referenced` and found damaged before, it is whole
+/// now (a build replaced it meanwhile).
+fn remove_locked(e: Entry, why: &'static str, referenced: bool, r: &mut GcReport) -> Result<()> {
+    let lock_path = e.path.with_extension("lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|x| Error::io(&lock_path, x))?;
+    if let Err(std::fs::TryLockError::WouldBlock) = lock.try_lock() {
+        r.busy.push(e);
+        return Ok(());
     }
-    if !dry_run {
-        for stage in std::fs::read_dir(&root).into_iter().flatten().flatten() {
-            paths::sweep_stale_tmp(&stage.path());
-        }
+    if referenced && check(&e).is_ok() {
+        r.kept += 1;
+        return Ok(());
     }
-    Ok(r)
+    match std::fs::remove_file(&e.path) {
+        Ok(()) => r.removed.push((e, why)),
+        Err(x) if x.kind() == std::io::ErrorKind::NotFound => {}
+        Err(x) => return Err(Error::io(&e.path, x)),
+    }
+    // The lock file stays: removing it would let a waiter and a newcomer lock two
+    // different files for the same entry.
+    drop(lock);
+    Ok(())
 }

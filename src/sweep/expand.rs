@@ -140,7 +140,14 @@ fn expand_with(spec: &SweepSpec, fast: bool) -> Result<Vec<Cell>> {
     }
     // Large grids expand on several threads (contiguous index ranges, results in order;
     // the first error by index wins, as in a sequential loop).
-    let parts = in_parallel(n, |r| expand_range(spec, &tree, &seeds, &cwd, r, fast));
+    let grid = Grid {
+        spec,
+        tree: &tree,
+        seeds: &seeds,
+        cwd: &cwd,
+        fast,
+    };
+    let parts = in_parallel(n, |r| grid.cells(r));
     let mut cells = Vec::with_capacity(n);
     for p in parts {
         cells.extend(p?);
@@ -172,80 +179,96 @@ fn in_parallel<T: Send>(n: usize, f: impl Fn(std::ops::Range<usize>) -> T + Sync
     })
 }
 
-/// Cells `range` of the grid over `tree` (the base job with `set:` and the sweep name).
-fn expand_range(
-    spec: &SweepSpec,
-    tree: &Value,
-    seeds: &[u64],
-    cwd: &Path,
-    range: std::ops::Range<usize>,
+/// The grid of a sweep over its base tree, cell by cell.
+struct Grid<'a> {
+    spec: &'a SweepSpec,
+    /// The base job with `set:` and the sweep name.
+    tree: &'a Value,
+    /// The seeds (never empty), varying fastest.
+    seeds: &'a [u64],
+    /// Relative paths are made absolute against it.
+    cwd: &'a Path,
+    /// Take the shortcuts (see [`expand`]).
     fast: bool,
-) -> Result<Vec<Cell>> {
-    // Axes on disjoint keys are written into one working tree in place (each cell sets the
-    // same keys, so nothing of the previous cell survives; whether a scalar becomes a
-    // one-element list is decided on the base tree, as [`set_key`] does on a fresh copy).
-    // Overlapping ones (`nnmf` and `nnmf.k`), and the plain path, start every cell from a
-    // fresh copy of the base tree.
-    let overlapping = spec.axes.iter().enumerate().any(|(i, a)| {
-        spec.axes
+}
+
+impl Grid<'_> {
+    /// Cells `range` of the grid.
+    fn cells(&self, range: std::ops::Range<usize>) -> Result<Vec<Cell>> {
+        let spec = self.spec;
+        // Axes on disjoint keys are written into one working tree in place (each cell sets
+        // the same keys, so nothing of the previous cell survives; whether a scalar becomes
+        // a one-element list is decided on the base tree, as [`set_key`] does on a fresh
+        // copy). Overlapping ones (`nnmf` and `nnmf.k`), and the plain path, start every
+        // cell from a fresh copy of the base tree.
+        let in_place = self.fast && !overlapping_axes(spec);
+        let wrap: Vec<bool> = spec
+            .axes
             .iter()
-            .enumerate()
-            .any(|(j, b)| i != j && (a.key == b.key || b.key.starts_with(&format!("{}.", a.key))))
-    });
-    let in_place = fast && !overlapping;
-    let wrap: Vec<bool> = spec
-        .axes
-        .iter()
-        .map(|a| matches!(get_path(tree, &a.key), Some(Value::Sequence(_))))
-        .collect();
-    let mut resolver = Resolver::new(spec, tree, cwd, fast)?;
-    let mut work = tree.clone();
-    let mut cells = Vec::with_capacity(range.len());
-    let mut picks = vec![0; spec.axes.len() + 1];
-    for index in range {
-        // Mixed radix: the last axis varies fastest before seeds; seeds vary fastest.
+            .map(|a| matches!(get_path(self.tree, &a.key), Some(Value::Sequence(_))))
+            .collect();
+        let mut resolver = Resolver::new(spec, self.tree, self.cwd, self.fast)?;
+        let mut work = self.tree.clone();
+        let mut cells = Vec::with_capacity(range.len());
+        let mut picks = vec![0; spec.axes.len() + 1];
+        for index in range {
+            let seed = self.pick(index, &mut picks);
+            let values: Vec<Value> = spec
+                .axes
+                .iter()
+                .zip(&picks)
+                .map(|(a, &p)| a.values[p].clone())
+                .collect();
+            if in_place {
+                set_in_place(spec, &mut work, &values, &wrap)?;
+            } else {
+                work = self.tree.clone();
+                for (a, v) in spec.axes.iter().zip(&values) {
+                    set_key(spec, &mut work, "axis", &a.key, v)?;
+                }
+            }
+            config::set_path(&mut work, "seed", Value::from(seed)).map_err(|m| err(spec, m))?;
+            cells.push(self.cell(&mut resolver, &work, &picks, index, values)?);
+        }
+        Ok(cells)
+    }
+
+    /// The value index of every axis and of the seed of cell `index`, into `picks`; the
+    /// seed. Mixed radix: the last axis varies fastest before seeds; seeds vary fastest.
+    fn pick(&self, index: usize, picks: &mut [usize]) -> u64 {
+        let axes = &self.spec.axes;
         let mut rest = index;
-        let seed_pick = rest % seeds.len();
-        let seed = seeds[seed_pick];
-        rest /= seeds.len();
-        for (i, a) in spec.axes.iter().enumerate().rev() {
+        let seed_pick = rest % self.seeds.len();
+        rest /= self.seeds.len();
+        for (i, a) in axes.iter().enumerate().rev() {
             picks[i] = rest % a.values.len();
             rest /= a.values.len();
         }
-        picks[spec.axes.len()] = seed_pick;
-        let values: Vec<Value> = spec
-            .axes
-            .iter()
-            .zip(&picks)
-            .map(|(a, &p)| a.values[p].clone())
-            .collect();
-        if in_place {
-            for ((a, v), &w) in spec.axes.iter().zip(&values).zip(&wrap) {
-                let v = match v {
-                    Value::Sequence(_) | Value::Null => v.clone(),
-                    _ if w => Value::Sequence(vec![v.clone()]),
-                    _ => v.clone(),
-                };
-                config::set_path(&mut work, &a.key, v)
-                    .map_err(|m| err(spec, format!("axis `{}`: {m}", a.key)))?;
-            }
-        } else {
-            work = tree.clone();
-            for (a, v) in spec.axes.iter().zip(&values) {
-                set_key(spec, &mut work, "axis", &a.key, v)?;
-            }
-        }
-        config::set_path(&mut work, "seed", Value::from(seed)).map_err(|m| err(spec, m))?;
-        let (cfg, resolved_yaml) = resolver.resolve(&work, &picks).map_err(|e| {
+        picks[axes.len()] = seed_pick;
+        self.seeds[seed_pick]
+    }
+
+    /// Cell `index` (axis `values`, value indices `picks`) from its job tree `work`:
+    /// validated, resolved, named.
+    fn cell(
+        &self,
+        resolver: &mut Resolver,
+        work: &Value,
+        picks: &[usize],
+        index: usize,
+        values: Vec<Value>,
+    ) -> Result<Cell> {
+        let spec = self.spec;
+        let seed = self.seeds[picks[spec.axes.len()]];
+        let (cfg, resolved_yaml) = resolver.resolve(work, picks).map_err(|e| {
             err(
                 spec,
                 format!("cell {index} ({}): {e}", describe(spec, &values, seed)),
             )
         })?;
-        let id = cell_id(index, &resolved_yaml);
-        cells.push(Cell {
+        Ok(Cell {
             index,
-            id,
+            id: cell_id(index, &resolved_yaml),
             values,
             seed,
             job: LoadedJob {
@@ -253,9 +276,33 @@ fn expand_range(
                 path: spec.base.clone(),
                 resolved_yaml,
             },
-        });
+        })
     }
-    Ok(cells)
+}
+
+/// Whether two axes set the same key or one a key inside the other's (`nnmf`, `nnmf.k`).
+fn overlapping_axes(spec: &SweepSpec) -> bool {
+    spec.axes.iter().enumerate().any(|(i, a)| {
+        spec.axes
+            .iter()
+            .enumerate()
+            .any(|(j, b)| i != j && (a.key == b.key || b.key.starts_with(&format!("{}.", a.key))))
+    })
+}
+
+/// Write the axis `values` into `work` in place; `wrap[i]`: axis i is list-valued in the
+/// base tree, so a scalar becomes a one-element list.
+fn set_in_place(spec: &SweepSpec, work: &mut Value, values: &[Value], wrap: &[bool]) -> Result<()> {
+    for ((a, v), &w) in spec.axes.iter().zip(values).zip(wrap) {
+        let v = match v {
+            Value::Sequence(_) | Value::Null => v.clone(),
+            _ if w => Value::Sequence(vec![v.clone()]),
+            _ => v.clone(),
+        };
+        config::set_path(work, &a.key, v)
+            .map_err(|m| err(spec, format!("axis `{}`: {m}", a.key)))?;
+    }
+    Ok(())
 }
 
 /// One top-level key of the job tree with the texts of its values seen so far.

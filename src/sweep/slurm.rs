@@ -573,7 +573,6 @@ fn submit_locked(
     cells: &[usize],
     resume: &str,
 ) -> Result<Submitted> {
-    let jobs = paths::slurm_jobs(dir);
     let subs = submissions(dir);
     let n = next_submission(&subs);
     let limit = array_limit(s)?;
@@ -586,125 +585,173 @@ fn submit_locked(
     let agg_script = aggregate_script(dir);
     let agg = render_aggregate(s, sweep_name, exe, dir)?;
     crate::results::write_atomic(&agg_script, agg.as_bytes())?;
-    let mut waits_for = active_arrays(&subs);
-    let mut arrays: Vec<(String, usize)> = vec![];
-    let name = |p: &Path| {
-        p.file_name()
-            .map(|f| f.to_string_lossy().to_string())
-            .unwrap_or_default()
+    let mut run = Submitting {
+        s,
+        dir,
+        jobs: paths::slurm_jobs(dir),
+        n,
+        limit,
+        resume,
+        arrays: vec![],
+        waits_for: active_arrays(&subs),
     };
-    let accepted = |arrays: &[(String, usize)]| {
-        arrays
+    for (k, p) in parts.iter().enumerate() {
+        run.submit_part(k, parts.len(), p)?;
+    }
+    let aggregate_id = run.submit_aggregation(&agg_script)?;
+    run.record_aggregation(&aggregate_id)?;
+    Ok(Submitted {
+        n,
+        arrays: run.arrays,
+        aggregate_id,
+        waits_for: run.waits_for,
+        limit: run.limit,
+    })
+}
+
+/// A submission in progress: where it is recorded and what sbatch accepted so far.
+struct Submitting<'a> {
+    s: &'a SlurmSpec,
+    dir: &'a Path,
+    /// `slurm/jobs.txt`.
+    jobs: PathBuf,
+    /// Submission number.
+    n: usize,
+    limit: ArrayLimit,
+    /// The command line that continues the submission (for messages).
+    resume: &'a str,
+    /// `(array id, tasks)` of every accepted part.
+    arrays: Vec<(String, usize)>,
+    /// Every job the aggregation waits for: earlier active arrays, then the accepted parts.
+    waits_for: Vec<String>,
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|f| f.to_string_lossy().to_string())
+        .unwrap_or_default()
+}
+
+impl Submitting<'_> {
+    /// `id (t tasks), …` of the accepted arrays.
+    fn accepted(&self) -> String {
+        self.arrays
             .iter()
             .map(|(id, t)| format!("{id} ({t} tasks)"))
             .collect::<Vec<_>>()
             .join(", ")
-    };
-    for (k, p) in parts.iter().enumerate() {
+    }
+
+    /// Submit part `k` of `count` and record it in `slurm/jobs.txt`.
+    fn submit_part(&mut self, k: usize, count: usize, p: &ArrayPart) -> Result<()> {
         // With a parallelism cap only one array runs at a time: each part waits for the
         // previous one, the first for every earlier array still active.
-        let before: Vec<String> = match arrays.last() {
+        let before: Vec<String> = match self.arrays.last() {
             Some((prev, _)) => vec![prev.clone()],
-            None => waits_for.clone(),
+            None => self.waits_for.clone(),
         };
         let mut args = vec![];
-        if s.parallelism.is_some() && !before.is_empty() {
+        if self.s.parallelism.is_some() && !before.is_empty() {
             args.push(format!("--dependency=afterany:{}", before.join(":")));
         }
-        let id = match sbatch_raw(&args, &p.script) {
-            Ok(id) => id,
-            Err(r) => {
-                let refused_array = r.msg.to_ascii_lowercase().contains("array");
-                let hint = if refused_array {
-                    format!(
-                        "; the array had {} tasks (--array=0-{}); the array limit used was {} ({}): \
-                         if this cluster allows fewer tasks per array, set `slurm.max_array_size` in the sweep file",
-                        p.cells.len(),
-                        p.cells.len() - 1,
-                        limit.max,
-                        limit.source
-                    )
-                } else {
-                    String::new()
-                };
-                let done = if arrays.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        "; already submitted and recorded in {}: array job(s) {} ({k} of {} parts); \
-                         no aggregation job was submitted; `{resume}` submits the remaining cells and the \
-                         aggregation (tasks pending or running are not resubmitted)",
-                        jobs.display(),
-                        accepted(&arrays),
-                        parts.len()
-                    )
-                };
-                return Err(r.into_error(&format!("{hint}{done}")));
-            }
-        };
+        let id = sbatch_raw(&args, &p.script).map_err(|r| self.part_refused(r, k, count, p))?;
         let line = jobs_line(&Submission {
             array_id: id.clone(),
             aggregate_id: None,
-            map: name(&p.map),
-            submission: n,
+            map: file_name(&p.map),
+            submission: self.n,
         });
-        append_line(&jobs, &line).map_err(|e| Error::Results {
-            path: jobs.clone(),
+        append_line(&self.jobs, &line).map_err(|e| Error::Results {
+            path: self.jobs.clone(),
             msg: format!(
                 "array job {id} was submitted but could not be recorded ({e}); free the space or fix \
                  the permissions, then add the line `{}` to this file, or cancel it with `scancel {id}`",
                 line.trim_end()
             ),
         })?;
-        arrays.push((id.clone(), p.cells.len()));
-        waits_for.push(id);
+        self.arrays.push((id.clone(), p.cells.len()));
+        self.waits_for.push(id);
+        Ok(())
     }
-    let mut args = vec![];
-    if !waits_for.is_empty() {
-        args.push(format!("--dependency=afterany:{}", waits_for.join(":")));
+
+    /// The error of a refused part `k` of `count`: sbatch's message, a hint when it
+    /// concerns the array size, and what was already submitted.
+    fn part_refused(&self, r: Refusal, k: usize, count: usize, p: &ArrayPart) -> Error {
+        let refused_array = r.msg.to_ascii_lowercase().contains("array");
+        let hint = if refused_array {
+            format!(
+                "; the array had {} tasks (--array=0-{}); the array limit used was {} ({}): \
+                 if this cluster allows fewer tasks per array, set `slurm.max_array_size` in the sweep file",
+                p.cells.len(),
+                p.cells.len() - 1,
+                self.limit.max,
+                self.limit.source
+            )
+        } else {
+            String::new()
+        };
+        let done = if self.arrays.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; already submitted and recorded in {}: array job(s) {} ({k} of {count} parts); \
+                 no aggregation job was submitted; `{}` submits the remaining cells and the \
+                 aggregation (tasks pending or running are not resubmitted)",
+                self.jobs.display(),
+                self.accepted(),
+                self.resume
+            )
+        };
+        r.into_error(&format!("{hint}{done}"))
     }
-    let agg_id = match sbatch_raw(&args, &agg_script) {
-        Ok(id) => id,
-        Err(r) => {
-            let done = if arrays.is_empty() {
+
+    /// Submit the aggregation job, chained `afterany` on every job it waits for.
+    fn submit_aggregation(&self, script: &Path) -> Result<String> {
+        let mut args = vec![];
+        if !self.waits_for.is_empty() {
+            args.push(format!(
+                "--dependency=afterany:{}",
+                self.waits_for.join(":")
+            ));
+        }
+        sbatch_raw(&args, script).map_err(|r| {
+            let done = if self.arrays.is_empty() {
                 String::new()
             } else {
                 format!(
                     "; the array job(s) {} were submitted and are recorded in {}, but no aggregation job \
-                     was; `{resume}` submits it (tasks pending or running are not resubmitted), or run \
+                     was; `{}` submits it (tasks pending or running are not resubmitted), or run \
                      `diffnmf aggregate {}` when they finish",
-                    accepted(&arrays),
-                    jobs.display(),
-                    sh_quote(&dir.display().to_string())
+                    self.accepted(),
+                    self.jobs.display(),
+                    self.resume,
+                    sh_quote(&self.dir.display().to_string())
                 )
             };
-            return Err(r.into_error(&format!("; sbatch refused the aggregation job{done}")));
-        }
-    };
-    // Every recorded array without an aggregation job now has this one.
-    let all: String = submissions(dir)
-        .into_iter()
-        .map(|mut sub| {
-            if sub.aggregate_id.is_none() {
-                sub.aggregate_id = Some(agg_id.clone());
-            }
-            jobs_line(&sub)
+            r.into_error(&format!("; sbatch refused the aggregation job{done}"))
         })
-        .collect();
-    crate::results::write_atomic(&jobs, all.as_bytes()).map_err(|e| Error::Results {
-        path: jobs.clone(),
-        msg: format!(
-            "aggregation job {agg_id} was submitted but could not be recorded ({e}); the arrays are \
-             recorded, so `{resume}` would submit a second one: cancel this one with `scancel {agg_id}` first"
-        ),
-    })?;
-    Ok(Submitted {
-        n,
-        arrays,
-        aggregate_id: agg_id,
-        waits_for,
-        limit,
-    })
+    }
+
+    /// Every recorded array without an aggregation job now has `agg_id`.
+    fn record_aggregation(&self, agg_id: &str) -> Result<()> {
+        let all: String = submissions(self.dir)
+            .into_iter()
+            .map(|mut sub| {
+                if sub.aggregate_id.is_none() {
+                    sub.aggregate_id = Some(agg_id.to_string());
+                }
+                jobs_line(&sub)
+            })
+            .collect();
+        crate::results::write_atomic(&self.jobs, all.as_bytes()).map_err(|e| Error::Results {
+            path: self.jobs.clone(),
+            msg: format!(
+                "aggregation job {agg_id} was submitted but could not be recorded ({e}); the arrays are \
+                 recorded, so `{}` would submit a second one: cancel this one with `scancel {agg_id}` first",
+                self.resume
+            ),
+        })
+    }
 }
 
 #[cfg(test)]

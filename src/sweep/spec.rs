@@ -118,7 +118,47 @@ pub fn parse_sweep(path: &Path, text: &str, cli_set: &[String]) -> Result<SweepS
         }
     }
     let get = |k: &str| map.get(Value::String(k.into()));
-    let name = match get("name") {
+    let name = parse_name(path, get("name"))?;
+    let base = match get("base") {
+        Some(v) => resolve_base(path, &scalar(path, "base", v)?)?,
+        None => {
+            return Err(err(
+                path,
+                "`base` is missing: name a job file, e.g. base: jobs/paper.yaml",
+            ))
+        }
+    };
+    let axes = match get("axes") {
+        Some(Value::Mapping(m)) => parse_axes(path, m)?,
+        Some(Value::Null) | None => vec![],
+        Some(_) => {
+            return Err(err(
+                path,
+                "`axes` must be a mapping of dotted job keys to values",
+            ))
+        }
+    };
+    let seeds = parse_seeds(path, get("seeds"))?;
+    let set = parse_set(path, get("set"), cli_set)?;
+    let slurm = match get("slurm") {
+        None | Some(Value::Null) => SlurmSpec::default(),
+        Some(Value::Mapping(m)) => parse_slurm(path, m)?,
+        Some(_) => return Err(err(path, "`slurm` must be a mapping (partition, time, …)")),
+    };
+    Ok(SweepSpec {
+        name,
+        path: path.to_path_buf(),
+        base,
+        axes,
+        seeds,
+        set,
+        slurm,
+    })
+}
+
+/// `name` (default: the file stem), a plain folder name.
+fn parse_name(path: &Path, v: Option<&Value>) -> Result<String> {
+    let name = match v {
         Some(v) => scalar(path, "name", v)?,
         None => path
             .file_stem()
@@ -132,34 +172,17 @@ pub fn parse_sweep(path: &Path, text: &str, cli_set: &[String]) -> Result<SweepS
             format!("`name`: `{name}` must be a plain folder name"),
         ));
     }
-    let base_rel = match get("base") {
-        Some(v) => scalar(path, "base", v)?,
-        None => {
-            return Err(err(
-                path,
-                "`base` is missing: name a job file, e.g. base: jobs/paper.yaml",
-            ))
-        }
-    };
-    let base = resolve_base(path, &base_rel)?;
-    let axes = match get("axes") {
-        Some(Value::Mapping(m)) => parse_axes(path, m)?,
-        Some(Value::Null) | None => vec![],
-        Some(_) => {
-            return Err(err(
-                path,
-                "`axes` must be a mapping of dotted job keys to values",
-            ))
-        }
-    };
-    let seeds = match get("seeds") {
-        None | Some(Value::Null) => vec![],
-        Some(Value::Sequence(s)) if s.is_empty() => {
-            return Err(err(
-                path,
-                "`seeds` is empty: list at least one seed or omit it",
-            ))
-        }
+    Ok(name)
+}
+
+/// `seeds`: a list of non-negative integers or one (absent: none, the base job's seed).
+fn parse_seeds(path: &Path, v: Option<&Value>) -> Result<Vec<u64>> {
+    match v {
+        None | Some(Value::Null) => Ok(vec![]),
+        Some(Value::Sequence(s)) if s.is_empty() => Err(err(
+            path,
+            "`seeds` is empty: list at least one seed or omit it",
+        )),
         Some(Value::Sequence(s)) => s
             .iter()
             .map(|v| {
@@ -170,19 +193,20 @@ pub fn parse_sweep(path: &Path, text: &str, cli_set: &[String]) -> Result<SweepS
                     )
                 })
             })
-            .collect::<Result<Vec<_>>>()?,
-        Some(v) => match v.as_u64() {
-            Some(s) => vec![s],
-            None => {
-                return Err(err(
-                    path,
-                    "`seeds` must be a list of non-negative integers, e.g. [0, 1, 2]",
-                ))
-            }
-        },
-    };
+            .collect(),
+        Some(v) => v.as_u64().map(|s| vec![s]).ok_or_else(|| {
+            err(
+                path,
+                "`seeds` must be a list of non-negative integers, e.g. [0, 1, 2]",
+            )
+        }),
+    }
+}
+
+/// The fixed overrides: the sweep file's `set:` mapping, then every `--set key=value`.
+fn parse_set(path: &Path, v: Option<&Value>, cli_set: &[String]) -> Result<Vec<(String, Value)>> {
     let mut set = vec![];
-    match get("set") {
+    match v {
         None | Some(Value::Null) => {}
         Some(Value::Mapping(m)) => {
             for (k, v) in m {
@@ -204,20 +228,7 @@ pub fn parse_sweep(path: &Path, text: &str, cli_set: &[String]) -> Result<SweepS
             .map_err(|e| err(path, format!("--set {k}: `{v}` is not valid YAML: {e}")))?;
         set.push((k.trim().to_string(), v));
     }
-    let slurm = match get("slurm") {
-        None | Some(Value::Null) => SlurmSpec::default(),
-        Some(Value::Mapping(m)) => parse_slurm(path, m)?,
-        Some(_) => return Err(err(path, "`slurm` must be a mapping (partition, time, …)")),
-    };
-    Ok(SweepSpec {
-        name,
-        path: path.to_path_buf(),
-        base,
-        axes,
-        seeds,
-        set,
-        slurm,
-    })
+    Ok(set)
 }
 
 /// `base` as written, or relative to the folder of the sweep file (never to the working
@@ -294,13 +305,6 @@ fn axis_values(path: &Path, key: &str, v: &Value) -> Result<Vec<Value>> {
     match v {
         Value::Sequence(s) => Ok(s.clone()),
         Value::Mapping(m) => {
-            let f = |n: &str| m.get(Value::String(n.into()));
-            let pair = |n: &str| -> Result<(Value, Value)> {
-                match f(n) {
-                    Some(Value::Sequence(s)) if s.len() == 2 => Ok((s[0].clone(), s[1].clone())),
-                    _ => Err(bad(format!("`{n}` must be a pair [lo, hi]"))),
-                }
-            };
             if let Some(other) = m
                 .keys()
                 .find(|k| !matches!(k.as_str(), Some("range" | "step" | "log" | "num")))
@@ -310,40 +314,10 @@ fn axis_values(path: &Path, key: &str, v: &Value) -> Result<Vec<Value>> {
                     show(other)
                 )));
             }
-            if f("range").is_some() {
-                let (lo, hi) = pair("range")?;
-                let (lo, hi) = match (lo.as_i64(), hi.as_i64()) {
-                    (Some(a), Some(b)) => (a, b),
-                    _ => return Err(bad("`range` bounds must be integers".into())),
-                };
-                let step = f("step").map_or(Some(1), Value::as_i64);
-                let step = step.ok_or_else(|| bad("`step` must be an integer".into()))?;
-                if step <= 0 {
-                    return Err(bad(format!("`step` = {step} must be > 0")));
-                }
-                if hi < lo {
-                    return Err(bad(format!("`range` [{lo}, {hi}] is empty (hi < lo)")));
-                }
-                Ok((lo..=hi).step_by(step as usize).map(Value::from).collect())
-            } else if f("log").is_some() {
-                let (lo, hi) = pair("log")?;
-                let (lo, hi) = match (lo.as_f64(), hi.as_f64()) {
-                    (Some(a), Some(b)) => (a, b),
-                    _ => return Err(bad("`log` bounds must be numbers".into())),
-                };
-                if !(lo > 0.0 && hi >= lo && hi.is_finite()) {
-                    return Err(bad(format!("`log` [{lo}, {hi}] needs 0 < lo <= hi")));
-                }
-                let num = f("num").and_then(Value::as_u64).ok_or_else(|| {
-                    bad("`num` (a positive integer) is required with `log`".into())
-                })?;
-                if num == 0 {
-                    return Err(bad("`num` = 0: give at least one point".into()));
-                }
-                Ok(log_points(lo, hi, num as usize)
-                    .into_iter()
-                    .map(Value::from)
-                    .collect())
+            if field(m, "range").is_some() {
+                range_axis(m, &bad)
+            } else if field(m, "log").is_some() {
+                log_axis(m, &bad)
             } else {
                 Err(bad(
                     "a mapping axis needs `range: [lo, hi]` (+ `step`) or `log: [lo, hi]` + `num`"
@@ -356,6 +330,58 @@ fn axis_values(path: &Path, key: &str, v: &Value) -> Result<Vec<Value>> {
             show(v)
         ))),
     }
+}
+
+fn field<'m>(m: &'m Mapping, name: &str) -> Option<&'m Value> {
+    m.get(Value::String(name.into()))
+}
+
+/// Field `name` of an axis mapping as a pair `[lo, hi]`.
+fn pair(m: &Mapping, name: &str, bad: &dyn Fn(String) -> Error) -> Result<(Value, Value)> {
+    match field(m, name) {
+        Some(Value::Sequence(s)) if s.len() == 2 => Ok((s[0].clone(), s[1].clone())),
+        _ => Err(bad(format!("`{name}` must be a pair [lo, hi]"))),
+    }
+}
+
+/// `{range: [lo, hi], step: s}`: the integers lo, lo + s, … up to hi.
+fn range_axis(m: &Mapping, bad: &dyn Fn(String) -> Error) -> Result<Vec<Value>> {
+    let (lo, hi) = pair(m, "range", bad)?;
+    let (lo, hi) = match (lo.as_i64(), hi.as_i64()) {
+        (Some(a), Some(b)) => (a, b),
+        _ => return Err(bad("`range` bounds must be integers".into())),
+    };
+    let step = field(m, "step").map_or(Some(1), Value::as_i64);
+    let step = step.ok_or_else(|| bad("`step` must be an integer".into()))?;
+    if step <= 0 {
+        return Err(bad(format!("`step` = {step} must be > 0")));
+    }
+    if hi < lo {
+        return Err(bad(format!("`range` [{lo}, {hi}] is empty (hi < lo)")));
+    }
+    Ok((lo..=hi).step_by(step as usize).map(Value::from).collect())
+}
+
+/// `{log: [lo, hi], num: n}`: [`log_points`].
+fn log_axis(m: &Mapping, bad: &dyn Fn(String) -> Error) -> Result<Vec<Value>> {
+    let (lo, hi) = pair(m, "log", bad)?;
+    let (lo, hi) = match (lo.as_f64(), hi.as_f64()) {
+        (Some(a), Some(b)) => (a, b),
+        _ => return Err(bad("`log` bounds must be numbers".into())),
+    };
+    if !(lo > 0.0 && hi >= lo && hi.is_finite()) {
+        return Err(bad(format!("`log` [{lo}, {hi}] needs 0 < lo <= hi")));
+    }
+    let num = field(m, "num")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| bad("`num` (a positive integer) is required with `log`".into()))?;
+    if num == 0 {
+        return Err(bad("`num` = 0: give at least one point".into()));
+    }
+    Ok(log_points(lo, hi, num as usize)
+        .into_iter()
+        .map(Value::from)
+        .collect())
 }
 
 /// `num` geometrically spaced points from `lo` to `hi` inclusive, rounded to 6 significant
@@ -395,102 +421,108 @@ fn parse_slurm(path: &Path, m: &Mapping) -> Result<SlurmSpec> {
     let mut s = SlurmSpec::default();
     for (k, v) in m {
         let key = key_str(path, "slurm", k)?;
-        let full = format!("slurm.{key}");
-        if v.is_null() {
-            continue;
-        }
-        let one = || -> Result<Option<String>> {
-            let val = scalar(path, &full, v)?;
-            check_line(path, &full, &val)?;
-            Ok(Some(val))
-        };
-        let lines = || -> Result<Vec<String>> {
-            let items: Vec<Value> = match v {
-                Value::Sequence(s) => s.clone(),
-                other => vec![other.clone()],
-            };
-            items
-                .iter()
-                .map(|x| {
-                    let val = scalar(path, &full, x)?;
-                    check_line(path, &full, &val)?;
-                    Ok(val)
-                })
-                .collect()
-        };
-        match key.as_str() {
-            "partition" => s.partition = one()?,
-            "account" => s.account = one()?,
-            "qos" => s.qos = one()?,
-            "time" => s.time = one()?,
-            "cpus_per_task" => s.cpus_per_task = one()?,
-            "mem" => s.mem = one()?,
-            "gpus" => s.gpus = one()?,
-            "parallelism" => {
-                let p = v.as_u64().filter(|&p| p > 0).ok_or_else(|| {
-                    err(
-                        path,
-                        format!("`{full}` must be a positive integer (tasks running at once)"),
-                    )
-                })?;
-                s.parallelism = Some(p as usize);
-            }
-            "extra_sbatch" => s.extra_sbatch = lines()?,
-            "setup" => s.setup = lines()?,
-            "signal_grace" => {
-                s.signal_grace = v.as_u64().filter(|&g| g <= MAX_SIGNAL_GRACE).ok_or_else(|| {
-                    err(
-                        path,
-                        format!(
-                            "`{full}` = {} must be a whole number of seconds in [0, {MAX_SIGNAL_GRACE}] \
-                             (USR2 that long before the time limit; 0 = no signal)",
-                            show(v)
-                        ),
-                    )
-                })?;
-            }
-            "requeue" => {
-                s.requeue = v.as_bool().ok_or_else(|| {
-                    err(
-                        path,
-                        format!("`{full}` = {} must be true or false", show(v)),
-                    )
-                })?;
-            }
-            "max_array_size" => {
-                let m = v.as_u64().filter(|&m| m > 0).ok_or_else(|| {
-                    err(
-                        path,
-                        format!(
-                            "`{full}` = {} must be a positive integer (tasks per array)",
-                            show(v)
-                        ),
-                    )
-                })?;
-                s.max_array_size = Some(m as usize);
-            }
-            _ => {
-                return Err(err(
-                    path,
-                    format!("unknown key `{full}`; allowed: {}", SLURM_KEYS.join(", ")),
-                ))
-            }
+        if !v.is_null() {
+            slurm_field(&mut s, path, &key, v)?;
         }
     }
-    if let (Some(t), g) = (&s.time, s.signal_grace) {
-        if let Some(limit) = slurm_time_seconds(t) {
-            if g > 0 && g >= limit {
-                return Err(err(
+    check_signal_grace(path, &s)?;
+    Ok(s)
+}
+
+/// Set field `key` of the `slurm:` block from `v` (not null).
+fn slurm_field(s: &mut SlurmSpec, path: &Path, key: &str, v: &Value) -> Result<()> {
+    let full = format!("slurm.{key}");
+    let one = || one_line(path, &full, v).map(Some);
+    let positive = |what: &str| {
+        v.as_u64()
+            .filter(|&p| p > 0)
+            .map(|p| p as usize)
+            .ok_or_else(|| err(path, what))
+    };
+    match key {
+        "partition" => s.partition = one()?,
+        "account" => s.account = one()?,
+        "qos" => s.qos = one()?,
+        "time" => s.time = one()?,
+        "cpus_per_task" => s.cpus_per_task = one()?,
+        "mem" => s.mem = one()?,
+        "gpus" => s.gpus = one()?,
+        "parallelism" => {
+            s.parallelism = Some(positive(&format!(
+                "`{full}` must be a positive integer (tasks running at once)"
+            ))?);
+        }
+        "extra_sbatch" => s.extra_sbatch = line_list(path, &full, v)?,
+        "setup" => s.setup = line_list(path, &full, v)?,
+        "signal_grace" => {
+            s.signal_grace = v.as_u64().filter(|&g| g <= MAX_SIGNAL_GRACE).ok_or_else(|| {
+                err(
                     path,
                     format!(
-                        "`slurm.signal_grace` = {g} s is not shorter than `slurm.time` = {t} ({limit} s): \
-                         the USR2 checkpoint signal would come as soon as the task starts; lower it or set 0"
+                        "`{full}` = {} must be a whole number of seconds in [0, {MAX_SIGNAL_GRACE}] \
+                         (USR2 that long before the time limit; 0 = no signal)",
+                        show(v)
                     ),
-                ));
-            }
+                )
+            })?;
+        }
+        "requeue" => {
+            s.requeue = v.as_bool().ok_or_else(|| {
+                err(
+                    path,
+                    format!("`{full}` = {} must be true or false", show(v)),
+                )
+            })?;
+        }
+        "max_array_size" => {
+            s.max_array_size = Some(positive(&format!(
+                "`{full}` = {} must be a positive integer (tasks per array)",
+                show(v)
+            ))?);
+        }
+        _ => {
+            return Err(err(
+                path,
+                format!("unknown key `{full}`; allowed: {}", SLURM_KEYS.join(", ")),
+            ))
         }
     }
-    Ok(s)
+    Ok(())
+}
+
+/// A single-line scalar value of key `full`.
+fn one_line(path: &Path, full: &str, v: &Value) -> Result<String> {
+    let val = scalar(path, full, v)?;
+    check_line(path, full, &val)?;
+    Ok(val)
+}
+
+/// A list of single-line values of key `full` (a scalar is a list of one).
+fn line_list(path: &Path, full: &str, v: &Value) -> Result<Vec<String>> {
+    match v {
+        Value::Sequence(items) => items.iter().map(|x| one_line(path, full, x)).collect(),
+        other => Ok(vec![one_line(path, full, other)?]),
+    }
+}
+
+/// `slurm.signal_grace` must be shorter than `slurm.time` (when both are set and the time
+/// is in a known form), or the checkpoint signal would come at once.
+fn check_signal_grace(path: &Path, s: &SlurmSpec) -> Result<()> {
+    let (Some(t), g) = (&s.time, s.signal_grace) else {
+        return Ok(());
+    };
+    if let Some(limit) = slurm_time_seconds(t) {
+        if g > 0 && g >= limit {
+            return Err(err(
+                path,
+                format!(
+                    "`slurm.signal_grace` = {g} s is not shorter than `slurm.time` = {t} ({limit} s): \
+                     the USR2 checkpoint signal would come as soon as the task starts; lower it or set 0"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Seconds of a Slurm time limit (`MM`, `MM:SS`, `HH:MM:SS`, `D-HH`, `D-HH:MM`,

@@ -123,13 +123,39 @@ pub(super) fn run<M: AttackModel + ?Sized>(
     x_init: Option<ArrayView2<f32>>,
     prog: Option<&Progress>,
 ) -> RunOutput {
-    let code = loss.code();
-    let stochastic = model.stochastic();
-    let (n, n_iter) = (x.nrows(), p.n_iter);
-    let eps = p.eps;
-    let (lower, upper) = p.bounds.feasible(x, eps);
+    let (lower, upper) = p.bounds.feasible(x, p.eps);
+    let x0 = start_point(x, ids, p, restart, x_init, &lower, &upper);
+    let mut runner = Runner {
+        model,
+        p,
+        loss,
+        code: loss.code(),
+        restart,
+        stochastic: model.stochastic(),
+        evals: 0,
+    };
+    let mut out = RunOutput::start(&x0);
+    let (mut st, pred0) = runner.init_state(x0, y, ids, lower, upper);
+    runner.settle(&mut st, &mut out, &pred0, 0);
+    runner.iterate(&mut st, &mut out, prog);
+    st.write_back(&mut out);
+    out.grad_evals = runner.evals;
+    out
+}
 
-    // §4.1 start point: x + ε t / (max|t| + 1e-12), t ~ U[-1,1), then into the box.
+/// §4.1 start point: `x_init`, or `x + ε t / (max|t| + 1e-12)` with `t ~ U[-1,1)` drawn
+/// per row from `stream(seed, [tag("apgd-start"), restart, id])`; then into the box
+/// `[lower, upper]`.
+fn start_point(
+    x: ArrayView2<f32>,
+    ids: &[u64],
+    p: &ApgdParams,
+    restart: u64,
+    x_init: Option<ArrayView2<f32>>,
+    lower: &Array2<f32>,
+    upper: &Array2<f32>,
+) -> Array2<f32> {
+    let eps = p.eps;
     let mut x0 = match x_init {
         Some(v) => v.to_owned(),
         None => {
@@ -149,16 +175,60 @@ pub(super) fn run<M: AttackModel + ?Sized>(
         }
     };
     Zip::from(&mut x0)
-        .and(&lower)
-        .and(&upper)
+        .and(lower)
+        .and(upper)
         .par_for_each(|v, &l, &u| *v = v.max(l).min(u));
+    x0
+}
 
-    let key_at = |it: usize| key(p.seed, &[tag("apgd-model"), code, restart, it as u64]);
-    let mut evals = 0u64;
-    let mut eval = |xa: ArrayView2<f32>, ys: &[usize], is: &[u64], ts: &[usize], it: usize| {
-        evals += (xa.nrows() * p.eot) as u64;
-        let l = loss.with_targets((!ts.is_empty()).then_some(ts));
-        let ev = model.evaluate(xa, ys, is, l, p.eot, key_at(it), true);
+impl RunOutput {
+    /// Nothing fooled yet; every row's best iterates are the start point `x0`.
+    fn start(x0: &Array2<f32>) -> Self {
+        let n = x0.nrows();
+        RunOutput {
+            fooled: vec![false; n],
+            x_best_adv: x0.clone(),
+            x_best: x0.clone(),
+            l_best: vec![0.0; n],
+            grad_evals: 0,
+            confirm_evals: 0,
+        }
+    }
+}
+
+/// What one run holds fixed (model, parameters, loss, restart), and its count of
+/// gradient evaluations (points × draws).
+struct Runner<'a, M: ?Sized> {
+    model: &'a M,
+    p: &'a ApgdParams,
+    loss: Loss<'a>,
+    /// `loss.code()`, for keying.
+    code: u64,
+    restart: u64,
+    stochastic: bool,
+    evals: u64,
+}
+
+impl<M: AttackModel + ?Sized> Runner<'_, M> {
+    /// Loss, prediction and input gradient at `xa` for model call `it` (noise key
+    /// `(seed, "apgd-model", loss, restart, it)`); `ts`: the rows' targets (empty when
+    /// untargeted).
+    fn eval(
+        &mut self,
+        xa: ArrayView2<f32>,
+        ys: &[usize],
+        is: &[u64],
+        ts: &[usize],
+        it: usize,
+    ) -> (Array1<f32>, Vec<usize>, Array2<f32>) {
+        let p = self.p;
+        self.evals += (xa.nrows() * p.eot) as u64;
+        let l = self.loss.with_targets((!ts.is_empty()).then_some(ts));
+        let k = key(
+            p.seed,
+            &[tag("apgd-model"), self.code, self.restart, it as u64],
+        );
+        let ev = self.model.evaluate(xa, ys, is, l, p.eot, k, true);
         let g = ev
             .grad
             .expect("AttackModel::evaluate must return a gradient when asked");
@@ -167,59 +237,164 @@ pub(super) fn run<M: AttackModel + ?Sized>(
             "AttackModel::evaluate returned arrays of the wrong shape"
         );
         (ev.loss, ev.pred, g)
-    };
+    }
 
-    let mut out = RunOutput {
-        fooled: vec![false; n],
-        x_best_adv: x0.clone(),
-        x_best: x0.clone(),
-        l_best: vec![0.0; n],
-        grad_evals: 0,
-        confirm_evals: 0,
-    };
-    let targets = loss.targets_for(0..n, 1).unwrap_or_default();
-    // §4.2 initial gradient and state.
-    let (l0, pred0, g0) = eval(x0.view(), y, ids, &targets, 0);
-    let mut st = State {
-        rows: (0..n).collect(),
-        y: y.to_vec(),
-        ids: ids.to_vec(),
-        targets,
-        lower,
-        upper,
-        x_prev: x0.clone(),
-        x_best: x0.clone(),
-        x_adv: x0,
-        g_best: g0.clone(),
-        g: g0,
-        eta: Array1::from_elem(n, 2.0 * eps),
-        l_best: l0.clone(),
-        l_best_last: l0,
-        reduced_last: vec![true; n],
-        hist: Array2::zeros((n, n_iter)),
-    };
-    let confirm = |st: &State, guess: &[bool], it: usize, out: &mut RunOutput| -> Vec<bool> {
-        confirmed(model, st, guess, p, code, restart, it, stochastic, out)
-    };
-    let guess: Vec<bool> = (0..n).map(|r| pred0[r] != st.y[r]).collect();
-    let mut fooled_now = confirm(&st, &guess, 0, &mut out);
-    settle_fooled(&mut st, &mut out, &fooled_now, p.early_stop);
+    /// §4.2: the initial gradient and state of all rows at the start point `x0`; also
+    /// returns the prediction there.
+    fn init_state(
+        &mut self,
+        x0: Array2<f32>,
+        y: &[usize],
+        ids: &[u64],
+        lower: Array2<f32>,
+        upper: Array2<f32>,
+    ) -> (State, Vec<usize>) {
+        let n = x0.nrows();
+        let targets = self.loss.targets_for(0..n, 1).unwrap_or_default();
+        let (l0, pred0, g0) = self.eval(x0.view(), y, ids, &targets, 0);
+        let st = State {
+            rows: (0..n).collect(),
+            y: y.to_vec(),
+            ids: ids.to_vec(),
+            targets,
+            lower,
+            upper,
+            x_prev: x0.clone(),
+            x_best: x0.clone(),
+            x_adv: x0,
+            g_best: g0.clone(),
+            g: g0,
+            eta: Array1::from_elem(n, 2.0 * self.p.eps),
+            l_best: l0.clone(),
+            l_best_last: l0,
+            reduced_last: vec![true; n],
+            hist: Array2::zeros((n, self.p.n_iter)),
+        };
+        (st, pred0)
+    }
 
-    let sched = Schedule::new(n_iter);
-    let (mut k, mut counter) = (sched.first, 0usize);
-    let mut done_iters = 0u64;
-    for i in 0..n_iter {
-        if st.rows.is_empty() {
-            break;
+    /// Up to N iterations while rows are active, each followed by the §4.4 checkpoint when
+    /// one is due; `prog` ticks once per iteration (the skipped ones at the end).
+    fn iterate(&mut self, st: &mut State, out: &mut RunOutput, prog: Option<&Progress>) {
+        let n_iter = self.p.n_iter;
+        let mut checkpoints = Checkpoints::new(n_iter);
+        let mut done_iters = 0u64;
+        for i in 0..n_iter {
+            if st.rows.is_empty() {
+                break;
+            }
+            self.step(st, out, i);
+            // Step 8 / §4.4: checkpoint.
+            if let Some(k) = checkpoints.tick() {
+                checkpoint(st, i, k, self.p.rho);
+            }
+            done_iters += 1;
+            if let Some(pr) = prog {
+                pr.inc(1);
+            }
         }
+        if let Some(pr) = prog {
+            pr.inc(n_iter as u64 - done_iters);
+        }
+    }
+
+    /// Iteration `i`, §4.3 steps 1–7: momentum step, evaluation at the new iterate,
+    /// best-loss bookkeeping, success test.
+    fn step(&mut self, st: &mut State, out: &mut RunOutput, i: usize) {
         // §4.3 steps 1–4: momentum step and projections.
         let a: f32 = if i == 0 { 1.0 } else { 0.75 };
-        Zip::from(st.x_adv.rows_mut())
-            .and(st.x_prev.rows_mut())
-            .and(st.g.rows())
-            .and(st.lower.rows())
-            .and(st.upper.rows())
-            .and(&st.eta)
+        st.momentum_step(a);
+        // Step 5: gradient, loss and prediction at the new iterate.
+        let (l, pred, g) = self.eval(st.x_adv.view(), &st.y, &st.ids, &st.targets, i + 1);
+        // Step 7: best-loss bookkeeping (strict >, Q9).
+        st.record_best(i, &l, &g);
+        st.g = g;
+        // Step 6: success (confirmed on a stochastic model) → record this iterate (and,
+        // with early stopping, retire the point).
+        self.settle(st, out, &pred, i + 1);
+    }
+
+    /// The success test after model call `it`: rows whose prediction `pred` differs from
+    /// their label are, once [`Self::confirmed`], recorded as fooled (see
+    /// [`settle_fooled`]).
+    fn settle(&self, st: &mut State, out: &mut RunOutput, pred: &[usize], it: usize) {
+        let guess: Vec<bool> = (0..st.rows.len()).map(|r| pred[r] != st.y[r]).collect();
+        let fooled = self.confirmed(st, &guess, it, out);
+        settle_fooled(st, out, &fooled, self.p.early_stop);
+    }
+
+    /// The rows of `guess` that count as fooled: all of them for a deterministic model; on
+    /// a stochastic one those whose current iterate is also misclassified by an
+    /// independent evaluation (`p.confirm` passes, key `(seed, "apgd-confirm", loss,
+    /// restart, it)`, the defence's averaged decision rule).
+    fn confirmed(&self, st: &State, guess: &[bool], it: usize, out: &mut RunOutput) -> Vec<bool> {
+        if !self.stochastic || !guess.iter().any(|&g| g) {
+            return guess.to_vec();
+        }
+        let p = self.p;
+        let sel: Vec<usize> = (0..guess.len()).filter(|&r| guess[r]).collect();
+        let xs = st.x_adv.select(Axis(0), &sel);
+        let ys: Vec<usize> = sel.iter().map(|&r| st.y[r]).collect();
+        let is: Vec<u64> = sel.iter().map(|&r| st.ids[r]).collect();
+        let k = key(
+            p.seed,
+            &[tag("apgd-confirm"), self.code, self.restart, it as u64],
+        );
+        let ev = self
+            .model
+            .evaluate(xs.view(), &ys, &is, Loss::Ce, p.confirm, k, false);
+        out.confirm_evals += (sel.len() * p.confirm) as u64;
+        let mut fooled = vec![false; guess.len()];
+        for (j, &r) in sel.iter().enumerate() {
+            fooled[r] = ev.pred[j] != ys[j];
+        }
+        fooled
+    }
+}
+
+/// The iteration counter against the checkpoint schedule (§4.4).
+struct Checkpoints {
+    sched: Schedule,
+    /// Current interval.
+    k: usize,
+    /// Iterations since the last checkpoint.
+    counter: usize,
+}
+
+impl Checkpoints {
+    fn new(n_iter: usize) -> Self {
+        let sched = Schedule::new(n_iter);
+        Checkpoints {
+            k: sched.first,
+            sched,
+            counter: 0,
+        }
+    }
+
+    /// Count one iteration; when it completes the current interval, the interval's length
+    /// (and the next interval starts).
+    fn tick(&mut self) -> Option<usize> {
+        self.counter += 1;
+        if self.counter != self.k {
+            return None;
+        }
+        let k = self.k;
+        self.counter = 0;
+        self.k = self.sched.next(k);
+        Some(k)
+    }
+}
+
+impl State {
+    /// §4.3 steps 1–4 with momentum weight `a`: `z = P(x + η sign(g))`, then
+    /// `x ← P(x + a(z − x) + (1 − a)(x − x_prev))`, `x_prev ← x`.
+    fn momentum_step(&mut self, a: f32) {
+        Zip::from(self.x_adv.rows_mut())
+            .and(self.x_prev.rows_mut())
+            .and(self.g.rows())
+            .and(self.lower.rows())
+            .and(self.upper.rows())
+            .and(&self.eta)
             .par_for_each(|mut xa, mut xp, g, lo, up, &eta| {
                 for j in 0..xa.len() {
                     let xi = xa[j];
@@ -237,16 +412,18 @@ pub(super) fn run<M: AttackModel + ?Sized>(
                     xa[j] = v.max(lo[j]).min(up[j]);
                 }
             });
-        // Step 5: gradient, loss and prediction at the new iterate.
-        let (l, pred, g) = eval(st.x_adv.view(), &st.y, &st.ids, &st.targets, i + 1);
-        // Step 7: best-loss bookkeeping (strict >, Q9).
-        st.hist.column_mut(i).assign(&l);
-        Zip::from(st.x_best.rows_mut())
-            .and(st.g_best.rows_mut())
-            .and(&mut st.l_best)
-            .and(st.x_adv.rows())
+    }
+
+    /// Step 7 of iteration `i`: store the losses `l` in the history and keep iterate and
+    /// gradient `g` of rows whose loss strictly improved (Q9).
+    fn record_best(&mut self, i: usize, l: &Array1<f32>, g: &Array2<f32>) {
+        self.hist.column_mut(i).assign(l);
+        Zip::from(self.x_best.rows_mut())
+            .and(self.g_best.rows_mut())
+            .and(&mut self.l_best)
+            .and(self.x_adv.rows())
             .and(g.rows())
-            .and(&l)
+            .and(l)
             .par_for_each(|mut xb, mut gb, lb, xa, gr, &lv| {
                 if lv > *lb {
                     xb.assign(&xa);
@@ -254,66 +431,15 @@ pub(super) fn run<M: AttackModel + ?Sized>(
                     *lb = lv;
                 }
             });
-        st.g = g;
-        // Step 6: success (confirmed on a stochastic model) → record this iterate (and,
-        // with early stopping, retire the point).
-        let guess: Vec<bool> = (0..st.rows.len()).map(|r| pred[r] != st.y[r]).collect();
-        fooled_now = confirm(&st, &guess, i + 1, &mut out);
-        settle_fooled(&mut st, &mut out, &fooled_now, p.early_stop);
-        // Step 8 / §4.4: checkpoint.
-        counter += 1;
-        if counter == k {
-            checkpoint(&mut st, i, k, p.rho);
-            counter = 0;
-            k = sched.next(k);
-        }
-        done_iters += 1;
-        if let Some(pr) = prog {
-            pr.inc(1);
-        }
     }
-    if let Some(pr) = prog {
-        pr.inc(n_iter as u64 - done_iters);
-    }
-    for (r, &row) in st.rows.iter().enumerate() {
-        out.x_best.row_mut(row).assign(&st.x_best.row(r));
-        out.l_best[row] = st.l_best[r];
-    }
-    out.grad_evals = evals;
-    out
-}
 
-/// The rows of `guess` that count as fooled: all of them for a deterministic model; on a
-/// stochastic one those whose current iterate is also misclassified by an independent
-/// evaluation (`p.confirm` passes, key `(seed, "apgd-confirm", loss, restart, it)`, the
-/// defence's averaged decision rule).
-#[allow(clippy::too_many_arguments)]
-fn confirmed<M: AttackModel + ?Sized>(
-    model: &M,
-    st: &State,
-    guess: &[bool],
-    p: &ApgdParams,
-    code: u64,
-    restart: u64,
-    it: usize,
-    stochastic: bool,
-    out: &mut RunOutput,
-) -> Vec<bool> {
-    if !stochastic || !guess.iter().any(|&g| g) {
-        return guess.to_vec();
+    /// Write the best iterates and losses of the rows still active into `out`.
+    fn write_back(&self, out: &mut RunOutput) {
+        for (r, &row) in self.rows.iter().enumerate() {
+            out.x_best.row_mut(row).assign(&self.x_best.row(r));
+            out.l_best[row] = self.l_best[r];
+        }
     }
-    let sel: Vec<usize> = (0..guess.len()).filter(|&r| guess[r]).collect();
-    let xs = st.x_adv.select(Axis(0), &sel);
-    let ys: Vec<usize> = sel.iter().map(|&r| st.y[r]).collect();
-    let is: Vec<u64> = sel.iter().map(|&r| st.ids[r]).collect();
-    let k = key(p.seed, &[tag("apgd-confirm"), code, restart, it as u64]);
-    let ev = model.evaluate(xs.view(), &ys, &is, Loss::Ce, p.confirm, k, false);
-    out.confirm_evals += (sel.len() * p.confirm) as u64;
-    let mut fooled = vec![false; guess.len()];
-    for (j, &r) in sel.iter().enumerate() {
-        fooled[r] = ev.pred[j] != ys[j];
-    }
-    fooled
 }
 
 /// Record the rows flagged in `fooled` (their current iterate is the adversarial example);

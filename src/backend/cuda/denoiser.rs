@@ -16,7 +16,7 @@ use crate::config::Prediction;
 use crate::diffusion::fast::{reverse_steps, StepCoef};
 use crate::diffusion::Schedule;
 use crate::nn::mlp::{Activation, Mlp};
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, LaunchArgs, LaunchConfig, PushKernelArg};
 use ndarray::{s, Array1, Array2, ArrayView2};
 
 /// Rows per tile of the MLP kernels (`MLP_ROWS` in denoiser.cu).
@@ -125,6 +125,83 @@ pub struct CudaChunkOut {
     pub grad: Option<Array2<f32>>,
 }
 
+/// The host inputs of one [`CudaDefended::chunk`] (`draws` ≥ 1).
+struct HostChunk<'a> {
+    x0: ArrayView2<'a, f32>,
+    noise: Option<ArrayView2<'a, f32>>,
+    ids: &'a [u64],
+    draws: usize,
+    key: u64,
+    y: &'a [usize],
+}
+
+impl HostChunk<'_> {
+    /// Copy to the device; `noise_len`: noise values per row (`t*·d`, also when none is
+    /// injected).
+    fn upload(&self, be: &CudaBackend, noise_len: usize) -> CudaResult<DevChunk> {
+        let rows = self.x0.nrows();
+        let x0 = be.upload(
+            self.x0
+                .as_standard_layout()
+                .as_slice()
+                .expect("standard layout"),
+        )?;
+        let noise = match &self.noise {
+            Some(nz) => {
+                Some(be.upload(nz.as_standard_layout().as_slice().expect("standard layout"))?)
+            }
+            None => None,
+        };
+        let noise_stride = noise_len as i64;
+        let ids = be.upload(self.ids)?;
+        let yi: Vec<i32> = self.y.iter().map(|&c| c as i32).collect();
+        let y = be.upload(&yi)?;
+        Ok(DevChunk {
+            x0,
+            noise,
+            noise_stride,
+            ids,
+            y,
+            rows,
+            r64: rows as i64,
+            draws: self.draws as i32,
+            key: self.key,
+            null: 0,
+        })
+    }
+}
+
+/// One chunk's inputs on the device, with the launch scalars its kernels share.
+struct DevChunk {
+    x0: CudaSlice<f32>,
+    noise: Option<CudaSlice<f32>>,
+    /// Noise values per row (`t*·d`).
+    noise_stride: i64,
+    ids: CudaSlice<u64>,
+    y: CudaSlice<i32>,
+    rows: usize,
+    r64: i64,
+    draws: i32,
+    key: u64,
+    /// Passed for an absent pointer argument.
+    null: u64,
+}
+
+impl DevChunk {
+    /// The noise arguments of the start and step kernels: injected noise (or null), its
+    /// row stride, the Philox key, the ids and the draws per id.
+    fn push_noise<'a>(&'a self, l: &mut LaunchArgs<'a>) {
+        match &self.noise {
+            Some(nz) => l.arg(nz),
+            None => l.arg(&self.null),
+        };
+        l.arg(&self.noise_stride)
+            .arg(&self.key)
+            .arg(&self.ids)
+            .arg(&self.draws);
+    }
+}
+
 impl CudaDefended {
     /// Same inputs as [`crate::diffusion::model::Defended::new`].
     pub fn new(
@@ -194,9 +271,37 @@ impl CudaDefended {
         loss: Loss<'_>,
         grad: bool,
     ) -> CudaResult<CudaChunkOut> {
-        let be = &self.be;
+        let host = HostChunk {
+            x0,
+            noise,
+            ids,
+            draws: draws.max(1),
+            key,
+            y,
+        };
+        self.check_chunk(&host)?;
+        let dev = host.upload(&self.be, self.noise_len())?;
+        let mut x = self.start(&dev)?;
+        let dderiv = self.reverse(&dev, &mut x, grad)?;
+        let (logits, logits_h, cderiv) = self.classify(&x, dev.rows, grad)?;
+        let (loss_h, dg) = self.loss(&dev, loss, &logits, &logits_h, y)?;
+        let grad = if grad {
+            let dd = dderiv.as_ref().expect("allocated when grad");
+            Some(self.backward(&dg, cderiv.as_ref(), dd, dev.rows)?)
+        } else {
+            None
+        };
+        Ok(CudaChunkOut {
+            logits: logits_h,
+            loss: loss_h,
+            grad,
+        })
+    }
+
+    /// Shapes of one chunk's inputs agree with the model and with each other.
+    fn check_chunk(&self, host: &HostChunk<'_>) -> CudaResult<()> {
+        let (x0, y, ids, draws) = (host.x0, host.y, host.ids, host.draws);
         let (rows, d, k) = (x0.nrows(), self.d, self.classes);
-        let draws = draws.max(1);
         ensure(
             x0.ncols() == d && y.len() == rows && ids.len() * draws >= rows,
             "cuda defended chunk",
@@ -209,7 +314,7 @@ impl CudaDefended {
                 )
             },
         )?;
-        if let Some(nz) = &noise {
+        if let Some(nz) = &host.noise {
             ensure(
                 nz.dim() == (rows, self.noise_len()),
                 "cuda defended chunk",
@@ -218,41 +323,42 @@ impl CudaDefended {
         }
         ensure(y.iter().all(|&c| c < k), "cuda defended chunk", || {
             format!("label ≥ {k} classes")
-        })?;
-        let dx0 = be.upload(x0.as_standard_layout().as_slice().expect("standard layout"))?;
-        let dnoise = match &noise {
-            Some(nz) => {
-                Some(be.upload(nz.as_standard_layout().as_slice().expect("standard layout"))?)
-            }
-            None => None,
-        };
-        let noise_stride = self.noise_len() as i64;
-        let dids = be.upload(ids)?;
-        let yi: Vec<i32> = y.iter().map(|&c| c as i32).collect();
-        let dy = be.upload(&yi)?;
-        let (r64, di, dr, key) = (rows as i64, d as i32, draws as i32, key);
-        let null = 0u64;
+        })
+    }
 
+    /// Forward diffusion to t*: `x = √ᾱ x0 + √(1−ᾱ) n` on the device.
+    fn start(&self, dev: &DevChunk) -> CudaResult<CudaSlice<f32>> {
+        let be = &self.be;
+        let (rows, d) = (dev.rows, self.d);
+        let di = d as i32;
         let mut x = be.zeros::<f32>(rows * d)?;
         let f = be.func(KernelModule::Denoiser, "denoise_start_f32")?;
         let (sab, s1m) = (self.sqrt_ab, self.sqrt_1mab);
         let mut l = be.stream().launch_builder(&f);
-        l.arg(&dx0)
+        l.arg(&dev.x0)
             .arg(&mut x)
-            .arg(&r64)
+            .arg(&dev.r64)
             .arg(&di)
             .arg(&sab)
             .arg(&s1m);
-        match &dnoise {
-            Some(nz) => l.arg(nz),
-            None => l.arg(&null),
-        };
-        l.arg(&noise_stride).arg(&key).arg(&dids).arg(&dr);
+        dev.push_noise(&mut l);
         // SAFETY: x0 and x hold rows·d elements, injected noise rows·t*·d (checked above),
         // ids ≥ rows/draws entries; the kernel indexes rows·d elements, noise columns < d.
         unsafe { l.launch(be.cfg_elems(rows * d)) }?;
+        Ok(x)
+    }
 
-        let dhs = self.den.hsum;
+    /// The t* reverse steps on `x`, one fused launch each; with `grad` the activation
+    /// derivatives of every step (`t* × rows × hsum`) are kept for the backward pass.
+    fn reverse(
+        &self,
+        dev: &DevChunk,
+        x: &mut CudaSlice<f32>,
+        grad: bool,
+    ) -> CudaResult<Option<CudaSlice<f32>>> {
+        let be = &self.be;
+        let (rows, dhs) = (dev.rows, self.den.hsum);
+        let null = 0u64;
         let mut dderiv = if grad {
             Some(be.zeros::<f32>(self.t_star * rows * dhs)?)
         } else {
@@ -271,8 +377,8 @@ impl CudaDefended {
             let b1 = self.b1.slice(j * self.h1..(j + 1) * self.h1);
             let ji = j as i32;
             let mut l = be.stream().launch_builder(&step_f);
-            l.arg(&mut x)
-                .arg(&r64)
+            l.arg(&mut *x)
+                .arg(&dev.r64)
                 .arg(&self.den.w)
                 .arg(&wlen)
                 .arg(&self.den.dims)
@@ -285,11 +391,7 @@ impl CudaDefended {
                 .arg(&c.b)
                 .arg(&c.sigma)
                 .arg(&ji);
-            match &dnoise {
-                Some(nz) => l.arg(nz),
-                None => l.arg(&null),
-            };
-            l.arg(&noise_stride).arg(&key).arg(&dids).arg(&dr);
+            dev.push_noise(&mut l);
             let mut dv = dderiv
                 .as_mut()
                 .map(|dd| dd.slice_mut(j * rows * dhs..(j + 1) * rows * dhs));
@@ -304,7 +406,19 @@ impl CudaDefended {
             unsafe { l.launch(cfg) }?;
             be.debug_sync()?;
         }
+        Ok(dderiv)
+    }
 
+    /// The classifier on the purified `x`: logits on the device and on the host, and (with
+    /// `grad`) its activation derivatives.
+    #[allow(clippy::type_complexity)]
+    fn classify(
+        &self,
+        x: &CudaSlice<f32>,
+        rows: usize,
+        grad: bool,
+    ) -> CudaResult<(CudaSlice<f32>, Array2<f32>, Option<CudaSlice<f32>>)> {
+        let (be, k) = (&self.be, self.classes);
         let chs = self.clf.hsum;
         let mut cderiv = if grad {
             Some(be.zeros::<f32>(rows * chs)?)
@@ -312,11 +426,25 @@ impl CudaDefended {
             None
         };
         let mut logits = be.zeros::<f32>(rows * k)?;
-        self.mlp_fwd(&x, &mut logits, rows, cderiv.as_mut())?;
+        self.mlp_fwd(x, &mut logits, rows, cderiv.as_mut())?;
         let logits_h =
             Array2::from_shape_vec((rows, k), be.download(&logits)?[..rows * k].to_vec())
                 .expect("rows·K");
-        let (loss_h, dg) = match loss {
+        Ok((logits, logits_h, cderiv))
+    }
+
+    /// Per-row loss (host) and its logit gradient (device): CE / DLR on the device,
+    /// the targeted DLR of APGD-T on the host.
+    fn loss(
+        &self,
+        dev: &DevChunk,
+        loss: Loss<'_>,
+        logits: &CudaSlice<f32>,
+        logits_h: &Array2<f32>,
+        y: &[usize],
+    ) -> CudaResult<(Array1<f32>, CudaSlice<f32>)> {
+        let (be, rows, k) = (&self.be, dev.rows, self.classes);
+        match loss {
             Loss::Ce | Loss::Dlr => {
                 let mut dl = be.zeros::<f32>(rows)?;
                 let mut dg = be.zeros::<f32>(rows * k)?;
@@ -330,47 +458,50 @@ impl CudaDefended {
                 )?;
                 let ki = k as i32;
                 let mut l = be.stream().launch_builder(&lf);
-                l.arg(&logits)
-                    .arg(&dy)
+                l.arg(logits)
+                    .arg(&dev.y)
                     .arg(&mut dl)
                     .arg(&mut dg)
-                    .arg(&r64)
+                    .arg(&dev.r64)
                     .arg(&ki);
                 // SAFETY: logits and dg hold rows·K, dy and dl rows entries; labels < K
                 // (checked).
                 unsafe { l.launch(be.cfg_elems(rows)) }?;
-                (Array1::from(be.download(&dl)?[..rows].to_vec()), dg)
+                Ok((Array1::from(be.download(&dl)?[..rows].to_vec()), dg))
             }
             Loss::DlrTargeted(_) => {
                 // APGD-T: the targeted DLR on the host (K values per row), its logit
                 // gradient uploaded for the device backward pass.
                 let (lh, gh) = crate::attack::loss::loss_and_grad(loss, logits_h.view(), y);
                 let dg = be.upload(gh.as_slice().expect("fresh array"))?;
-                (lh, dg)
+                Ok((lh, dg))
             }
-        };
-        let grad = if grad {
-            let mut ga = be.zeros::<f32>(rows * d)?;
-            self.mlp_bwd(&self.clf, &dg, &mut ga, rows, cderiv.as_ref(), 0.0, 1.0)?;
-            let mut gb = be.zeros::<f32>(rows * d)?;
-            let dd = dderiv.as_ref().expect("allocated when grad");
-            for (j, c) in self.steps.iter().enumerate().rev() {
-                let dj = dd.slice(j * rows * dhs..(j + 1) * rows * dhs);
-                self.mlp_bwd_view(&ga, &mut gb, rows, &dj, c.a, c.b)?;
-                std::mem::swap(&mut ga, &mut gb);
-            }
-            let g = be.download(&ga)?;
-            let mut g = Array2::from_shape_vec((rows, d), g[..rows * d].to_vec()).expect("rows·d");
-            g.mapv_inplace(|v| v * self.sqrt_ab);
-            Some(g)
-        } else {
-            None
-        };
-        Ok(CudaChunkOut {
-            logits: logits_h,
-            loss: loss_h,
-            grad,
-        })
+        }
+    }
+
+    /// Input gradient per row from the logit gradient `dg`: back through the classifier
+    /// (derivatives `cderiv`), then every reverse step in reverse order (`dderiv`), times
+    /// `√ᾱ` of the forward diffusion.
+    fn backward(
+        &self,
+        dg: &CudaSlice<f32>,
+        cderiv: Option<&CudaSlice<f32>>,
+        dderiv: &CudaSlice<f32>,
+        rows: usize,
+    ) -> CudaResult<Array2<f32>> {
+        let (be, d, dhs) = (&self.be, self.d, self.den.hsum);
+        let mut ga = be.zeros::<f32>(rows * d)?;
+        self.mlp_bwd(&self.clf, dg, &mut ga, rows, cderiv, 0.0, 1.0)?;
+        let mut gb = be.zeros::<f32>(rows * d)?;
+        for (j, c) in self.steps.iter().enumerate().rev() {
+            let dj = dderiv.slice(j * rows * dhs..(j + 1) * rows * dhs);
+            self.mlp_bwd_view(&ga, &mut gb, rows, &dj, c.a, c.b)?;
+            std::mem::swap(&mut ga, &mut gb);
+        }
+        let g = be.download(&ga)?;
+        let mut g = Array2::from_shape_vec((rows, d), g[..rows * d].to_vec()).expect("rows·d");
+        g.mapv_inplace(|v| v * self.sqrt_ab);
+        Ok(g)
     }
 
     fn mlp_fwd(
