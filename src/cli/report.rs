@@ -140,7 +140,7 @@ pub fn run_optimize(a: OptimizeArgs) -> anyhow::Result<()> {
         opts.objective.spec,
         o.chosen_objective,
         o.trace.len(),
-        opts.out.join("table2.md").display()
+        opts.out.join(crate::results::paths::TABLE2_MD).display()
     );
     Ok(())
 }

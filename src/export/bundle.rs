@@ -139,10 +139,10 @@ pub fn export(run: &Path, out: &Path) -> Result<Vec<PathBuf>> {
     files.put_eval_points(&m, &x, &y);
     let refs = files.put_references(&mp, &m);
     let json = serde_json::to_vec_pretty(&pipeline(&m, refs)).map_err(|e| Error::Results {
-        path: out.join("pipeline.json"),
+        path: out.join(paths::PIPELINE_JSON),
         msg: e.to_string(),
     })?;
-    files.put("pipeline.json", json);
+    files.put(paths::PIPELINE_JSON, json);
     files.write()
 }
 
@@ -238,7 +238,7 @@ impl Bundle<'_> {
         // complete-looking mix; files this export does not write (e.g. cnn.onnx of an
         // earlier run) are removed.
         for old in [
-            "pipeline.json",
+            paths::PIPELINE_JSON,
             "cnn.onnx",
             "reference_clean_base_proba.npy",
             "reference_clean_def_proba.npy",

@@ -91,7 +91,7 @@ pub fn csv_field(s: &str) -> String {
 
 /// Read `<dir>/cells.csv` (header `id,index,<axis keys…>,seed,status`).
 pub fn read_sweep(dir: &Path) -> Result<Sweep> {
-    let path = dir.join("cells.csv");
+    let path = crate::results::paths::cells_csv(dir);
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
     let header = csv_split(lines.next().ok_or_else(|| err(&path, "empty file"))?);
@@ -454,8 +454,9 @@ pub fn missing_md(s: &Summary) -> String {
 /// Write `summary.csv`, `summary.h5` and `tables.md` into the sweep folder.
 pub fn write_outputs(s: &Summary) -> Result<()> {
     let dir = &s.sweep.dir;
-    write_atomic(&dir.join("summary.csv"), summary_csv(s).as_bytes())?;
-    write_summary_h5(&dir.join("summary.h5"), s)?;
-    write_atomic(&dir.join("tables.md"), tables_md(s).as_bytes())?;
+    use crate::results::paths::{SUMMARY_CSV, SUMMARY_H5, TABLES_MD};
+    write_atomic(&dir.join(SUMMARY_CSV), summary_csv(s).as_bytes())?;
+    write_summary_h5(&dir.join(SUMMARY_H5), s)?;
+    write_atomic(&dir.join(TABLES_MD), tables_md(s).as_bytes())?;
     Ok(())
 }

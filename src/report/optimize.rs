@@ -22,7 +22,7 @@ use crate::config::{load_job, JobConfig};
 use crate::error::{Error, Result};
 use crate::pipeline::{run_job_cached, RunOptions};
 use crate::progress::log;
-use crate::results::{h5, write_atomic};
+use crate::results::{h5, paths, write_atomic};
 use hdf5::types::VarLenUnicode;
 use ndarray::Array1;
 use std::collections::BTreeMap;
@@ -313,7 +313,7 @@ pub fn optimize(job_path: &Path, opts: &OptimizeOptions) -> Result<Outcome> {
         ov.push(format!("nnmf.k={}", best.k));
         ov.push("eval_split=test".into());
         let job = load_job(job_path, &ov)?;
-        let dir = opts.out.join("final");
+        let dir = opts.out.join(paths::OPTIMIZE_FINAL);
         let run = RunOptions {
             out: Some(dir.clone()),
             threads: opts.threads,
@@ -321,7 +321,7 @@ pub fn optimize(job_path: &Path, opts: &OptimizeOptions) -> Result<Outcome> {
         };
         let (res, _) = run_job_cached(&job, &run, Some(&ev.cache))?;
         let md = super::optimize_out::table2_md(opts, &outcome, &res);
-        write_atomic(&opts.out.join("table2.md"), md.as_bytes())?;
+        write_atomic(&opts.out.join(paths::TABLE2_MD), md.as_bytes())?;
         outcome.final_dir = Some(dir);
     }
     Ok(outcome)
@@ -336,8 +336,8 @@ fn write_trace(opts: &OptimizeOptions, o: &Outcome) -> Result<()> {
             e.order, e.k, e.rung, e.budget, e.objective
         ));
     }
-    write_atomic(&opts.out.join("optimize.csv"), csv.as_bytes())?;
-    let path = opts.out.join("optimize.h5");
+    write_atomic(&opts.out.join(paths::OPTIMIZE_CSV), csv.as_bytes())?;
+    let path = opts.out.join(paths::OPTIMIZE_H5);
     let s = |v: &str| -> VarLenUnicode { v.replace('\0', " ").parse().expect("no NUL") };
     // Built in memory and written atomically (a full disk is an error, never a crash).
     let inner = |f: &hdf5::File| -> hdf5::Result<()> {
@@ -388,7 +388,7 @@ fn write_trace(opts: &OptimizeOptions, o: &Outcome) -> Result<()> {
 
 /// Read `optimize.h5`: (chosen k, objective spec, trace).
 pub fn read_trace(dir: &Path) -> Result<(usize, String, Vec<Evaluation>)> {
-    let path = dir.join("optimize.h5");
+    let path = dir.join(paths::OPTIMIZE_H5);
     let inner = || -> hdf5::Result<(usize, String, Vec<Evaluation>)> {
         let f = h5::open_file(&path)?;
         let k = f.attr("chosen_k")?.read_scalar::<u64>()? as usize;

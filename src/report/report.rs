@@ -352,7 +352,7 @@ fn checks_md(title: &str, checks: &[Check]) -> String {
 
 fn table2_section(sweep_dir: &Path, opt: &Path) -> Result<String> {
     let (k, obj, trace) = super::optimize::read_trace(opt)?;
-    let final_dir = opt.join("final");
+    let final_dir = opt.join(crate::results::paths::OPTIMIZE_FINAL);
     let cell = aggregate::Cell {
         id: "final".into(),
         index: 0,
@@ -378,7 +378,7 @@ fn table2_section(sweep_dir: &Path, opt: &Path) -> Result<String> {
         "\n## Table 2 — optimised k\n\nChosen k = **{k}** on the validation split by `{obj}` \
          ({} fits; trace in `{}`). Test-set results of one run at k = {k}:\n",
         trace.len(),
-        opt.join("optimize.h5").display()
+        opt.join(crate::results::paths::OPTIMIZE_H5).display()
     );
     for e in eps.iter().filter(|&&e| e > 0.0) {
         s.push_str(&format!("\n**Ours, ε = {e}**\n\n{TABLE_HEADER}"));
@@ -473,7 +473,7 @@ pub fn write_report(dir: &Path, k_fixed: Option<&str>, optimize: Option<&Path>) 
     ));
     md.push_str(&plots_md(&plots));
     md.push_str(&aggregate::missing_md(&s));
-    let path = dir.join("report.md");
+    let path = dir.join(crate::results::paths::REPORT_MD);
     write_atomic(&path, md.as_bytes())?;
     Ok(path)
 }

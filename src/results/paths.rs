@@ -13,6 +13,21 @@ pub const METRICS_CSV: &str = "metrics.csv";
 pub const TABLES_MD: &str = "tables.md";
 /// The trained models of a run ([`crate::models`]).
 pub const MODELS_H5: &str = "models.h5";
+/// A sweep cell's per-ε evaluation checkpoint (removed when the cell finishes).
+pub const CHECKPOINT_H5: &str = "checkpoint.h5";
+/// `diffnmf aggregate`: statistics across seeds, as CSV and HDF5.
+pub const SUMMARY_CSV: &str = "summary.csv";
+pub const SUMMARY_H5: &str = "summary.h5";
+/// `diffnmf report`: the paper-style report of a sweep.
+pub const REPORT_MD: &str = "report.md";
+/// `diffnmf optimize-rank`: the search trace.
+pub const OPTIMIZE_CSV: &str = "optimize.csv";
+pub const OPTIMIZE_H5: &str = "optimize.h5";
+/// `diffnmf optimize-rank`: Table 2 and the folder of the final run at the chosen k.
+pub const TABLE2_MD: &str = "table2.md";
+pub const OPTIMIZE_FINAL: &str = "final";
+/// `diffnmf export`: the pipeline description beside the ONNX files (`docs/onnx.md`).
+pub const PIPELINE_JSON: &str = "pipeline.json";
 
 /// Default output folder of a job: `results/<name>`.
 pub fn default_out(job_name: &str) -> PathBuf {

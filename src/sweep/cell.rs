@@ -156,8 +156,7 @@ pub fn run_one(dir: &Path, id: &str, cache: &StageCache, threads: usize) -> Resu
     res.map(|_| Outcome::Done(t.elapsed().as_secs_f64()))
 }
 
-/// The per-ε evaluation checkpoint of a cell (removed when the cell finishes).
-pub const CHECKPOINT: &str = "checkpoint.h5";
+pub use paths::CHECKPOINT_H5 as CHECKPOINT;
 
 /// Path of a cell's checkpoint.
 pub fn checkpoint_path(dir: &Path, id: &str) -> PathBuf {
