@@ -12,13 +12,10 @@ pub enum Error {
     /// A YAML file could not be parsed or failed validation.
     #[error("{}: {msg}", path.display())]
     Config { path: PathBuf, msg: String },
-    /// A job file's value is out of its allowed range (`config::validate`).
-    #[error("{}: {source}", path.display())]
-    Invalid {
-        path: PathBuf,
-        #[source]
-        source: ParamsError,
-    },
+    /// A job file's value is out of its allowed range (`config::validate`). The message
+    /// is shown once (it is not also a `source` of the chain).
+    #[error("{}: {error}", path.display())]
+    Invalid { path: PathBuf, error: ParamsError },
     /// A parameter is out of its allowed range. `key` is the dotted config key.
     #[error("invalid value for `{key}`: {msg}")]
     Param { key: String, msg: String },

@@ -1,6 +1,6 @@
 //! The shape of the source tree that README.md's "Architecture" section promises: every
 //! module of `src/lib.rs` in exactly one layer of its table, no `crate::` path to a higher
-//! layer (except the one named exception), no function longer than 80 lines outside tests,
+//! layer, no function longer than 80 lines outside tests,
 //! and `anyhow` only at the command-line edge (`src/cli/`, `src/main.rs`).
 
 use std::collections::BTreeMap;
@@ -83,7 +83,7 @@ fn functions(text: &str) -> Vec<(String, usize, usize)> {
     for (n, line) in text.lines().enumerate() {
         let code = code_of(line);
         let t = code.trim();
-        if t.starts_with("#[cfg(test)]") {
+        if t.starts_with("#[cfg(") && find_word(t, "test").is_some() && !t.contains("not(test") {
             test_attr = true;
         }
         if skip_until.is_none() {
@@ -285,8 +285,7 @@ fn readme_architecture_matches_the_tree() {
         sorted.iter().collect::<Vec<_>>(),
         "README.md's Architecture table and the `pub mod`s of src/lib.rs differ"
     );
-    // No `crate::<module>` path (outside comments) to a higher layer; the one exception the
-    // README names is the CUDA side of `backend`.
+    // No `crate::<module>` path (outside comments) to a higher layer.
     let mut upward = vec![];
     for m in &mods {
         let dir = root().join("src").join(m);
@@ -298,9 +297,6 @@ fn readme_architecture_matches_the_tree() {
         }
         for p in files {
             let rel = p.strip_prefix(root()).unwrap().to_path_buf();
-            if rel.starts_with("src/backend/cuda") {
-                continue;
-            }
             let text = std::fs::read_to_string(&p).unwrap();
             for (n, line) in text.lines().enumerate() {
                 let code = code_of(line);

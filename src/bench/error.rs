@@ -10,21 +10,22 @@ pub enum BenchError {
     Lib(#[from] crate::Error),
     #[error("unknown bench stage `{stage}`; choose from {choices}")]
     UnknownStage { stage: String, choices: String },
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("{}: writing the PNG failed: {source}", path.display())]
+    #[error("{}: writing the PNG failed: {error}", path.display())]
     Png {
         path: PathBuf,
-        #[source]
-        source: png::EncodingError,
+        error: png::EncodingError,
     },
     /// A re-spawned `diffnmf` (thread scaling, whole pipeline) failed or wrote nonsense.
     #[error("{0}")]
     Child(String),
+    /// The embedded data is not what the benchmarks assume.
+    #[error("{0}")]
+    Data(String),
 }
 
 /// Result alias of the bench module.
@@ -35,7 +36,7 @@ impl BenchError {
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
         BenchError::Io {
             path: path.as_ref().to_path_buf(),
-            source,
+            error: source,
         }
     }
 }

@@ -23,9 +23,9 @@ fn write_png(path: &Path, side: usize, pixels: &[u8]) -> Result<()> {
     let mut enc = png::Encoder::new(std::io::BufWriter::new(file), side as u32, side as u32);
     enc.set_color(png::ColorType::Grayscale);
     enc.set_depth(png::BitDepth::Eight);
-    let png = |source| BenchError::Png {
+    let png = |error| BenchError::Png {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     let mut w = enc.write_header().map_err(png)?;
     w.write_image_data(pixels).map_err(png)?;
@@ -40,7 +40,7 @@ pub fn fingerprint(ctx: &mut Ctx) -> Result<()> {
     let n = if ctx.quick { 500.min(total) } else { total };
     let side = ctx.data.height;
     if side != ctx.data.width {
-        return Err(BenchError::Child(format!(
+        return Err(BenchError::Data(format!(
             "bench data must be square (is {side}×{})",
             ctx.data.width
         )));

@@ -178,17 +178,55 @@ impl Protocol {
 
 /// The attack's norm ball: L∞ (the only one implemented; `docs/apgd.md`).
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
+#[serde(try_from = "String", into = "String")]
 pub enum Norm {
     Linf,
+}
+
+impl TryFrom<String> for Norm {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "linf" => Ok(Norm::Linf),
+            _ => Err(format!(
+                "`attack.norm` = {s:?}: only \"linf\" is implemented"
+            )),
+        }
+    }
+}
+
+impl From<Norm> for String {
+    fn from(n: Norm) -> String {
+        match n {
+            Norm::Linf => "linf".into(),
+        }
+    }
 }
 
 /// What the attacker perturbs: the z-scored hybrid feature vector (the paper's threat
 /// model, `docs/evaluation.md`).
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
+#[serde(try_from = "String", into = "String")]
 pub enum Threat {
     Feature,
+}
+
+impl TryFrom<String> for Threat {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "feature" => Ok(Threat::Feature),
+            _ => Err(format!(
+                "`attack.threat` = {s:?}: only \"feature\" (L∞ ball on the z-scored hybrid vector) is implemented; the pixel-space threat model is planned"
+            )),
+        }
+    }
+}
+
+impl From<Threat> for String {
+    fn from(t: Threat) -> String {
+        t.name().into()
+    }
 }
 
 impl Threat {

@@ -60,9 +60,9 @@ pub fn parse_job(path: &Path, text: &str, overrides: &[String]) -> Result<JobCon
     if !overrides.is_empty() {
         cfg = apply_overrides(path, cfg, overrides)?;
     }
-    validate::validate(&cfg).map_err(|source| Error::Invalid {
+    validate::validate(&cfg).map_err(|error| Error::Invalid {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     Ok(cfg)
 }

@@ -421,4 +421,35 @@ mod tests {
         assert_eq!(e.key, "features", "{e}");
         assert!(e.msg.contains("features.cnn"), "{e}");
     }
+
+    #[test]
+    fn unimplemented_threat_models_say_so_once() {
+        let path = std::path::Path::new("j.yaml");
+        for (yaml, want) in [
+            (
+                "attack:\n  threat: pixel\n",
+                "the pixel-space threat model is planned",
+            ),
+            ("attack:\n  norm: l2\n", "only \"linf\" is implemented"),
+        ] {
+            let e = crate::config::parse_job(path, yaml, &[])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want) && e.contains("j.yaml"), "{e}");
+        }
+        let e = crate::config::parse_job(path, "nnmf:\n  k: 0\n", &[]).unwrap_err();
+        let chain = anyhow_free_chain(&e);
+        assert_eq!(chain.matches("`nnmf.k` = 0").count(), 1, "{chain}");
+    }
+
+    /// The whole cause chain as the command line prints it (`: `-joined sources).
+    fn anyhow_free_chain(e: &dyn std::error::Error) -> String {
+        let mut s = e.to_string();
+        let mut src = e.source();
+        while let Some(c) = src {
+            s.push_str(&format!(": {c}"));
+            src = c.source();
+        }
+        s
+    }
 }

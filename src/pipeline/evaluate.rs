@@ -489,7 +489,8 @@ struct Spent {
     fooled: Vec<(String, usize)>,
 }
 
-/// Attack at ε (index `ei`; ε = 0 only re-scores the clean points' trackers), push the
+/// Attack at ε (index `ei`; at ε = 0 nothing is attacked and the rows are the clean
+/// trackers'), push the
 /// Robust_Base and Robust_Def rows and run the checks of this ε.
 fn eval_eps(
     e: &Ctx<'_>,

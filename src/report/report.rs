@@ -79,15 +79,15 @@ fn paper_table(t: &[(&str, [f64; 9]); 4]) -> String {
 
 /// A check line of the report: name, outcome (`Some(pass)`, or `None` = not applicable)
 /// and detail.
-struct Check {
+struct ReportCheck {
     name: String,
     outcome: Option<bool>,
     detail: String,
 }
 
-impl Check {
+impl ReportCheck {
     fn new(name: &str, outcome: Option<bool>, detail: impl Into<String>) -> Self {
-        Check {
+        ReportCheck {
             name: name.into(),
             outcome,
             detail: detail.into(),
@@ -143,7 +143,7 @@ fn robust_curves(s: &Summary) -> Vec<Curve> {
 }
 
 /// ε = 0 reproduces the clean row of the same model exactly.
-fn eps0_check(s: &Summary) -> Check {
+fn eps0_check(s: &Summary) -> ReportCheck {
     let mut t = Tally::default();
     for cfg in configs(s) {
         if !s.eps_values(&cfg).contains(&0.0) {
@@ -174,7 +174,7 @@ fn eps0_check(s: &Summary) -> Check {
     } else {
         t.detail(format!("{} curves equal", t.n))
     };
-    Check::new(
+    ReportCheck::new(
         "ε = 0 reproduces clean accuracy exactly (seed means)",
         (t.n > 0).then_some(t.ok()),
         detail,
@@ -182,7 +182,7 @@ fn eps0_check(s: &Summary) -> Check {
 }
 
 /// Every robust curve is non-increasing in ε, and ends near 0 at the largest ε.
-fn curve_checks(s: &Summary) -> [Check; 2] {
+fn curve_checks(s: &Summary) -> [ReportCheck; 2] {
     let (mut mono, mut zero_ok, mut zero_txt) = (Tally::default(), true, vec![]);
     for (label, sc, pr, curve) in robust_curves(s) {
         if curve.windows(2).any(|w| w[1].1 > w[0].1 + 1e-12) {
@@ -194,12 +194,12 @@ fn curve_checks(s: &Summary) -> [Check; 2] {
         }
     }
     [
-        Check::new(
+        ReportCheck::new(
             "robust accuracy non-increasing in ε (seed means)",
             Some(mono.ok()),
             mono.detail("every curve monotone".into()),
         ),
-        Check::new(
+        ReportCheck::new(
             "robust accuracy ≈ 0 (≤ 0.05) at the largest ε",
             (!zero_txt.is_empty()).then_some(zero_ok),
             zero_txt.join("; "),
@@ -208,7 +208,7 @@ fn curve_checks(s: &Summary) -> [Check; 2] {
 }
 
 /// The adaptive attack is at least as strong as transfer at every ε (seed means).
-fn adaptive_check(s: &Summary) -> Check {
+fn adaptive_check(s: &Summary) -> ReportCheck {
     let mut t = Tally::default();
     for cfg in configs(s) {
         for e in s.eps_values(&cfg) {
@@ -232,7 +232,7 @@ fn adaptive_check(s: &Summary) -> Check {
     } else {
         t.detail(format!("{} (config, ε) pairs", t.n))
     };
-    Check::new(
+    ReportCheck::new(
         "adaptive at least as strong as transfer (seed means, every ε)",
         (t.n > 0).then_some(t.ok()),
         detail,
@@ -240,24 +240,24 @@ fn adaptive_check(s: &Summary) -> Check {
 }
 
 /// The sweep-level checks of the report (on seed means), then where the per-run ones are.
-fn summary_checks(s: &Summary) -> Vec<Check> {
+fn summary_checks(s: &Summary) -> Vec<ReportCheck> {
     let [mono, zero] = curve_checks(s);
     vec![
         eps0_check(s),
         mono,
         zero,
         adaptive_check(s),
-        Check::new(
+        ReportCheck::new(
             "base model ≈ 0 at pixel ε = 0.3",
             None,
             "not applicable: this tool implements the feature-space threat model only",
         ),
-        Check::new(
+        ReportCheck::new(
             "doubling APGD iterations / 2.5× EOT draws changes robust accuracy only by noise",
             None,
             "measured in every run on a stratified subset: see the `convergence[eps=…]` rows of the per-run checks below",
         ),
-        Check::new(
+        ReportCheck::new(
             "fixed defence randomness: no stronger than the random-defence attack beyond noise",
             None,
             "measured in every run: see the `fixed_randomness[eps=…]` rows of the per-run checks below",
@@ -266,7 +266,7 @@ fn summary_checks(s: &Summary) -> Vec<Check> {
 }
 
 /// Per-run checks (`checks/{name,passed,detail}` of every finished cell), grouped by name.
-fn run_checks(s: &Summary) -> Result<Vec<Check>> {
+fn run_checks(s: &Summary) -> Result<Vec<ReportCheck>> {
     let mut names: Vec<String> = vec![];
     let mut agg: std::collections::HashMap<String, (usize, usize, Vec<String>, String)> =
         Default::default();
@@ -324,7 +324,7 @@ fn run_checks(s: &Summary) -> Result<Vec<Check>> {
                     bad.into_iter().take(5).collect::<Vec<_>>().join("; ")
                 )
             };
-            Check {
+            ReportCheck {
                 name: n,
                 outcome: Some(pass == total),
                 detail,
@@ -333,7 +333,7 @@ fn run_checks(s: &Summary) -> Result<Vec<Check>> {
         .collect())
 }
 
-fn checks_md(title: &str, checks: &[Check]) -> String {
+fn checks_md(title: &str, checks: &[ReportCheck]) -> String {
     let mut s = format!("\n### {title}\n\n| check | result | detail |\n|---|---|---|\n");
     for c in checks {
         let r = match c.outcome {
