@@ -115,11 +115,34 @@ impl Tmpfs {
     }
 
     /// Fill the file system with `filler` until `left_kib` KiB are free.
+    ///
+    /// Space freed just before (removed folders, an exited process's files) can show up in
+    /// `df` a moment late, so the filler is topped up until the free space holds still at
+    /// the target instead of trusting one measurement.
     fn fill_leaving(&self, left_kib: u64) -> PathBuf {
+        use std::io::Write;
         let filler = self.mnt.join("filler");
         let _ = std::fs::remove_file(&filler);
-        let n = self.avail_kib().saturating_sub(left_kib);
-        std::fs::write(&filler, vec![0u8; (n * 1024) as usize]).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&filler)
+            .unwrap();
+        let mut settled = 0;
+        for _ in 0..50 {
+            let n = self.avail_kib().saturating_sub(left_kib);
+            if n == 0 {
+                settled += 1;
+                if settled == 3 {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                continue;
+            }
+            settled = 0;
+            f.write_all(&vec![0u8; (n * 1024) as usize]).unwrap();
+            f.sync_all().unwrap();
+        }
         let left = self.avail_kib();
         assert!(
             left <= left_kib + 4,
