@@ -34,6 +34,8 @@ pub mod rng;
 pub mod scalar;
 pub mod signals;
 pub mod sweep;
+#[cfg(test)]
+mod testutil;
 
 pub use error::{Error, Result};
 pub use scalar::Scalar;

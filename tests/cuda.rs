@@ -3,6 +3,8 @@
 //! a skip is a failure. Sizes hit the awkward cases (1, 31, 33, 257, non-square).
 #![cfg(feature = "cuda")]
 
+#[path = "../src/testutil.rs"]
+mod testutil;
 use diffnmf::attack::apgd::{single_run, ApgdParams};
 use diffnmf::attack::{loss::loss_and_grad, BoxConstraint, LossKind};
 use diffnmf::backend::cuda::{self as cu, gemm::Mat, CudaBackend};
@@ -15,6 +17,7 @@ use diffnmf::nn::layers::{bn_relu_forward, im2col3, maxpool2, Nhwc};
 use diffnmf::nn::mlp::{Activation, Mlp};
 use diffnmf::rng::{fill_normal, fill_uniform, stream};
 use ndarray::{Array1, Array2, ArrayView2};
+use testutil::assert_close;
 
 fn gpu() -> Option<CudaBackend> {
     match CudaBackend::new(0) {
@@ -39,17 +42,6 @@ fn rand(rows: usize, cols: usize, seed: u64, lo: f64, hi: f64) -> Array2<f32> {
         hi,
     );
     Array2::from_shape_vec((rows, cols), v).unwrap()
-}
-
-/// Panics at the first element outside `atol + rtol·|b|`.
-fn assert_close(what: &str, a: ArrayView2<f32>, b: ArrayView2<f32>, atol: f32, rtol: f32) {
-    assert_eq!(a.dim(), b.dim(), "{what}: shapes");
-    for ((idx, &x), &y) in a.indexed_iter().zip(b.iter()) {
-        assert!(
-            (x - y).abs() <= atol + rtol * y.abs(),
-            "{what}: at {idx:?} gpu {x} vs cpu {y}"
-        );
-    }
 }
 
 #[test]
@@ -113,7 +105,8 @@ fn nmf_frobenius_trajectory_matches_cpu() {
         let (mut hc, mut wc) = (h0.clone(), w0.clone());
         let cpu = mu_from_init(v.view(), &mut hc, &mut wc, NmfLoss::Frobenius, 5, 0.0).unwrap();
         let (mut hg, mut wg) = (h0, w0);
-        let gpu = cu::nmf::mu_frobenius(&be, v.view(), &mut hg, &mut wg, 5, 0.0).unwrap();
+        let gpu =
+            diffnmf::nmf::cuda::mu_frobenius(&be, v.view(), &mut hg, &mut wg, 5, 0.0).unwrap();
         assert!((gpu.initial - cpu.initial).abs() <= 1e-4 * cpu.initial);
         for (it, (a, b)) in gpu.objective.iter().zip(&cpu.objective).enumerate() {
             assert!(
@@ -139,7 +132,7 @@ fn nmf_transform_matches_cpu() {
         };
         let v = rand(n, p, 7, 0.0, 1.0);
         let cpu = model.transform(v.view()).unwrap();
-        let gpu = cu::nmf::transform(&be, &model, v.view()).unwrap();
+        let gpu = diffnmf::nmf::cuda::transform(&be, &model, v.view()).unwrap();
         assert_close(
             &format!("transform {n}×{p} k={k} tol={tol}"),
             gpu.view(),
@@ -159,7 +152,8 @@ fn ce_and_dlr_losses_match_cpu() {
         let y: Vec<usize> = (0..rows).map(|i| (i * 7) % k).collect();
         for kind in [LossKind::Ce, LossKind::Dlr] {
             let (lc, gc) = loss_and_grad(kind.into(), z.view(), &y);
-            let (lg, gg) = cu::apgd::loss_and_grad(&be, kind, z.view(), &y).unwrap();
+            let (lg, gg) =
+                diffnmf::attack::apgd::cuda::loss_and_grad(&be, kind, z.view(), &y).unwrap();
             assert_close(
                 "loss",
                 lg.insert_axis(ndarray::Axis(1)).view(),
@@ -200,9 +194,10 @@ fn denoiser_chain_and_gradient_match_cpu_with_injected_noise() {
         let (den, clf, sched, emb) = defence(d, act, hidden);
         for predict in [Prediction::Noise, Prediction::X0] {
             let cpu = FastDefended::new(&den, &clf, &sched, &emb, t_star, predict);
-            let gpu =
-                cu::denoiser::CudaDefended::new(&be, &den, &clf, &sched, &emb, t_star, predict)
-                    .unwrap();
+            let gpu = diffnmf::diffusion::cuda::CudaDefended::new(
+                &be, &den, &clf, &sched, &emb, t_star, predict,
+            )
+            .unwrap();
             let x0 = rand(rows, d, 12, -1.0, 1.0);
             let mut nz = vec![0f32; rows * cpu.noise_len()];
             fill_normal(&mut stream(13, &[rows as u64]), &mut nz);
@@ -248,21 +243,33 @@ fn philox_noise_is_keyed_by_id_and_draw_not_by_batch() {
     use diffnmf::attack::AttackModel;
     let Some(be) = gpu() else { return };
     let (den, clf, sched, emb) = defence(31, Activation::Silu, 64);
-    let gpu = cu::denoiser::CudaDefended::new(&be, &den, &clf, &sched, &emb, 4, Prediction::Noise)
-        .unwrap();
+    let gpu = diffnmf::diffusion::cuda::CudaDefended::new(
+        &be,
+        &den,
+        &clf,
+        &sched,
+        &emb,
+        4,
+        Prediction::Noise,
+    )
+    .unwrap();
     let x = rand(33, 31, 14, -1.0, 1.0);
     let y: Vec<usize> = (0..33).map(|i| i % 10).collect();
     let ids: Vec<u64> = (100..133).collect();
-    let all = gpu.evaluate(x.view(), &y, &ids, LossKind::Ce.into(), 3, 7, true);
-    let tail = gpu.evaluate(
-        x.slice(ndarray::s![1.., ..]),
-        &y[1..],
-        &ids[1..],
-        LossKind::Ce.into(),
-        3,
-        7,
-        true,
-    );
+    let all = gpu
+        .evaluate(x.view(), &y, &ids, LossKind::Ce.into(), 3, 7, true)
+        .unwrap();
+    let tail = gpu
+        .evaluate(
+            x.slice(ndarray::s![1.., ..]),
+            &y[1..],
+            &ids[1..],
+            LossKind::Ce.into(),
+            3,
+            7,
+            true,
+        )
+        .unwrap();
     assert_close(
         "batch independence",
         tail.logits.view(),
@@ -270,7 +277,9 @@ fn philox_noise_is_keyed_by_id_and_draw_not_by_batch() {
         0.0,
         0.0,
     );
-    let other = gpu.evaluate(x.view(), &y, &ids, LossKind::Ce.into(), 3, 8, false);
+    let other = gpu
+        .evaluate(x.view(), &y, &ids, LossKind::Ce.into(), 3, 8, false)
+        .unwrap();
     assert!(
         other.logits != all.logits,
         "a different key must give different noise"
@@ -320,9 +329,18 @@ fn apgd_iterations_match_cpu_from_a_fixed_start() {
                 early_stop: true,
                 confirm: 1,
             };
-            let c = single_run(&model, x.view(), &y, &ids, &p, 0, Some(x0.view()));
-            let g =
-                cu::apgd::single_run(&be, &model, x.view(), x0.view(), &y, &ids, &p, 0).unwrap();
+            let c = single_run(&model, x.view(), &y, &ids, &p, 0, Some(x0.view())).unwrap();
+            let g = diffnmf::attack::apgd::cuda::single_run(
+                &be,
+                &model,
+                x.view(),
+                x0.view(),
+                &y,
+                &ids,
+                &p,
+                0,
+            )
+            .unwrap();
             assert_eq!(g.fooled, c.fooled, "fooled (n={n}, {loss:?})");
             assert_close(
                 "x_best_adv",
@@ -364,20 +382,20 @@ fn cnn_pieces_match_cpu() {
         let want = im2col3(&x, s);
         assert_close(
             "im2col3",
-            cu::cnn::im2col3(&be, &x, s).unwrap().view(),
+            diffnmf::nn::cuda::im2col3(&be, &x, s).unwrap().view(),
             want.view(),
             0.0,
             0.0,
         );
         let (po, pa) = maxpool2(&x, s);
-        let (go, ga) = cu::cnn::maxpool2(&be, &x, s).unwrap();
+        let (go, ga) = diffnmf::nn::cuda::maxpool2(&be, &x, s).unwrap();
         assert_eq!((go, ga), (po, pa), "maxpool2 {s:?}");
         let rows = s.n * s.h * s.w;
         let xm = Array2::from_shape_vec((rows, s.c), x.clone()).unwrap();
         let gamma = Array1::from_elem(s.c, 1.3f32);
         let beta = Array1::from_elem(s.c, 0.1f32);
         let (want, cache) = bn_relu_forward(xm.view(), &gamma, &beta, None);
-        let (got, m, v) = cu::cnn::bn_relu(&be, xm.view(), &gamma, &beta, None).unwrap();
+        let (got, m, v) = diffnmf::nn::cuda::bn_relu(&be, xm.view(), &gamma, &beta, None).unwrap();
         assert_close("bn_relu", got.view(), want.view(), 1e-4, 1e-4);
         assert_close(
             "bn mean",

@@ -11,6 +11,8 @@
 
 mod common;
 
+#[path = "../src/testutil.rs"]
+mod testutil;
 use common::{bin, run_cheap, text};
 use diffnmf::export::npy;
 use diffnmf::models::file::read as read_models;
@@ -45,11 +47,7 @@ fn run(m: &Runnable, inputs: Vec<Tensor>) -> Vec<Array2<f32>> {
 }
 
 fn max_diff(a: &Array2<f32>, b: &Array2<f32>) -> f32 {
-    assert_eq!(a.dim(), b.dim(), "output shapes");
-    a.iter()
-        .zip(b.iter())
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+    testutil::max_abs_diff(a.view(), b.view())
 }
 
 /// `max |a − b| / max(1, max |b|)`: the abs diff, relative to the output's scale when that

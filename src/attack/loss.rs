@@ -266,18 +266,12 @@ mod tests {
             ndarray::ArrayView2::from_shape((1, z.len()), z).unwrap(),
             &[y],
         );
-        let h = 1e-6;
-        for j in 0..z.len() {
-            let (mut a, mut b) = (z.to_vec(), z.to_vec());
-            a[j] += h;
-            b[j] -= h;
-            let num = (f(&a) - f(&b)) / (2.0 * h);
-            assert!(
-                (num - g[[0, j]]).abs() < 1e-7,
-                "{kind:?} y={y} j={j}: fd {num} vs analytic {}",
-                g[[0, j]]
-            );
-        }
+        let tol = crate::testutil::Tol {
+            atol: 1e-7,
+            rtol: 0.0,
+        };
+        let name = format!("{kind:?} y={y}");
+        crate::testutil::check_elementwise_tol(&name, f, z, g.as_slice().unwrap(), tol);
     }
 
     #[test]

@@ -147,7 +147,8 @@ pub trait AttackModel: Sync {
     /// Whether repeated evaluations with different keys differ.
     fn stochastic(&self) -> bool;
     /// Evaluate `x` (rows = points, `ids` = stable sample ids used to key randomness)
-    /// with `draws` independent random passes (ignored by deterministic models).
+    /// with `draws` independent random passes (ignored by deterministic models). An error is
+    /// a device failure (a CUDA model); it ends the attack and reaches the caller.
     #[allow(clippy::too_many_arguments)]
     fn evaluate(
         &self,
@@ -158,5 +159,5 @@ pub trait AttackModel: Sync {
         draws: usize,
         key: u64,
         want_grad: bool,
-    ) -> ModelEval;
+    ) -> crate::Result<ModelEval>;
 }

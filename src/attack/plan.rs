@@ -9,6 +9,7 @@
 use super::apgd::{clean_check, restarts_keyed, ApgdParams};
 use super::square::{square, SquareParams};
 use super::{AttackModel, Loss, LossKind};
+use crate::error::{Error, Result};
 use crate::rng::{key, tag};
 use ndarray::{Array2, ArrayView2, Axis};
 
@@ -87,7 +88,7 @@ pub fn top_targets(logits: ArrayView2<f32>, y: &[usize], n: usize) -> Vec<Vec<us
 
 /// Run `steps` in order on `x` (labels `y`, sample ids `ids`), each on the points not
 /// fooled yet. `p` gives ε, iterations, EOT, restarts, box, seed and confirmation passes
-/// (its `loss` is ignored). Panics with the validation message if `p` is invalid.
+/// (its `loss` is ignored). An error when `p` is invalid for the model or the model fails.
 pub fn run_plan<M: AttackModel + ?Sized>(
     model: &M,
     x: ArrayView2<f32>,
@@ -95,9 +96,9 @@ pub fn run_plan<M: AttackModel + ?Sized>(
     ids: &[u64],
     steps: &[Step<'_>],
     p: &ApgdParams,
-) -> PlanOutput {
-    super::apgd::check_inputs(model, x, y, ids, p, &apgd_losses(steps));
-    let clean_correct = clean_check(model, x, y, ids, p);
+) -> Result<PlanOutput> {
+    super::apgd::check_inputs(model, x, y, ids, p, &apgd_losses(steps))?;
+    let clean_correct = clean_check(model, x, y, ids, p)?;
     let mut fooled: Vec<bool> = clean_correct.iter().map(|&c| !c).collect();
     let mut out = PlanOutput {
         steps: vec![],
@@ -107,7 +108,7 @@ pub fn run_plan<M: AttackModel + ?Sized>(
     };
     if p.eps <= 0.0 || x.nrows() == 0 {
         out.fooled = fooled;
-        return out;
+        return Ok(out);
     }
     let cascade = Cascade {
         model,
@@ -117,11 +118,11 @@ pub fn run_plan<M: AttackModel + ?Sized>(
         p,
     };
     for (si, step) in steps.iter().enumerate() {
-        cascade.run_step(si, step, &mut fooled, &mut out.steps);
+        cascade.run_step(si, step, &mut fooled, &mut out.steps)?;
     }
     out.evals = out.steps.iter().map(|s| s.evals).sum();
     out.fooled = fooled;
-    out
+    Ok(out)
 }
 
 /// The untargeted APGD losses the plan uses (validated up front).
@@ -153,7 +154,7 @@ impl<M: AttackModel + ?Sized> Cascade<'_, M> {
         step: &Step<'_>,
         fooled: &mut [bool],
         outs: &mut Vec<StepOutput>,
-    ) {
+    ) -> Result<()> {
         let base = (si as u64 + 1) << 20;
         let named = |o: StepOutput| StepOutput {
             name: step.name(),
@@ -161,7 +162,7 @@ impl<M: AttackModel + ?Sized> Cascade<'_, M> {
         };
         match step {
             Step::Apgd(l) => {
-                let o = self.apgd(self.p, (*l).into(), base, None, fooled);
+                let o = self.apgd(self.p, (*l).into(), base, None, fooled)?;
                 outs.push(named(o));
             }
             Step::Warm {
@@ -172,23 +173,34 @@ impl<M: AttackModel + ?Sized> Cascade<'_, M> {
                     restarts: 1,
                     ..self.p.clone()
                 };
-                let o = self.apgd(&q, (*loss).into(), base, Some(*init), fooled);
+                let o = self.apgd(&q, (*loss).into(), base, Some(*init), fooled)?;
                 outs.push(named(o));
             }
-            Step::Targeted { n } => self.targeted(*n, base, fooled, outs),
-            Step::Square(sp) => outs.push(named(self.square(si, sp, fooled))),
+            Step::Targeted { n } => self.targeted(*n, base, fooled, outs)?,
+            Step::Square(sp) => outs.push(named(self.square(si, sp, fooled)?)),
         }
+        Ok(())
     }
 
     /// APGD-T: one targeted run per each of the `n` top clean-logit classes (at most
     /// K − 1), named `apgd-t/1`, `apgd-t/2`, …
-    fn targeted(&self, n: usize, base: u64, fooled: &mut [bool], outs: &mut Vec<StepOutput>) {
+    fn targeted(
+        &self,
+        n: usize,
+        base: u64,
+        fooled: &mut [bool],
+        outs: &mut Vec<StepOutput>,
+    ) -> Result<()> {
         let (x, y, ids, p) = (self.x, self.y, self.ids, self.p);
         let k = self.model.num_classes();
-        assert!(
-            k >= 4,
-            "APGD-T needs at least 4 classes (the model has {k}); use attack.version: rand"
-        );
+        if k < 4 {
+            return Err(Error::param(
+                "attack.version",
+                format!(
+                    "APGD-T needs at least 4 classes (the model has {k}); use attack.version: rand"
+                ),
+            ));
+        }
         let clean = self.model.evaluate(
             x,
             y,
@@ -197,22 +209,23 @@ impl<M: AttackModel + ?Sized> Cascade<'_, M> {
             1,
             key(p.seed, &[tag("apgd-t-targets")]),
             false,
-        );
+        )?;
         let tops = top_targets(clean.logits.view(), y, n.min(k - 1));
         for j in 0..n.min(k - 1) {
             let t: Vec<usize> = tops.iter().map(|c| c[j]).collect();
             let base_j = base + ((j as u64 + 1) << 8);
-            let o = self.apgd(p, Loss::DlrTargeted(&t), base_j, None, fooled);
+            let o = self.apgd(p, Loss::DlrTargeted(&t), base_j, None, fooled)?;
             outs.push(StepOutput {
                 name: format!("apgd-t/{}", j + 1),
                 ..o
             });
         }
+        Ok(())
     }
 
     /// Square (step `si`, its own seed `(seed, "square", si)`) on the points not fooled
     /// yet, with ε, box and confirmation passes taken from the plan; `name` left empty.
-    fn square(&self, si: usize, sp: &SquareParams, fooled: &mut [bool]) -> StepOutput {
+    fn square(&self, si: usize, sp: &SquareParams, fooled: &mut [bool]) -> Result<StepOutput> {
         let (x, p) = (self.x, self.p);
         let rows: Vec<usize> = (0..x.nrows()).filter(|&i| !fooled[i]).collect();
         let xs = x.select(Axis(0), &rows);
@@ -228,7 +241,7 @@ impl<M: AttackModel + ?Sized> Cascade<'_, M> {
         let o = if rows.is_empty() {
             None
         } else {
-            Some(square(self.model, xs.view(), &ys, &is, &q))
+            Some(square(self.model, xs.view(), &ys, &is, &q)?)
         };
         let (adv, f, evals) = match o {
             Some(o) => (o.adv, o.fooled, o.evals),
@@ -237,13 +250,13 @@ impl<M: AttackModel + ?Sized> Cascade<'_, M> {
         for (j, &i) in rows.iter().enumerate() {
             fooled[i] |= f[j];
         }
-        StepOutput {
+        Ok(StepOutput {
             name: String::new(),
             rows,
             adv,
             fooled: f,
             evals,
-        }
+        })
     }
 
     /// One APGD step (parameters `p`, restart keys from `base`) on the points not fooled
@@ -255,19 +268,19 @@ impl<M: AttackModel + ?Sized> Cascade<'_, M> {
         base: u64,
         init: Option<ArrayView2<f32>>,
         fooled: &mut [bool],
-    ) -> StepOutput {
+    ) -> Result<StepOutput> {
         let (model, x, y, ids) = (self.model, self.x, self.y, self.ids);
         let before = fooled.to_vec();
         let mut adv = x.to_owned();
-        let evals = restarts_keyed(model, x, y, ids, p, loss, base, init, fooled, &mut adv);
+        let evals = restarts_keyed(model, x, y, ids, p, loss, base, init, fooled, &mut adv)?;
         let rows: Vec<usize> = (0..x.nrows()).filter(|&i| !before[i]).collect();
-        StepOutput {
+        Ok(StepOutput {
             name: String::new(),
             adv: adv.select(Axis(0), &rows),
             fooled: rows.iter().map(|&i| fooled[i]).collect(),
             rows,
             evals,
-        }
+        })
     }
 }
 

@@ -105,9 +105,9 @@ fn misclassified<M: AttackModel + ?Sized>(
     ids: &[u64],
     draws: usize,
     k: u64,
-) -> Vec<bool> {
-    let ev = model.evaluate(x, y, ids, Loss::Ce, draws, k, false);
-    ev.pred.iter().zip(y).map(|(p, t)| p != t).collect()
+) -> Result<Vec<bool>> {
+    let ev = model.evaluate(x, y, ids, Loss::Ce, draws, k, false)?;
+    Ok(ev.pred.iter().zip(y).map(|(p, t)| p != t).collect())
 }
 
 /// Margin of each row of `pts` averaged over `eot` copies evaluated in one model call
@@ -120,7 +120,7 @@ fn avg_margins<M: AttackModel + ?Sized>(
     eot: usize,
     q: u64,
     seed: u64,
-) -> Vec<f32> {
+) -> Result<Vec<f32>> {
     let idx: Vec<usize> = (0..pts.nrows())
         .flat_map(|i| std::iter::repeat_n(i, eot))
         .collect();
@@ -130,7 +130,7 @@ fn avg_margins<M: AttackModel + ?Sized>(
         .map(|r| key(ids[idx[r]], &[(r % eot) as u64]))
         .collect();
     let qk = key(seed, &[tag("square-query"), q]);
-    let ev = model.evaluate(rep.view(), &yr, &pid, Loss::Ce, 1, qk, false);
+    let ev = model.evaluate(rep.view(), &yr, &pid, Loss::Ce, 1, qk, false)?;
     let m: Vec<f32> = ev
         .logits
         .rows()
@@ -138,23 +138,22 @@ fn avg_margins<M: AttackModel + ?Sized>(
         .zip(&yr)
         .map(|(z, &t)| margin(&z.to_vec(), t))
         .collect();
-    m.chunks(eot)
+    Ok(m.chunks(eot)
         .map(|c| c.iter().sum::<f32>() / eot as f32)
-        .collect()
+        .collect())
 }
 
 /// L∞ Square attack on the rows of `x` (labels `y`, stable sample ids `ids`); see the
-/// module docs. Panics on invalid parameters or mismatched lengths.
+/// module docs. An error on invalid parameters ([`SquareParams::validate`]) or a model
+/// failure; panics on mismatched lengths (a caller's bug).
 pub fn square<M: AttackModel + ?Sized>(
     model: &M,
     x: ArrayView2<f32>,
     y: &[usize],
     ids: &[u64],
     p: &SquareParams,
-) -> SquareOutput {
-    if let Err(e) = p.validate() {
-        panic!("square: {e}");
-    }
+) -> Result<SquareOutput> {
+    p.validate()?;
     let (n, d) = x.dim();
     assert!(
         y.len() == n && ids.len() == n,
@@ -168,17 +167,17 @@ pub fn square<M: AttackModel + ?Sized>(
         evals: 0,
     };
     if n == 0 {
-        return out;
+        return Ok(out);
     }
     // Clean check of a deterministic model (exact). A stochastic model gets no clean-check
     // shortcut: every point is searched, and the caller's scoring decides.
     if !model.stochastic() {
-        out.fooled = misclassified(model, x, y, ids, 1, key(p.seed, &[tag("square-clean")]));
+        out.fooled = misclassified(model, x, y, ids, 1, key(p.seed, &[tag("square-clean")]))?;
         out.evals += n as u64;
     }
     let active: Vec<usize> = (0..n).filter(|&i| !out.fooled[i]).collect();
     if p.eps == 0.0 || d == 0 || active.is_empty() {
-        return out;
+        return Ok(out);
     }
     let mut search = Search::new(model, x, y, ids, p, active);
     // Query 0 evaluates the init point (always accepted), queries 1..=n_queries proposals.
@@ -187,10 +186,10 @@ pub fn square<M: AttackModel + ?Sized>(
             break;
         }
         let cand = search.candidates(q);
-        search.query(q, cand, &mut out);
+        search.query(q, cand, &mut out)?;
     }
     search.write_adv(&mut out);
-    out
+    Ok(out)
 }
 
 /// The random search of one run: inputs and feasible set, the best point and margin of
@@ -291,17 +290,18 @@ impl<'a, M: AttackModel + ?Sized> Search<'a, M> {
 
     /// Query `q`: evaluate `cand` (one row per active row), accept strict margin
     /// improvements, and retire the rows with a (confirmed) negative margin.
-    fn query(&mut self, q: u64, cand: Array2<f32>, out: &mut SquareOutput) {
+    fn query(&mut self, q: u64, cand: Array2<f32>, out: &mut SquareOutput) -> Result<()> {
         let ya: Vec<usize> = self.active.iter().map(|&i| self.y[i]).collect();
         let ia: Vec<u64> = self.active.iter().map(|&i| self.ids[i]).collect();
-        let m = avg_margins(self.model, cand.view(), &ya, &ia, self.eot, q, self.p.seed);
+        let m = avg_margins(self.model, cand.view(), &ya, &ia, self.eot, q, self.p.seed)?;
         out.evals += (self.active.len() * self.eot) as u64;
         let guess = self.accept(&cand, &m);
-        let confirmed = self.confirm(q, guess, out);
+        let confirmed = self.confirm(q, guess, out)?;
         for &i in &confirmed {
             out.fooled[i] = true;
         }
         self.active.retain(|&i| !out.fooled[i]);
+        Ok(())
     }
 
     /// Keep each candidate whose margin `m` is lower than its row's best; the rows among
@@ -323,9 +323,9 @@ impl<'a, M: AttackModel + ?Sized> Search<'a, M> {
     /// The rows of `guess` that count as fooled: all of them on a deterministic model; on a
     /// stochastic one those misclassified by `p.confirm` independent passes (key
     /// `(seed, "square-confirm", q)`).
-    fn confirm(&self, q: u64, guess: Vec<usize>, out: &mut SquareOutput) -> Vec<usize> {
+    fn confirm(&self, q: u64, guess: Vec<usize>, out: &mut SquareOutput) -> Result<Vec<usize>> {
         if !self.stochastic || guess.is_empty() {
-            return guess;
+            return Ok(guess);
         }
         let p = self.p;
         let pts = self.x_best.select(Axis(0), &guess);
@@ -333,8 +333,8 @@ impl<'a, M: AttackModel + ?Sized> Search<'a, M> {
         let ig: Vec<u64> = guess.iter().map(|&i| self.ids[i]).collect();
         let k = key(p.seed, &[tag("square-confirm"), q]);
         out.evals += (guess.len() * p.confirm) as u64;
-        let ok = misclassified(self.model, pts.view(), &yg, &ig, p.confirm, k);
-        guess.iter().zip(ok).filter(|g| g.1).map(|g| *g.0).collect()
+        let ok = misclassified(self.model, pts.view(), &yg, &ig, p.confirm, k)?;
+        Ok(guess.iter().zip(ok).filter(|g| g.1).map(|g| *g.0).collect())
     }
 
     /// Attacked rows (a finite stored margin): the confirmed point if fooled (`x_best` is

@@ -35,32 +35,34 @@ impl AttackModel for Lin {
         draws: usize,
         k: u64,
         _want_grad: bool,
-    ) -> ModelEval {
-        let draws = if self.stochastic() { draws } else { 1 };
-        let mut proba = Array2::<f32>::zeros((x.nrows(), self.w.nrows()));
-        let mut logits = proba.clone();
-        for draw in 0..draws {
-            let mut v = x.to_owned();
-            for (mut row, &id) in v.rows_mut().into_iter().zip(ids) {
-                let mut nz = vec![0f32; row.len()];
-                fill_normal(&mut stream(k, &[id, draw as u64]), &mut nz);
-                row.iter_mut()
-                    .zip(&nz)
-                    .for_each(|(a, b)| *a += self.sigma * b);
+    ) -> crate::Result<ModelEval> {
+        Ok({
+            let draws = if self.stochastic() { draws } else { 1 };
+            let mut proba = Array2::<f32>::zeros((x.nrows(), self.w.nrows()));
+            let mut logits = proba.clone();
+            for draw in 0..draws {
+                let mut v = x.to_owned();
+                for (mut row, &id) in v.rows_mut().into_iter().zip(ids) {
+                    let mut nz = vec![0f32; row.len()];
+                    fill_normal(&mut stream(k, &[id, draw as u64]), &mut nz);
+                    row.iter_mut()
+                        .zip(&nz)
+                        .for_each(|(a, b)| *a += self.sigma * b);
+                }
+                logits = v.dot(&self.w.t()) + &self.b;
+                for (mut pr, z) in proba.rows_mut().into_iter().zip(logits.rows()) {
+                    let m = z.fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                    let e = z.mapv(|v| (v - m).exp());
+                    pr += &(&e / e.sum());
+                }
             }
-            logits = v.dot(&self.w.t()) + &self.b;
-            for (mut pr, z) in proba.rows_mut().into_iter().zip(logits.rows()) {
-                let m = z.fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-                let e = z.mapv(|v| (v - m).exp());
-                pr += &(&e / e.sum());
+            ModelEval {
+                loss: Array1::zeros(x.nrows()),
+                logits,
+                pred: proba.rows().into_iter().map(argmax).collect(),
+                grad: None,
             }
-        }
-        ModelEval {
-            loss: Array1::zeros(x.nrows()),
-            logits,
-            pred: proba.rows().into_iter().map(argmax).collect(),
-            grad: None,
-        }
+        })
     }
 }
 
@@ -144,6 +146,7 @@ fn preds(m: &Lin, x: &Array2<f32>) -> Vec<usize> {
         0,
         false,
     )
+    .unwrap()
     .pred
 }
 
@@ -233,7 +236,7 @@ fn gaps(m: &Lin, x0: &Array2<f32>, y0: &[usize], eps: f32) -> Vec<f64> {
     let x = x0.select(Axis(0), &keep);
     let y: Vec<usize> = keep.iter().map(|&i| y0[i]).collect();
     let p = params(eps, 2000, BoxConstraint::None);
-    let out = square(m, x.view(), &y, &ids(x.nrows()), &p);
+    let out = square(m, x.view(), &y, &ids(x.nrows()), &p).unwrap();
     assert_eq!(out.evals, (x.nrows() * 2002) as u64);
     (0..x.nrows())
         .map(|i| {
@@ -321,18 +324,20 @@ impl AttackModel for Spy {
         draws: usize,
         k: u64,
         g: bool,
-    ) -> ModelEval {
-        let mut s = self.seen.lock().unwrap();
-        s.0.extend(x.rows().into_iter().zip(ids).map(|(r, &i)| (i, r.to_vec())));
-        s.1 += (x.nrows() * if self.stochastic { draws } else { 1 }) as u64;
-        drop(s);
-        let mut ev = self.inner.evaluate(x, y, ids, loss, draws, k, g);
-        if self.sabotage.contains(&k) {
-            let rows = ev.logits.rows_mut().into_iter().zip(y);
-            rows.for_each(|(mut z, &t)| z[t] -= 100.0);
-            ev.pred = ev.logits.rows().into_iter().map(argmax).collect();
-        }
-        ev
+    ) -> crate::Result<ModelEval> {
+        Ok({
+            let mut s = self.seen.lock().unwrap();
+            s.0.extend(x.rows().into_iter().zip(ids).map(|(r, &i)| (i, r.to_vec())));
+            s.1 += (x.nrows() * if self.stochastic { draws } else { 1 }) as u64;
+            drop(s);
+            let mut ev = self.inner.evaluate(x, y, ids, loss, draws, k, g)?;
+            if self.sabotage.contains(&k) {
+                let rows = ev.logits.rows_mut().into_iter().zip(y);
+                rows.for_each(|(mut z, &t)| z[t] -= 100.0);
+                ev.pred = ev.logits.rows().into_iter().map(argmax).collect();
+            }
+            ev
+        })
     }
 }
 
@@ -368,7 +373,7 @@ fn never_leaves_the_ball_or_the_box() {
             ..params(eps, 300, bounds)
         };
         let id = ids(x.nrows());
-        let out = square(&rec, x.view(), &y, &id, &p);
+        let out = square(&rec, x.view(), &y, &id, &p).unwrap();
         let mut row_of = HashMap::new();
         for (i, &v) in id.iter().enumerate() {
             row_of.insert(v, i);
@@ -413,7 +418,7 @@ fn tiny_eps_keeps_accuracy_and_large_eps_breaks_a_linear_model() {
         .collect();
     assert_eq!(wrong.iter().filter(|&&w| w).count(), 3);
     let id = ids(40);
-    let out = square(&m, x.view(), &y, &id, &params(0.0, 50, BoxConstraint::None));
+    let out = square(&m, x.view(), &y, &id, &params(0.0, 50, BoxConstraint::None)).unwrap();
     assert_eq!(out.adv, x);
     assert_eq!(out.fooled, wrong);
     assert_eq!(out.evals, 40);
@@ -424,7 +429,8 @@ fn tiny_eps_keeps_accuracy_and_large_eps_breaks_a_linear_model() {
         &y,
         &id,
         &params(1e-6, 50, BoxConstraint::None),
-    );
+    )
+    .unwrap();
     for (i, &t) in y.iter().enumerate() {
         if margin64(&m, x.row(i), t).abs() > 1e-3 {
             assert_eq!(out.fooled[i], wrong[i], "point {i}");
@@ -436,7 +442,8 @@ fn tiny_eps_keeps_accuracy_and_large_eps_breaks_a_linear_model() {
         &y,
         &id,
         &params(10.0, 200, BoxConstraint::None),
-    );
+    )
+    .unwrap();
     for (i, &t) in y.iter().enumerate() {
         assert!(opt_margin(&m, x.row(i), t, 10.0) < 0.0);
         assert!(
@@ -470,8 +477,8 @@ fn stochastic_results_do_not_depend_on_threads_or_batch_order() {
             .build()
             .unwrap()
     };
-    let a = pool(1).install(|| square(&m, x.view(), &y, &id, &p));
-    let b = pool(3).install(|| square(&m, x.view(), &y, &id, &p));
+    let a = pool(1).install(|| square(&m, x.view(), &y, &id, &p).unwrap());
+    let b = pool(3).install(|| square(&m, x.view(), &y, &id, &p).unwrap());
     assert_eq!((&a.adv, &a.fooled, a.evals), (&b.adv, &b.fooled, b.evals));
     let nf = a.fooled.iter().filter(|&&f| f).count();
     assert!(nf > 0 && nf < n, "{nf} of {n} fooled: the check is vacuous");
@@ -479,16 +486,17 @@ fn stochastic_results_do_not_depend_on_threads_or_batch_order() {
     let xp = x.select(Axis(0), &perm);
     let yp: Vec<usize> = perm.iter().map(|&i| y[i]).collect();
     let ip: Vec<u64> = perm.iter().map(|&i| id[i]).collect();
-    let c = pool(3).install(|| square(&m, xp.view(), &yp, &ip, &p));
+    let c = pool(3).install(|| square(&m, xp.view(), &yp, &ip, &p).unwrap());
     assert_eq!(c.evals, a.evals);
     for (r, &i) in perm.iter().enumerate() {
         assert_eq!((c.adv.row(r), c.fooled[r]), (a.adv.row(i), a.fooled[i]));
     }
     // With a large ε every point is fooled, and an independent 50-pass vote agrees.
     let p = SquareParams { eps: 5.0, ..p };
-    let out = square(&m, x.view(), &y, &id, &p);
+    let out = square(&m, x.view(), &y, &id, &p).unwrap();
     let pred = m
         .evaluate(out.adv.view(), &y, &id, Loss::Ce, 50, 12345, false)
+        .unwrap()
         .pred;
     assert!((0..n).all(|i| out.fooled[i] && pred[i] != y[i]));
 }
@@ -518,7 +526,7 @@ fn an_unconfirmed_success_is_not_returned_as_fooled() {
     );
     let n = x.nrows();
     assert!(n >= 5);
-    let out = square(&m, x.view(), &y, &ids(n), &p);
+    let out = square(&m, x.view(), &y, &ids(n), &p).unwrap();
     assert!(out.fooled.iter().all(|&f| !f));
     // Clean confirmation + all queries on every point + at least one confirmation each.
     let base = (n * 3 + n * 2 * (nq + 1)) as u64;

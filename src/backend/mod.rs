@@ -1,15 +1,33 @@
-//! Device selection and the CPU thread budget.
+//! Device selection, the opened device handles, and the CPU thread budget.
 //!
 //! The CPU (ndarray + rayon) is the reference implementation. `device: cuda` needs a binary
 //! built with `--features cuda` *and* a driver at run time; `auto` picks CUDA only when both
 //! hold and says which device it chose. Dispatch happens once per experiment.
+//!
+//! The seam: [`cuda`] holds only device primitives (context and stream, kernel modules,
+//! copies, launch helpers, the GEMM, typed errors). Each op's CUDA side lives beside its CPU
+//! side in the algorithm module (`nmf::cuda`, `diffusion::cuda`, `attack::apgd::cuda`,
+//! `nn::cuda`), so this module depends on no algorithm. Without the `cuda` feature, [`cuda`]
+//! is a stand-in (`cuda_off.rs`) whose `CudaBackend` has no values: [`DeviceCtx::cuda`] is then
+//! always `None` and callers need no `#[cfg]` (candle's dummy-backend pattern).
 
 #[cfg(feature = "cuda")]
 pub mod cuda;
+#[cfg(not(feature = "cuda"))]
+#[path = "cuda_off.rs"]
+pub mod cuda;
 
-use crate::config::DevicePref;
 use crate::error::{Error, Result};
 use crate::progress::log;
+
+/// The configured device (`device:` in a job).
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DevicePref {
+    Cpu,
+    Cuda,
+    Auto,
+}
 
 /// The device an experiment runs on.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,16 +46,9 @@ impl Device {
     }
 }
 
-/// Whether a CUDA driver is usable from this binary.
+/// Whether a CUDA driver is usable from this binary (always false without the feature).
 pub fn cuda_available() -> bool {
-    #[cfg(feature = "cuda")]
-    {
-        cuda::driver_present()
-    }
-    #[cfg(not(feature = "cuda"))]
-    {
-        false
-    }
+    cuda::driver_present()
 }
 
 /// Resolve the configured preference to a device.
@@ -75,36 +86,35 @@ pub fn select(pref: DevicePref) -> Result<Device> {
 #[derive(Clone, Debug)]
 pub struct DeviceCtx {
     pub device: Device,
-    #[cfg(feature = "cuda")]
-    pub cuda: Option<cuda::CudaBackend>,
+    cuda: Option<cuda::CudaBackend>,
 }
 
 impl DeviceCtx {
     /// Open the selected device.
     pub fn open(device: Device) -> Result<Self> {
-        #[cfg(feature = "cuda")]
-        {
-            let cuda = match device {
-                Device::Cuda(i) => {
-                    Some(cuda::CudaBackend::new(i).map_err(|e| Error::Cuda(e.to_string()))?)
-                }
-                Device::Cpu => None,
-            };
-            Ok(DeviceCtx { device, cuda })
-        }
-        #[cfg(not(feature = "cuda"))]
-        {
-            Ok(DeviceCtx { device })
-        }
+        let cuda = match device {
+            Device::Cuda(i) => Some(cuda::CudaBackend::new(i)?),
+            Device::Cpu => None,
+        };
+        Ok(DeviceCtx { device, cuda })
     }
 
     /// The CPU-only context.
     pub fn cpu() -> Self {
         DeviceCtx {
             device: Device::Cpu,
-            #[cfg(feature = "cuda")]
             cuda: None,
         }
+    }
+
+    /// The open CUDA backend, if this context runs on a GPU.
+    pub fn cuda(&self) -> Option<&cuda::CudaBackend> {
+        self.cuda.as_ref()
+    }
+
+    /// Whether this context runs on a GPU.
+    pub fn is_cuda(&self) -> bool {
+        self.cuda.is_some()
     }
 }
 
@@ -194,6 +204,25 @@ mod tests {
             (built, driver, r) => {
                 panic!("select(cuda) with feature {built}, driver {driver}: {r:?}")
             }
+        }
+    }
+
+    #[test]
+    fn a_cpu_context_has_no_gpu_and_a_gpu_context_needs_a_cuda_build_with_a_driver() {
+        assert!(DeviceCtx::cpu().cuda().is_none() && !DeviceCtx::cpu().is_cuda());
+        assert!(!DeviceCtx::open(Device::Cpu).unwrap().is_cuda());
+        match (cfg!(feature = "cuda"), DeviceCtx::open(Device::Cuda(0))) {
+            (false, Err(e @ Error::CudaNotCompiled)) => {
+                assert!(e.to_string().contains("--features cuda"), "{e}")
+            }
+            (true, Err(e)) if !cuda_available() => {
+                assert!(e.to_string().contains("device: cpu"), "{e}")
+            }
+            (true, Ok(c)) if cuda_available() => assert!(c.is_cuda()),
+            (built, r) => panic!(
+                "open(cuda:0) with feature {built}: {:?}",
+                r.map(|c| c.device)
+            ),
         }
     }
 

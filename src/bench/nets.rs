@@ -253,7 +253,7 @@ pub fn apgd_base(ctx: &mut Ctx) -> Result<()> {
     let ids: Vec<u64> = (0..x.nrows() as u64).collect();
     let model = BaseModel { clf: &clf };
     let p = attack_params(1);
-    let (t, out) = time_it(1, ctx.repeats, || Ok(apgd(&model, x.view(), &y, &ids, &p)))?;
+    let (t, out) = time_it(1, ctx.repeats, || Ok(apgd(&model, x.view(), &y, &ids, &p)?))?;
     let fooled = out.fooled.iter().filter(|&&f| f).count();
     let evals = out.grad_evals as f64;
     let row = ctx.push(
@@ -279,7 +279,7 @@ pub fn apgd_adaptive(ctx: &mut Ctx) -> Result<()> {
     let y = &y[..m];
     let ids: Vec<u64> = (0..m as u64).collect();
     let p = attack_params(20);
-    let (t, out) = time_it(0, 1, || Ok(apgd(&model, x.view(), y, &ids, &p)))?;
+    let (t, out) = time_it(0, 1, || Ok(apgd(&model, x.view(), y, &ids, &p)?))?;
     let fooled = out.fooled.iter().filter(|&&f| f).count();
     let evals = out.grad_evals as f64;
     // grad_evals counts point × draw gradients; input-gradient backward ≈ 1× forward

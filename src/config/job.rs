@@ -25,13 +25,7 @@ pub struct JobConfig {
     pub attack: AttackConfig,
 }
 
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum DevicePref {
-    Cpu,
-    Cuda,
-    Auto,
-}
+pub use crate::backend::DevicePref;
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]

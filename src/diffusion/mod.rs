@@ -9,7 +9,15 @@
 //! posterior variance of Ho et al. 2020).
 
 pub mod chain;
+#[cfg(feature = "cuda")]
+pub mod cuda;
+#[cfg(not(feature = "cuda"))]
+#[path = "cuda_off.rs"]
+pub mod cuda;
+#[cfg(feature = "cuda")]
+mod cuda_eval;
 pub mod denoiser;
+mod draws;
 pub mod fast;
 #[cfg(test)]
 mod gradcheck;

@@ -3,7 +3,8 @@
 //! [`AttackModel`]; the defended one draws its noise from streams keyed by
 //! `(key, sample id, draw)`, so results do not depend on batching or thread count.
 
-use super::fast::{block_mean, FastDefended};
+use super::draws::{self, repeat_rows, DrawRows};
+use super::fast::FastDefended;
 use super::Schedule;
 use crate::attack::{loss::loss_and_grad, AttackModel, Loss, ModelEval};
 use crate::config::Prediction;
@@ -11,7 +12,7 @@ use crate::metrics::argmax;
 use crate::nn::mlp::Mlp;
 use crate::normal::fill_normal_f32;
 use crate::rng::stream;
-use ndarray::{s, Array1, Array2, ArrayView2, Axis};
+use ndarray::{s, Array2, ArrayView2, Axis};
 use rayon::prelude::*;
 
 /// Row-wise softmax in f64.
@@ -53,18 +54,18 @@ impl AttackModel for BaseModel<'_> {
         _draws: usize,
         _key: u64,
         want_grad: bool,
-    ) -> ModelEval {
+    ) -> crate::Result<ModelEval> {
         let (logits, cache) = self.clf.forward_cached(x);
         let (l, dlogits) = loss_and_grad(loss, logits.view(), y);
         let grad = want_grad.then(|| self.clf.backward(&cache, dlogits.view(), false).1);
         let p = softmax(logits.view());
         let pred = p.rows().into_iter().map(argmax).collect();
-        ModelEval {
+        Ok(ModelEval {
             loss: l,
             logits,
             pred,
             grad,
-        }
+        })
     }
 }
 
@@ -157,17 +158,6 @@ impl Defended {
     }
 }
 
-/// Each row of `x` repeated `r` times consecutively.
-pub fn repeat_rows(x: ArrayView2<f32>, r: usize) -> Array2<f32> {
-    let mut out = Array2::<f32>::zeros((x.nrows() * r, x.ncols()));
-    for (i, row) in x.rows().into_iter().enumerate() {
-        for e in 0..r {
-            out.row_mut(i * r + e).assign(&row);
-        }
-    }
-    out
-}
-
 impl AttackModel for Defended {
     fn num_classes(&self) -> usize {
         self.classes
@@ -184,63 +174,22 @@ impl AttackModel for Defended {
         draws: usize,
         key: u64,
         want_grad: bool,
-    ) -> ModelEval {
+    ) -> crate::Result<ModelEval> {
         let (n, d, k) = (x.nrows(), x.ncols(), self.classes);
         let draws = draws.max(1);
         let (starts, pp) = Self::chunks(n, draws);
-        type Part = (Array1<f32>, Array2<f32>, Vec<usize>, Option<Array2<f32>>);
-        let parts: Vec<Part> = starts
+        let parts: Vec<draws::PointsOut> = starts
             .par_iter()
             .map(|&start| {
-                let end = (start + pp).min(n);
-                let m = end - start;
-                let rep = repeat_rows(x.slice(s![start..end, ..]), draws);
-                let yrep: Vec<usize> = y[start..end]
-                    .iter()
-                    .flat_map(|&c| std::iter::repeat_n(c, draws))
-                    .collect();
-                let trep = loss.targets_for(start..end, draws);
-                let lossc = loss.with_targets(trep.as_deref());
-                let noise = self.noise(&ids[start..end], draws, key);
-                let out = self
-                    .fast
-                    .chunk(rep.view(), noise.view(), &yrep, lossc, want_grad);
-                let p = softmax(out.logits.view());
-                let mut l = Array1::<f32>::zeros(m);
-                let mut lg = Array2::<f32>::zeros((m, k));
-                let mut pred = vec![0; m];
-                for i in 0..m {
-                    let last = i * draws + draws - 1;
-                    l[i] = out.loss[last];
-                    lg.row_mut(i).assign(&out.logits.row(last));
-                    let mean = p
-                        .slice(s![i * draws..(i + 1) * draws, ..])
-                        .mean_axis(Axis(0))
-                        .unwrap();
-                    pred[i] = argmax(mean.view());
-                }
-                let g = out.grad.map(|g| block_mean(g.view(), draws));
-                (l, lg, pred, g)
+                let rows = start..(start + pp).min(n);
+                let c = DrawRows::new(x, y, loss, rows.clone(), draws);
+                let noise = self.noise(&ids[rows], draws, key);
+                let out =
+                    self.fast
+                        .chunk(c.rep.view(), noise.view(), &c.y, c.loss(loss), want_grad);
+                draws::reduce(out, draws)
             })
             .collect();
-        let mut out_loss = Array1::<f32>::zeros(n);
-        let mut out_logits = Array2::<f32>::zeros((n, k));
-        let mut pred = vec![0usize; n];
-        let mut grad = want_grad.then(|| Array2::<f32>::zeros((n, d)));
-        for (&start, (l, lg, p, g)) in starts.iter().zip(parts) {
-            let end = start + l.len();
-            out_loss.slice_mut(s![start..end]).assign(&l);
-            out_logits.slice_mut(s![start..end, ..]).assign(&lg);
-            pred[start..end].copy_from_slice(&p);
-            if let (Some(all), Some(g)) = (grad.as_mut(), g) {
-                all.slice_mut(s![start..end, ..]).assign(&g);
-            }
-        }
-        ModelEval {
-            loss: out_loss,
-            logits: out_logits,
-            pred,
-            grad,
-        }
+        Ok(draws::assemble(n, d, k, want_grad, parts))
     }
 }

@@ -34,6 +34,12 @@
 //! Boutsidis & Gallopoulos, "SVD based initialization", Pattern Recognition 41, 2008.
 
 pub mod accel;
+#[cfg(feature = "cuda")]
+pub mod cuda;
+#[cfg(not(feature = "cuda"))]
+#[path = "cuda_off.rs"]
+pub mod cuda;
+mod device;
 pub mod exact;
 pub mod init;
 pub mod mu;
@@ -42,6 +48,7 @@ pub mod sparse;
 #[cfg(test)]
 mod tests;
 
+pub use device::{fit_on, gpu_covers, transform_on};
 pub use mu::{MuHistory, CHECK_EVERY, EPS};
 
 use crate::error::{Error, Result};

@@ -22,13 +22,13 @@
 //! use fixed chunking, so the same seed gives bit-identical weights for a given thread count.
 
 pub mod cnn;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod layers;
 pub mod mlp;
 pub mod optim;
 pub mod train;
 
-#[cfg(test)]
-mod gradcheck;
 #[cfg(test)]
 mod tests_grad;
 #[cfg(test)]

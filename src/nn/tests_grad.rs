@@ -1,14 +1,43 @@
 //! Finite-difference gradient checks (f64) of every layer and of the whole CNN loss.
 
 use super::cnn::{Cnn, CnnArch};
-use super::gradcheck::{away_from_zero, check_directional, check_elementwise};
 use super::layers::{
     bn_relu_backward, bn_relu_forward, col2im3, im2col3, maxpool2, maxpool2_backward, Nhwc,
 };
 use super::mlp::{Activation, Mlp};
 use super::train::softmax_xent;
 use crate::rng::{fill_normal, fill_uniform, stream, Rng};
+use crate::testutil::check_elementwise;
 use ndarray::{Array1, Array2, ArrayView2};
+
+/// [`crate::testutil::check_directional`] with directions drawn from `rng`.
+fn check_directional(
+    name: &str,
+    f: impl Fn(&[f64]) -> f64,
+    x: &[f64],
+    analytic: &[f64],
+    rng: &mut Rng,
+    trials: usize,
+) {
+    use rand::Rng as _;
+    let normal = || rng.sample::<f64, _>(rand_distr::StandardNormal);
+    crate::testutil::check_directional(name, f, x, analytic, normal, trials)
+}
+
+/// Random values away from zero: uniform magnitude in `[lo, hi]` with random sign.
+fn away_from_zero(rng: &mut Rng, n: usize, lo: f64, hi: f64) -> Vec<f64> {
+    use rand::Rng as _;
+    (0..n)
+        .map(|_| {
+            let m = lo + (hi - lo) * rng.random::<f64>();
+            if rng.random::<bool>() {
+                m
+            } else {
+                -m
+            }
+        })
+        .collect()
+}
 
 fn randn(rng: &mut Rng, shape: (usize, usize)) -> Array2<f64> {
     let mut a = Array2::zeros(shape);

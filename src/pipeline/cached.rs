@@ -277,8 +277,7 @@ fn nnmf_device(cfg: &JobConfig, k: &KeyCtx) -> &'static str {
 
 /// Whether the NNMF stage of `cfg` runs on the GPU when a CUDA backend is open (`cuda`).
 pub fn nnmf_on_gpu(cfg: &JobConfig, cuda: bool) -> bool {
-    use crate::nmf::{NmfLoss, NmfMode};
-    cuda && cfg.nnmf.loss == NmfLoss::Frobenius && cfg.nnmf.mode == NmfMode::Global
+    cuda && crate::nmf::gpu_covers(cfg.nnmf.loss, cfg.nnmf.mode)
 }
 
 /// A stand-in for the data's content where only the configuration is known (ordering

@@ -92,7 +92,7 @@ impl AttackModel for FixedNoise<'_> {
         _draws: usize,
         _key: u64,
         want_grad: bool,
-    ) -> ModelEval {
+    ) -> Result<ModelEval> {
         self.inner.evaluate(x, y, ids, loss, 1, self.key, want_grad)
     }
 }
@@ -163,17 +163,17 @@ impl<'a> CheckCtx<'a> {
         rows: &[usize],
         steps: &[Step<'_>],
         p: &crate::attack::apgd::ApgdParams,
-    ) -> (PlanOutput, Cands) {
+    ) -> Result<(PlanOutput, Cands)> {
         let xs = x.select(Axis(0), rows);
         let ys: Vec<usize> = rows.iter().map(|&i| self.y[i]).collect();
         let is: Vec<u64> = rows.iter().map(|&i| self.ids[i]).collect();
-        let o = run_plan(model, xs.view(), &ys, &is, steps, p);
+        let o = run_plan(model, xs.view(), &ys, &is, steps, p)?;
         let c = o
             .steps
             .iter()
             .map(|s| (s.rows.iter().map(|&j| rows[j]).collect(), s.adv.clone()))
             .collect();
-        (o, c)
+        Ok((o, c))
     }
 
     fn offered(&self, ds: &DefScorer<'_>, w: &Worst, cands: &Cands) -> Worst {
@@ -207,9 +207,10 @@ impl<'a> CheckCtx<'a> {
             steps: preset_steps(cfg, cfg.attack.square_queries),
             s,
         };
-        let (conv, strong) = self.convergence(env, &at, worst);
-        let (fixed, fixed_scored, adapt) = self.fixed_randomness(env, &at, clean, adaptive_fresh);
-        let (square, with_sq) = self.black_box_square(env, &at, worst);
+        let (conv, strong) = self.convergence(env, &at, worst)?;
+        let (fixed, fixed_scored, adapt) =
+            self.fixed_randomness(env, &at, clean, adaptive_fresh)?;
+        let (square, with_sq) = self.black_box_square(env, &at, worst)?;
         self.lines.extend([conv, fixed, square]);
         log(format!(
             "checks eps {eps}: convergence {:.4} → {strong:.4}, fixed noise {fixed_scored:.4} vs adaptive {adapt:.4}, square {with_sq:.4}",
@@ -220,7 +221,12 @@ impl<'a> CheckCtx<'a> {
 
     /// Convergence: a stronger attack (more iterations and draws) on the points the
     /// reported attack left robust. Returns the check and the stronger attack's accuracy.
-    fn convergence(&self, env: &Attacked<'_>, at: &AtEps<'_>, worst: &Worst) -> (Check, f64) {
+    fn convergence(
+        &self,
+        env: &Attacked<'_>,
+        at: &AtEps<'_>,
+        worst: &Worst,
+    ) -> Result<(Check, f64)> {
         let (cfg, ch) = (self.cfg, &self.cfg.attack.checks);
         let mut p = params(cfg, at.eps, env.bounds, key(at.seed, &[tag("strong")]));
         p.n_iter = (p.n_iter as f64 * ch.iterations_factor).ceil() as usize;
@@ -228,7 +234,7 @@ impl<'a> CheckCtx<'a> {
         let strong = if at.robust.is_empty() {
             at.main
         } else {
-            let (_, c) = self.plan_on(env.model, env.x, &at.robust, &at.steps, &p);
+            let (_, c) = self.plan_on(env.model, env.x, &at.robust, &at.steps, &p)?;
             self.offered(env.scorer, worst, &c).accuracy_on(&at.s)
         };
         let (main, drop) = (at.main, at.main - strong);
@@ -240,7 +246,7 @@ impl<'a> CheckCtx<'a> {
                 at.s.len(), cfg.attack.iterations, cfg.attack.eot, p.n_iter, p.eot, drop
             ),
         );
-        (check, strong)
+        Ok((check, strong))
     }
 
     /// Fixed randomness: attack the frozen defence on the subset, score it on the random
@@ -252,7 +258,7 @@ impl<'a> CheckCtx<'a> {
         at: &AtEps<'_>,
         clean: &Worst,
         adaptive_fresh: &Worst,
-    ) -> (Check, f64, f64) {
+    ) -> Result<(Check, f64, f64)> {
         let s = &at.s;
         let fixed = FixedNoise {
             inner: env.model,
@@ -260,7 +266,7 @@ impl<'a> CheckCtx<'a> {
         };
         let mut pf = params(self.cfg, at.eps, env.bounds, key(at.seed, &[tag("fixed")]));
         pf.eot = 1;
-        let (of, c) = self.plan_on(&fixed, env.x, s, &at.steps, &pf);
+        let (of, c) = self.plan_on(&fixed, env.x, s, &at.steps, &pf)?;
         let fixed_own = 1.0 - of.fooled.iter().filter(|&&f| f).count() as f64 / s.len() as f64;
         let wf = self.offered(env.scorer, clean, &c);
         let fixed_scored = wf.accuracy_on(s);
@@ -279,12 +285,17 @@ impl<'a> CheckCtx<'a> {
                 s.len()
             ),
         );
-        (check, fixed_scored, adapt)
+        Ok((check, fixed_scored, adapt))
     }
 
     /// Black box: Square on the points the white-box worst case left robust. Returns the
     /// check and the accuracy with Square's candidates added.
-    fn black_box_square(&self, env: &Attacked<'_>, at: &AtEps<'_>, worst: &Worst) -> (Check, f64) {
+    fn black_box_square(
+        &self,
+        env: &Attacked<'_>,
+        at: &AtEps<'_>,
+        worst: &Worst,
+    ) -> Result<(Check, f64)> {
         let (cfg, ch) = (self.cfg, &self.cfg.attack.checks);
         let sq = [square_step(cfg, ch.square_queries)];
         let with_sq = if at.robust.is_empty() {
@@ -296,7 +307,7 @@ impl<'a> CheckCtx<'a> {
                 env.bounds,
                 key(at.seed, &[tag("square-check")]),
             );
-            let (_, c) = self.plan_on(env.model, env.x, &at.robust, &sq, &ps);
+            let (_, c) = self.plan_on(env.model, env.x, &at.robust, &sq, &ps)?;
             self.offered(env.scorer, worst, &c).accuracy_on(&at.s)
         };
         let main = at.main;
@@ -308,7 +319,7 @@ impl<'a> CheckCtx<'a> {
                 at.s.len(), ch.square_queries, cfg.attack.eot
             ),
         );
-        (check, with_sq)
+        Ok((check, with_sq))
     }
 
     /// Remember which points transfer broke that the adaptive attack did not (repeat 0).
@@ -481,22 +492,22 @@ pub fn input_gradients(
     y: &[usize],
     ids: &[u64],
     rows: &[usize],
-) -> Option<Array2<f32>> {
+) -> Result<Option<Array2<f32>>> {
     if rows.is_empty()
         || !cfg
             .attack
             .protocols
             .contains(&crate::config::Protocol::Adaptive)
     {
-        return None;
+        return Ok(None);
     }
     let xs = x.select(Axis(0), rows);
     let ys: Vec<usize> = rows.iter().map(|&i| y[i]).collect();
     let is: Vec<u64> = rows.iter().map(|&i| ids[i]).collect();
     let k = key(cfg.seed, &[tag("check-grad")]);
-    model
-        .evaluate(xs.view(), &ys, &is, Loss::Ce, cfg.attack.eot, k, true)
-        .grad
+    Ok(model
+        .evaluate(xs.view(), &ys, &is, Loss::Ce, cfg.attack.eot, k, true)?
+        .grad)
 }
 
 #[cfg(test)]

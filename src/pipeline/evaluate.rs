@@ -27,6 +27,7 @@ use crate::attack::square::SquareParams;
 use crate::attack::{AttackModel, BoxConstraint, LossKind};
 use crate::backend::DeviceCtx;
 use crate::config::{AttackVersion, BoxKind, JobConfig};
+use crate::diffusion::cuda::CudaDefended;
 use crate::diffusion::model::{BaseModel, Defended};
 use crate::error::{Error, Result};
 use crate::metrics;
@@ -183,14 +184,14 @@ pub(super) fn transfer_eps(
     pb: &ApgdParams,
     (base_s, base_w): (&dyn Scorer, &mut [&mut Worst]),
     (def_s, def_w): (&dyn Scorer, &mut [&mut Worst]),
-) -> (u64, Vec<(String, usize)>) {
+) -> Result<(u64, Vec<(String, usize)>)> {
     let (mut evals, mut fooled) = (0, vec![]);
     for (si, s) in steps.iter().enumerate() {
         let q = ApgdParams {
             seed: key(pb.seed, &[si as u64]),
             ..pb.clone()
         };
-        let o = run_plan(base, x, y, ids, std::slice::from_ref(s), &q);
+        let o = run_plan(base, x, y, ids, std::slice::from_ref(s), &q)?;
         evals += o.evals;
         fooled.extend(fooled_counts(&o));
         for (rows, cand) in candidates(&o) {
@@ -200,7 +201,7 @@ pub(super) fn transfer_eps(
             def_w.iter_mut().for_each(|w| w.offer(&sd));
         }
     }
-    (evals, fooled)
+    Ok((evals, fooled))
 }
 
 /// The two trackers of one defence protocol at one ε: carried across ε (the reported row)
@@ -322,22 +323,15 @@ fn with_attack_model<R>(
     def: &Defended,
     f: impl FnOnce(&dyn AttackModel) -> Result<R>,
 ) -> Result<R> {
-    let _ = (cfg, tr, ctx);
-    #[cfg(feature = "cuda")]
-    if let Some(be) = &ctx.cuda {
-        let c = crate::backend::cuda::denoiser::CudaDefended::new(
+    match ctx.cuda() {
+        Some(be) => f(&CudaDefended::of(
             be,
-            &tr.den.mlp,
+            &tr.den,
             &tr.clf,
-            &tr.den.sched,
-            &tr.den.emb,
             cfg.diffusion.t_star,
-            tr.den.predict,
-        )
-        .map_err(|e| Error::Cuda(e.to_string()))?;
-        return f(&c);
+        )?),
+        None => f(def),
     }
-    f(def)
 }
 
 /// The clean rows, every ε in ascending order (continued from a checkpoint when one
@@ -381,7 +375,7 @@ fn run_all(e: &Ctx<'_>, t: &mut Timings, ckpt: Option<&std::path::Path>) -> Resu
             save_checkpoint(path, &fp, &st, &cx);
         }
     }
-    let grads = checks::input_gradients(cfg, e.attack_def, e.x, y, e.ids, cx.subset());
+    let grads = checks::input_gradients(cfg, e.attack_def, e.x, y, e.ids, cx.subset())?;
     let checks = cx.finish(&st.rows, &clean.def, grads, e.want_t && e.want_a);
     Ok(Evaluation {
         scenarios: st.rows,
@@ -564,7 +558,7 @@ fn attack_base(
             &pb,
             (e.bs, &mut [base_carried, &mut k.base_fresh]),
             (e.ds, &mut dw),
-        );
+        )?;
         Ok(Spent { evals, fooled })
     })
 }
@@ -598,7 +592,7 @@ fn attack_adaptive(
         }
     }
     let o = t.time(&format!("attack_adaptive_eps{eps}"), || {
-        Ok(run_plan(e.attack_def, e.x, e.y, e.ids, &steps, &p))
+        run_plan(e.attack_def, e.x, e.y, e.ids, &steps, &p)
     })?;
     t.time(&format!("adaptive_score_eps{eps}"), || {
         for (rows, cand) in candidates(&o) {

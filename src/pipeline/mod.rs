@@ -165,10 +165,7 @@ pub fn run_job_cached(
         eval,
         timings,
     );
-    #[cfg(feature = "cuda")]
-    let cuda = ctx.cuda.is_some();
-    #[cfg(not(feature = "cuda"))]
-    let cuda = false;
+    let cuda = ctx.is_cuda();
     let models = stored::models_of(cfg, &job.resolved_yaml, &device.name(), cuda, &trained);
     let models_path = out.join(results::paths::MODELS_H5);
     let models_image = crate::models::file::image(&models_path, &models)?;

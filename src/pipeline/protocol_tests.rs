@@ -20,6 +20,7 @@ impl Scorer for ToyScorer<'_> {
         softmax(
             self.0
                 .evaluate(x, &y, ids, Loss::Ce, 1, 0, false)
+                .unwrap()
                 .logits
                 .view(),
         )
@@ -70,7 +71,8 @@ fn transfer_is_attacked_afresh_at_every_eps() {
             &pb(eps),
             (&bs, &mut [base_c, &mut base_f]),
             (&def, &mut [def_c, &mut def_f]),
-        );
+        )
+        .unwrap();
     };
     run_at(0.2, &mut base_c, &mut def_c);
     let small_base = base_c.broken0();

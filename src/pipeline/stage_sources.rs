@@ -38,7 +38,6 @@ pub const STAGES: &[(&str, &[&str])] = &[
             "src/backend/cuda/error.rs",
             "src/backend/cuda/gemm.rs",
             "src/backend/cuda/kernels.rs",
-            "src/backend/cuda/nmf.rs",
             "kernels/common.cuh",
             "kernels/gemm.cu",
             "kernels/nmf.cu",
@@ -69,10 +68,7 @@ pub const STAGES: &[(&str, &[&str])] = &[
 /// configuration, which is part of every key), errors and progress output.
 pub const NOT_TRAINING: &[&str] = &[
     "src/attack",
-    "src/backend/cuda/apgd.rs",
-    "src/backend/cuda/cnn.rs",
-    "src/backend/cuda/defended_eval.rs",
-    "src/backend/cuda/denoiser.rs",
+    "src/backend/cuda_off.rs",
     "src/bench",
     "kernels/apgd.cu",
     "kernels/cnn.cu",
@@ -98,6 +94,7 @@ pub const NOT_TRAINING: &[&str] = &[
     "src/results",
     "src/signals.rs",
     "src/sweep",
+    "src/testutil.rs",
 ];
 
 /// True for files compiled only into tests.

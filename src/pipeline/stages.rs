@@ -260,30 +260,6 @@ fn classifier_train_params(cfg: &JobConfig) -> TrainParams {
     }
 }
 
-/// NNMF coefficients of new rows on the basis of `model`: with `gpu` on the open CUDA
-/// backend (where the stage was fitted on the GPU), else the CPU projection. Used for the
-/// validation and test splits at training time and by `diffnmf evaluate` on stored models,
-/// so both compute the same features. `gpu` without an open CUDA backend is an error.
-pub fn nnmf_transform(
-    ctx: &DeviceCtx,
-    model: &nmf::NmfModel,
-    x: ArrayView2<f32>,
-    gpu: bool,
-) -> Result<Array2<f32>> {
-    if !gpu {
-        return model.transform(x);
-    }
-    #[cfg(feature = "cuda")]
-    if let Some(be) = &ctx.cuda {
-        return crate::backend::cuda::nmf::transform(be, model, x);
-    }
-    let _ = ctx;
-    Err(Error::param(
-        "device",
-        "these NNMF features were computed on the GPU; run on a CUDA build with a GPU (device: cuda)",
-    ))
-}
-
 /// What every training stage reads: the job, the cache, the device, the cache-key
 /// context, and the data with its split and labels per split (train, val, test).
 struct StageCtx<'a> {
@@ -315,10 +291,7 @@ pub fn train_all(
     check_job_against_data(cfg, &prepared)?;
     let Prepared { ds, split, .. } = prepared;
     let code = cache.map_or_else(CodeFingerprints::current, |c| c.code().clone());
-    #[cfg(feature = "cuda")]
-    let cuda = ctx.cuda.is_some();
-    #[cfg(not(feature = "cuda"))]
-    let cuda = false;
+    let cuda = ctx.is_cuda();
     let lab =
         |idx: &[usize]| -> Vec<usize> { idx.iter().map(|&i| ds.labels[i] as usize).collect() };
     let sc = StageCtx {
@@ -464,17 +437,14 @@ fn nnmf_stage(sc: &StageCtx<'_>, t: &mut Timings) -> Result<NnmfStage> {
             seed: key(cfg.seed, &[tag("nnmf")]),
         };
         let [xt, xv, xe] = sc.images();
-        #[cfg(feature = "cuda")]
-        if let Some(st) = cuda_nnmf(sc, &p, [&xt, &xv, &xe])? {
-            return Ok(st);
-        }
         let train_labels: Vec<u8> = sc.split.train.iter().map(|&i| sc.ds.labels[i]).collect();
-        let (model, report) = nmf::fit_with_solver(xt.view(), &train_labels, &p, cfg.nnmf.solver)?;
+        let (model, report, gpu) =
+            nmf::fit_on(sc.ctx, xt.view(), &train_labels, &p, cfg.nnmf.solver)?;
         Ok(NnmfStage {
             coeffs: [
                 report.coeffs,
-                nnmf_transform(sc.ctx, &model, xv.view(), false)?,
-                nnmf_transform(sc.ctx, &model, xe.view(), false)?,
+                nmf::transform_on(sc.ctx, &model, xv.view(), gpu)?,
+                nmf::transform_on(sc.ctx, &model, xe.view(), gpu)?,
             ],
             basis: model.basis,
             objective: report.objective,
@@ -482,32 +452,6 @@ fn nnmf_stage(sc: &StageCtx<'_>, t: &mut Timings) -> Result<NnmfStage> {
             converged: report.converged,
         })
     })
-}
-
-/// The NNMF stage on the open CUDA backend, or `None` when there is none or the
-/// configuration is one the CUDA NNMF does not cover (then it is fitted on the CPU).
-#[cfg(feature = "cuda")]
-fn cuda_nnmf(sc: &StageCtx<'_>, p: &NmfParams, x: [&Array2<f32>; 3]) -> Result<Option<NnmfStage>> {
-    use crate::nmf::{NmfLoss, NmfMode};
-    let Some(be) = &sc.ctx.cuda else {
-        return Ok(None);
-    };
-    if !(p.loss == NmfLoss::Frobenius && p.mode == NmfMode::Global) {
-        crate::progress::log(
-            "nnmf: the CUDA NNMF covers frobenius/global only; fitting on the CPU",
-        );
-        return Ok(None);
-    }
-    let (model, report) = crate::backend::cuda::nmf::fit(be, x[0].view(), p)?;
-    let tv = nnmf_transform(sc.ctx, &model, x[1].view(), true)?;
-    let te = nnmf_transform(sc.ctx, &model, x[2].view(), true)?;
-    Ok(Some(NnmfStage {
-        coeffs: [report.coeffs, tv, te],
-        basis: model.basis,
-        objective: report.objective,
-        iterations: report.iterations,
-        converged: report.converged,
-    }))
 }
 
 /// The hybrid vector of every split: the feature blocks concatenated and z-scored with the

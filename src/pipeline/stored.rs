@@ -221,7 +221,7 @@ fn eval_features(
         }
         if let Some(n) = &m.nnmf {
             let gpu = n.device == "cuda";
-            blocks.push(stages::nnmf_transform(ctx, &n.model, x.view(), gpu)?);
+            blocks.push(crate::nmf::transform_on(ctx, &n.model, x.view(), gpu)?);
         }
         Ok(())
     })?;

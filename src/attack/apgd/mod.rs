@@ -35,6 +35,8 @@
 //! * Within the cascade there is no extra re-check pass (Q11): the final judgement of an
 //!   adversarial example is left to the caller (e.g. many fresh passes of the defence).
 
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod run;
 pub mod schedule;
 mod suite;
@@ -180,15 +182,15 @@ pub struct ApgdOutput {
     pub grad_evals: u64,
 }
 
-/// Run APGD on `x` (labels `y`, sample ids `ids`). Panics with the validation message if
-/// `p` is invalid for the model (call [`ApgdParams::validate`] first to get a typed error).
+/// Run APGD on `x` (labels `y`, sample ids `ids`). An error when `p` is invalid for the
+/// model ([`ApgdParams::validate`]) or the model fails (a device error).
 pub fn apgd<M: AttackModel + ?Sized>(
     model: &M,
     x: ArrayView2<f32>,
     y: &[usize],
     ids: &[u64],
     p: &ApgdParams,
-) -> ApgdOutput {
+) -> Result<ApgdOutput> {
     attack(model, x, y, ids, p, None)
 }
 
@@ -201,7 +203,7 @@ pub fn apgd_with_init<M: AttackModel + ?Sized>(
     ids: &[u64],
     p: &ApgdParams,
     x_init: ArrayView2<f32>,
-) -> ApgdOutput {
+) -> Result<ApgdOutput> {
     assert_eq!(
         x_init.dim(),
         x.dim(),
@@ -217,9 +219,9 @@ fn attack<M: AttackModel + ?Sized>(
     ids: &[u64],
     p: &ApgdParams,
     x_init: Option<ArrayView2<f32>>,
-) -> ApgdOutput {
-    check_inputs(model, x, y, ids, p, &[p.loss]);
-    let mut fooled: Vec<bool> = clean_check(model, x, y, ids, p)
+) -> Result<ApgdOutput> {
+    check_inputs(model, x, y, ids, p, &[p.loss])?;
+    let mut fooled: Vec<bool> = clean_check(model, x, y, ids, p)?
         .iter()
         .map(|&c| !c)
         .collect();
@@ -236,16 +238,17 @@ fn attack<M: AttackModel + ?Sized>(
             x_init,
             &mut fooled,
             &mut adv,
-        );
+        )?;
     }
-    ApgdOutput {
+    Ok(ApgdOutput {
         adv,
         fooled,
         grad_evals,
-    }
+    })
 }
 
-/// Panics with a clear message on invalid parameters or inconsistent shapes.
+/// The parameters validated for the model (a typed error naming the key); panics on
+/// inconsistent shapes (a caller's bug, never user input).
 pub(super) fn check_inputs<M: AttackModel + ?Sized>(
     model: &M,
     x: ArrayView2<f32>,
@@ -253,13 +256,11 @@ pub(super) fn check_inputs<M: AttackModel + ?Sized>(
     ids: &[u64],
     p: &ApgdParams,
     losses: &[LossKind],
-) {
+) -> Result<()> {
     let k = model.num_classes();
     for &loss in losses {
         let q = ApgdParams { loss, ..p.clone() };
-        if let Err(e) = q.validate(k, x.ncols()) {
-            panic!("apgd: {e}");
-        }
+        q.validate(k, x.ncols())?;
     }
     assert!(
         y.len() == x.nrows() && ids.len() == x.nrows(),
@@ -272,6 +273,7 @@ pub(super) fn check_inputs<M: AttackModel + ?Sized>(
         y.iter().all(|&c| c < k),
         "apgd: a label is ≥ the model's {k} classes"
     );
+    Ok(())
 }
 
 /// Clean check of a deterministic model: `true` where correctly classified. A stochastic
@@ -282,12 +284,12 @@ pub(crate) fn clean_check<M: AttackModel + ?Sized>(
     y: &[usize],
     ids: &[u64],
     p: &ApgdParams,
-) -> Vec<bool> {
+) -> Result<Vec<bool>> {
     if x.nrows() == 0 {
-        return vec![];
+        return Ok(vec![]);
     }
     if model.stochastic() {
-        return vec![true; x.nrows()];
+        return Ok(vec![true; x.nrows()]);
     }
     let ev = model.evaluate(
         x,
@@ -297,13 +299,13 @@ pub(crate) fn clean_check<M: AttackModel + ?Sized>(
         1,
         key(p.seed, &[tag("apgd-clean")]),
         false,
-    );
+    )?;
     assert_eq!(
         ev.pred.len(),
         x.nrows(),
         "AttackModel::evaluate returned a wrong number of predictions"
     );
-    ev.pred.iter().zip(y).map(|(a, b)| a == b).collect()
+    Ok(ev.pred.iter().zip(y).map(|(a, b)| a == b).collect())
 }
 
 /// §6: `p.restarts` runs of `loss`, each on the points not fooled yet; fooled points get
@@ -322,7 +324,7 @@ pub(crate) fn restarts<M: AttackModel + ?Sized>(
     x_init: Option<ArrayView2<f32>>,
     fooled: &mut [bool],
     adv: &mut Array2<f32>,
-) -> u64 {
+) -> Result<u64> {
     restarts_keyed(model, x, y, ids, p, loss, 0, x_init, fooled, adv)
 }
 
@@ -340,7 +342,7 @@ pub(crate) fn restarts_keyed<M: AttackModel + ?Sized>(
     x_init: Option<ArrayView2<f32>>,
     fooled: &mut [bool],
     adv: &mut Array2<f32>,
-) -> u64 {
+) -> Result<u64> {
     let n_attacked = fooled.iter().filter(|f| !**f).count();
     let prog = Progress::new(loss.name(), (p.n_iter * p.restarts) as u64);
     let mut evals = 0;
@@ -368,7 +370,7 @@ pub(crate) fn restarts_keyed<M: AttackModel + ?Sized>(
             base + r as u64,
             init.as_ref().map(|a| a.view()),
             Some(&prog),
-        );
+        )?;
         evals += out.grad_evals;
         for (j, &i) in sel.iter().enumerate() {
             if out.fooled[j] {
@@ -384,7 +386,7 @@ pub(crate) fn restarts_keyed<M: AttackModel + ?Sized>(
     prog.finish(format!(
         "robust {left}/{n_attacked} attacked points, {evals} gradient evaluations"
     ));
-    evals
+    Ok(evals)
 }
 
 fn sel_count(fooled: &[bool]) -> usize {

@@ -10,6 +10,7 @@
 use super::schedule::{halve_step, Schedule};
 use super::{ApgdParams, AttackModel};
 use crate::attack::Loss;
+use crate::error::Result;
 use crate::progress::Progress;
 use crate::rng::{fill_uniform, key, stream, tag};
 use ndarray::{Array1, Array2, ArrayView2, Axis, Zip};
@@ -106,8 +107,8 @@ pub fn single_run<M: AttackModel + ?Sized>(
     p: &ApgdParams,
     restart: u64,
     x_init: Option<ArrayView2<f32>>,
-) -> RunOutput {
-    super::check_inputs(model, x, y, ids, p, &[p.loss]);
+) -> Result<RunOutput> {
+    super::check_inputs(model, x, y, ids, p, &[p.loss])?;
     run(model, x, y, ids, p, p.loss.into(), restart, x_init, None)
 }
 
@@ -122,7 +123,7 @@ pub(super) fn run<M: AttackModel + ?Sized>(
     restart: u64,
     x_init: Option<ArrayView2<f32>>,
     prog: Option<&Progress>,
-) -> RunOutput {
+) -> Result<RunOutput> {
     let (lower, upper) = p.bounds.feasible(x, p.eps);
     let x0 = start_point(x, ids, p, restart, x_init, &lower, &upper);
     let mut runner = Runner {
@@ -135,12 +136,12 @@ pub(super) fn run<M: AttackModel + ?Sized>(
         evals: 0,
     };
     let mut out = RunOutput::start(&x0);
-    let (mut st, pred0) = runner.init_state(x0, y, ids, lower, upper);
-    runner.settle(&mut st, &mut out, &pred0, 0);
-    runner.iterate(&mut st, &mut out, prog);
+    let (mut st, pred0) = runner.init_state(x0, y, ids, lower, upper)?;
+    runner.settle(&mut st, &mut out, &pred0, 0)?;
+    runner.iterate(&mut st, &mut out, prog)?;
     st.write_back(&mut out);
     out.grad_evals = runner.evals;
-    out
+    Ok(out)
 }
 
 /// §4.1 start point: `x_init`, or `x + ε t / (max|t| + 1e-12)` with `t ~ U[-1,1)` drawn
@@ -220,7 +221,7 @@ impl<M: AttackModel + ?Sized> Runner<'_, M> {
         is: &[u64],
         ts: &[usize],
         it: usize,
-    ) -> (Array1<f32>, Vec<usize>, Array2<f32>) {
+    ) -> Result<(Array1<f32>, Vec<usize>, Array2<f32>)> {
         let p = self.p;
         self.evals += (xa.nrows() * p.eot) as u64;
         let l = self.loss.with_targets((!ts.is_empty()).then_some(ts));
@@ -228,7 +229,7 @@ impl<M: AttackModel + ?Sized> Runner<'_, M> {
             p.seed,
             &[tag("apgd-model"), self.code, self.restart, it as u64],
         );
-        let ev = self.model.evaluate(xa, ys, is, l, p.eot, k, true);
+        let ev = self.model.evaluate(xa, ys, is, l, p.eot, k, true)?;
         let g = ev
             .grad
             .expect("AttackModel::evaluate must return a gradient when asked");
@@ -236,7 +237,7 @@ impl<M: AttackModel + ?Sized> Runner<'_, M> {
             g.dim() == xa.dim() && ev.loss.len() == xa.nrows() && ev.pred.len() == xa.nrows(),
             "AttackModel::evaluate returned arrays of the wrong shape"
         );
-        (ev.loss, ev.pred, g)
+        Ok((ev.loss, ev.pred, g))
     }
 
     /// §4.2: the initial gradient and state of all rows at the start point `x0`; also
@@ -248,10 +249,10 @@ impl<M: AttackModel + ?Sized> Runner<'_, M> {
         ids: &[u64],
         lower: Array2<f32>,
         upper: Array2<f32>,
-    ) -> (State, Vec<usize>) {
+    ) -> Result<(State, Vec<usize>)> {
         let n = x0.nrows();
         let targets = self.loss.targets_for(0..n, 1).unwrap_or_default();
-        let (l0, pred0, g0) = self.eval(x0.view(), y, ids, &targets, 0);
+        let (l0, pred0, g0) = self.eval(x0.view(), y, ids, &targets, 0)?;
         let st = State {
             rows: (0..n).collect(),
             y: y.to_vec(),
@@ -270,12 +271,17 @@ impl<M: AttackModel + ?Sized> Runner<'_, M> {
             reduced_last: vec![true; n],
             hist: Array2::zeros((n, self.p.n_iter)),
         };
-        (st, pred0)
+        Ok((st, pred0))
     }
 
     /// Up to N iterations while rows are active, each followed by the §4.4 checkpoint when
     /// one is due; `prog` ticks once per iteration (the skipped ones at the end).
-    fn iterate(&mut self, st: &mut State, out: &mut RunOutput, prog: Option<&Progress>) {
+    fn iterate(
+        &mut self,
+        st: &mut State,
+        out: &mut RunOutput,
+        prog: Option<&Progress>,
+    ) -> Result<()> {
         let n_iter = self.p.n_iter;
         let mut checkpoints = Checkpoints::new(n_iter);
         let mut done_iters = 0u64;
@@ -283,7 +289,7 @@ impl<M: AttackModel + ?Sized> Runner<'_, M> {
             if st.rows.is_empty() {
                 break;
             }
-            self.step(st, out, i);
+            self.step(st, out, i)?;
             // Step 8 / §4.4: checkpoint.
             if let Some(k) = checkpoints.tick() {
                 checkpoint(st, i, k, self.p.rho);
@@ -296,40 +302,48 @@ impl<M: AttackModel + ?Sized> Runner<'_, M> {
         if let Some(pr) = prog {
             pr.inc(n_iter as u64 - done_iters);
         }
+        Ok(())
     }
 
     /// Iteration `i`, §4.3 steps 1–7: momentum step, evaluation at the new iterate,
     /// best-loss bookkeeping, success test.
-    fn step(&mut self, st: &mut State, out: &mut RunOutput, i: usize) {
+    fn step(&mut self, st: &mut State, out: &mut RunOutput, i: usize) -> Result<()> {
         // §4.3 steps 1–4: momentum step and projections.
         let a: f32 = if i == 0 { 1.0 } else { 0.75 };
         st.momentum_step(a);
         // Step 5: gradient, loss and prediction at the new iterate.
-        let (l, pred, g) = self.eval(st.x_adv.view(), &st.y, &st.ids, &st.targets, i + 1);
+        let (l, pred, g) = self.eval(st.x_adv.view(), &st.y, &st.ids, &st.targets, i + 1)?;
         // Step 7: best-loss bookkeeping (strict >, Q9).
         st.record_best(i, &l, &g);
         st.g = g;
         // Step 6: success (confirmed on a stochastic model) → record this iterate (and,
         // with early stopping, retire the point).
-        self.settle(st, out, &pred, i + 1);
+        self.settle(st, out, &pred, i + 1)
     }
 
     /// The success test after model call `it`: rows whose prediction `pred` differs from
     /// their label are, once [`Self::confirmed`], recorded as fooled (see
     /// [`settle_fooled`]).
-    fn settle(&self, st: &mut State, out: &mut RunOutput, pred: &[usize], it: usize) {
+    fn settle(&self, st: &mut State, out: &mut RunOutput, pred: &[usize], it: usize) -> Result<()> {
         let guess: Vec<bool> = (0..st.rows.len()).map(|r| pred[r] != st.y[r]).collect();
-        let fooled = self.confirmed(st, &guess, it, out);
+        let fooled = self.confirmed(st, &guess, it, out)?;
         settle_fooled(st, out, &fooled, self.p.early_stop);
+        Ok(())
     }
 
     /// The rows of `guess` that count as fooled: all of them for a deterministic model; on
     /// a stochastic one those whose current iterate is also misclassified by an
     /// independent evaluation (`p.confirm` passes, key `(seed, "apgd-confirm", loss,
     /// restart, it)`, the defence's averaged decision rule).
-    fn confirmed(&self, st: &State, guess: &[bool], it: usize, out: &mut RunOutput) -> Vec<bool> {
+    fn confirmed(
+        &self,
+        st: &State,
+        guess: &[bool],
+        it: usize,
+        out: &mut RunOutput,
+    ) -> Result<Vec<bool>> {
         if !self.stochastic || !guess.iter().any(|&g| g) {
-            return guess.to_vec();
+            return Ok(guess.to_vec());
         }
         let p = self.p;
         let sel: Vec<usize> = (0..guess.len()).filter(|&r| guess[r]).collect();
@@ -342,13 +356,13 @@ impl<M: AttackModel + ?Sized> Runner<'_, M> {
         );
         let ev = self
             .model
-            .evaluate(xs.view(), &ys, &is, Loss::Ce, p.confirm, k, false);
+            .evaluate(xs.view(), &ys, &is, Loss::Ce, p.confirm, k, false)?;
         out.confirm_evals += (sel.len() * p.confirm) as u64;
         let mut fooled = vec![false; guess.len()];
         for (j, &r) in sel.iter().enumerate() {
             fooled[r] = ev.pred[j] != ys[j];
         }
-        fooled
+        Ok(fooled)
     }
 }
 

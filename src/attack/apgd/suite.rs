@@ -25,8 +25,8 @@ pub struct SuiteOutput {
 }
 
 /// Run APGD with each of `losses` in order (`p.loss` is ignored), every attack on the
-/// points still robust after the previous ones. Panics with the validation message if
-/// `p` is invalid for the model or a loss (DLR needs ≥ 3 classes).
+/// points still robust after the previous ones. An error when `p` is invalid for the model
+/// or a loss (DLR needs ≥ 3 classes), or when the model fails.
 pub fn attack_suite<M: AttackModel + ?Sized>(
     model: &M,
     x: ArrayView2<f32>,
@@ -34,9 +34,9 @@ pub fn attack_suite<M: AttackModel + ?Sized>(
     ids: &[u64],
     losses: &[LossKind],
     p: &ApgdParams,
-) -> SuiteOutput {
+) -> crate::Result<SuiteOutput> {
     let steps: Vec<Step> = losses.iter().map(|&l| Step::Apgd(l)).collect();
-    let out = run_plan(model, x, y, ids, &steps, p);
+    let out = run_plan(model, x, y, ids, &steps, p)?;
     let mut adv = x.to_owned();
     let mut fooled_by = vec![None; x.nrows()];
     let mut set = vec![false; x.nrows()];
@@ -52,11 +52,11 @@ pub fn attack_suite<M: AttackModel + ?Sized>(
             }
         }
     }
-    SuiteOutput {
+    Ok(SuiteOutput {
         adv,
         fooled: out.fooled,
         fooled_by,
         clean_correct: out.clean_correct,
         grad_evals: out.evals,
-    }
+    })
 }

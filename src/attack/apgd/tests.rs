@@ -37,7 +37,7 @@ fn matches_naive_reference_loop() {
     ] {
         let p = params(eps, loss, 30);
         let x0 = &x + &(normal(5, x.dim(), 1.0).mapv(|v| v.signum() * eps));
-        let out = single_run(&m, x.view(), &y, &ids(n), &p, 0, Some(x0.view()));
+        let out = single_run(&m, x.view(), &y, &ids(n), &p, 0, Some(x0.view())).unwrap();
         let mut n_fooled = 0;
         for i in 0..n {
             let xi = x.row(i).to_vec();
@@ -85,7 +85,7 @@ fn linear_model_reaches_the_box_corner() {
     // Unfoolable (bias 5 > any reachable logit gap, small enough that f32 still resolves
     // the loss): the best point must be the corner.
     let m = Toy::linear(w.clone(), Array1::from(vec![5.0, 0.0, 0.0]));
-    let out = single_run(&m, x.view(), &[0], &[3], &p, 0, None);
+    let out = single_run(&m, x.view(), &[0], &[3], &p, 0, None).unwrap();
     assert!(!out.fooled[0]);
     for j in 0..d {
         assert!(
@@ -102,7 +102,7 @@ fn linear_model_reaches_the_box_corner() {
     let b0 = z[[0, 1]].max(z[[0, 2]]) - z[[0, 0]] - 0.01;
     let m = Toy::linear(w, Array1::from(vec![b0, 0.0, 0.0]));
     assert_eq!(m.predict(x.view()), vec![0], "clean point is correct");
-    let out = apgd(&m, x.view(), &[0], &[3], &p);
+    let out = apgd(&m, x.view(), &[0], &[3], &p).unwrap();
     assert!(out.fooled[0], "APGD-CE must reach the corner region");
     assert_eq!(m.predict(out.adv.view()), vec![1]);
 }
@@ -160,7 +160,7 @@ fn iterates_stay_in_ball_and_box() {
             let mut p = params(0.2, loss, 25);
             p.bounds = b.clone();
             p.restarts = 2;
-            let out = apgd(&rec, x.view(), &y, &id, &p);
+            let out = apgd(&rec, x.view(), &y, &id, &p).unwrap();
             let seen = rec.seen.into_inner().unwrap();
             assert!(seen.len() > x.nrows() * 5, "the attack ran");
             check_feasible(&x, &id, &seen, p.eps, &b);
@@ -190,11 +190,11 @@ fn zero_and_tiny_eps_keep_clean_accuracy() {
         n_correct > 40 && n_correct <= 58,
         "blobs should be mostly separable ({n_correct})"
     );
-    let out = apgd(&m, x.view(), &y, &ids(60), &params(0.0, LossKind::Ce, 20));
+    let out = apgd(&m, x.view(), &y, &ids(60), &params(0.0, LossKind::Ce, 20)).unwrap();
     assert_eq!(out.adv, x);
     assert_eq!(out.fooled, clean_wrong);
     assert_eq!(out.grad_evals, 0);
-    let out = apgd(&m, x.view(), &y, &ids(60), &params(1e-6, LossKind::Dlr, 20));
+    let out = apgd(&m, x.view(), &y, &ids(60), &params(1e-6, LossKind::Dlr, 20)).unwrap();
     assert_eq!(out.fooled, clean_wrong);
     assert!(out.grad_evals > 0);
 }
@@ -204,13 +204,13 @@ fn large_eps_breaks_undefended_models() {
     let (x, y, m) = blobs(4, 8, 60, 7);
     let (x2, y2, m2) = two_layer(5, 6, 16, 60);
     for loss in [LossKind::Ce, LossKind::Dlr] {
-        let out = apgd(&m, x.view(), &y, &ids(60), &params(0.6, loss, 50));
+        let out = apgd(&m, x.view(), &y, &ids(60), &params(0.6, loss, 50)).unwrap();
         assert!(
             robust(&out.fooled) <= 1,
             "linear {loss:?}: {} robust",
             robust(&out.fooled)
         );
-        let out = apgd(&m2, x2.view(), &y2, &ids(60), &params(3.0, loss, 50));
+        let out = apgd(&m2, x2.view(), &y2, &ids(60), &params(3.0, loss, 50)).unwrap();
         assert!(
             robust(&out.fooled) <= 1,
             "2-layer {loss:?}: {} robust",
@@ -225,7 +225,11 @@ fn large_eps_breaks_undefended_models() {
     // Robust accuracy is non-increasing in ε on this model.
     let mut last = usize::MAX;
     for eps in [0.0, 0.05, 0.1, 0.2, 0.4] {
-        let r = robust(&apgd(&m, x.view(), &y, &ids(60), &params(eps, LossKind::Ce, 30)).fooled);
+        let r = robust(
+            &apgd(&m, x.view(), &y, &ids(60), &params(eps, LossKind::Ce, 30))
+                .unwrap()
+                .fooled,
+        );
         assert!(r <= last, "eps {eps}: {r} > {last}");
         last = r;
     }
@@ -244,8 +248,8 @@ fn deterministic_and_batch_and_thread_independent() {
     let mut p = params(0.1, LossKind::Ce, 20);
     p.eot = 4;
     p.restarts = 2;
-    let full = attack_suite(&m, x.view(), &y, &id, &[LossKind::Ce, LossKind::Dlr], &p);
-    let again = attack_suite(&m, x.view(), &y, &id, &[LossKind::Ce, LossKind::Dlr], &p);
+    let full = attack_suite(&m, x.view(), &y, &id, &[LossKind::Ce, LossKind::Dlr], &p).unwrap();
+    let again = attack_suite(&m, x.view(), &y, &id, &[LossKind::Ce, LossKind::Dlr], &p).unwrap();
     assert_eq!(full.adv, again.adv);
     assert_eq!(full.fooled_by, again.fooled_by);
     let n_f = full.fooled.iter().filter(|f| **f).count();
@@ -262,8 +266,9 @@ fn deterministic_and_batch_and_thread_independent() {
         .num_threads(1)
         .build()
         .unwrap();
-    let part =
-        pool.install(|| attack_suite(&m, xs.view(), &ys, &is, &[LossKind::Ce, LossKind::Dlr], &p));
+    let part = pool.install(|| {
+        attack_suite(&m, xs.view(), &ys, &is, &[LossKind::Ce, LossKind::Dlr], &p).unwrap()
+    });
     for (j, &i) in sub.iter().enumerate() {
         assert_eq!(part.adv.row(j), full.adv.row(i), "row {i}");
         assert_eq!(part.fooled_by[j], full.fooled_by[i]);
@@ -271,7 +276,7 @@ fn deterministic_and_batch_and_thread_independent() {
     }
     // Another seed gives other start points.
     p.seed += 1;
-    let other = attack_suite(&m, x.view(), &y, &id, &[LossKind::Ce], &p);
+    let other = attack_suite(&m, x.view(), &y, &id, &[LossKind::Ce], &p).unwrap();
     assert_ne!(other.adv, full.adv);
 }
 
@@ -289,7 +294,7 @@ fn grad_evals_count_rows_times_draws() {
     let mut p = params(1e-5, LossKind::Ce, 10);
     p.eot = 3;
     p.restarts = 2;
-    let out = apgd(&m, xs.view(), &ys, &ids(xs.nrows()), &p);
+    let out = apgd(&m, xs.view(), &ys, &ids(xs.nrows()), &p).unwrap();
     assert!(out.fooled.iter().all(|f| !f));
     assert_eq!(out.grad_evals, (xs.nrows() * 3 * 11 * 2) as u64);
 }
@@ -303,10 +308,10 @@ fn confirmation_passes_decide_noisy_successes() {
     m.sigma = 0.6;
     let mut p = params(1e-4, LossKind::Ce, 3);
     p.confirm = 1;
-    let one = apgd(&m, x.view(), &y, &ids(48), &p);
+    let one = apgd(&m, x.view(), &y, &ids(48), &p).unwrap();
     assert!(one.fooled.iter().any(|&f| f));
     p.confirm = 64;
-    let avg = apgd(&m, x.view(), &y, &ids(48), &p);
+    let avg = apgd(&m, x.view(), &y, &ids(48), &p).unwrap();
     let (f1, f64_) = (48 - robust(&one.fooled), 48 - robust(&avg.fooled));
     assert!(
         f64_ + 5 < f1,
@@ -321,8 +326,12 @@ fn injected_start_is_used() {
     let x0 = Array2::from_shape_fn(x.dim(), |(i, j)| m.w[[(y[i] + 1) % 4, j]]);
     let mut p = params(10.0, LossKind::Dlr, 20);
     p.eot = 2;
-    let correct = robust(&apgd(&m, x.view(), &y, &ids(20), &params(0.0, LossKind::Ce, 1)).fooled);
-    let out = apgd_with_init(&m, x.view(), &y, &ids(20), &p, x0.view());
+    let correct = robust(
+        &apgd(&m, x.view(), &y, &ids(20), &params(0.0, LossKind::Ce, 1))
+            .unwrap()
+            .fooled,
+    );
+    let out = apgd_with_init(&m, x.view(), &y, &ids(20), &p, x0.view()).unwrap();
     assert_eq!(
         out.grad_evals,
         (correct * 2) as u64,
@@ -345,7 +354,7 @@ fn suite_is_a_cascade() {
     yb[0] = (y[0] + 1) % 5; // a clean error
     let p = params(0.25, LossKind::Dlr, 30);
     let id = ids(60);
-    let suite = attack_suite(&m, x.view(), &yb, &id, &[LossKind::Ce, LossKind::Dlr], &p);
+    let suite = attack_suite(&m, x.view(), &yb, &id, &[LossKind::Ce, LossKind::Dlr], &p).unwrap();
     // The cascade's first step alone (same keys): its CE candidates.
     let ce = crate::attack::plan::run_plan(
         &m,
@@ -354,7 +363,8 @@ fn suite_is_a_cascade() {
         &id,
         &[crate::attack::plan::Step::Apgd(LossKind::Ce)],
         &p,
-    );
+    )
+    .unwrap();
     let ce_adv = {
         let mut a = x.to_owned();
         for (j, &i) in ce.steps[0].rows.iter().enumerate() {
@@ -386,7 +396,9 @@ fn dlr_needs_three_classes() {
     let p = params(0.1, LossKind::Dlr, 10);
     assert!(p.validate(2, 3).is_err());
     assert!(params(0.1, LossKind::Ce, 10).validate(2, 3).is_ok());
-    let r = std::panic::catch_unwind(|| apgd(&m, Array2::zeros((1, 3)).view(), &[0], &[0], &p));
+    let r = std::panic::catch_unwind(|| {
+        apgd(&m, Array2::zeros((1, 3)).view(), &[0], &[0], &p).unwrap()
+    });
     assert!(r.is_err());
     let mut q = params(0.1, LossKind::Ce, 10);
     q.bounds = BoxConstraint::Range {
@@ -399,10 +411,10 @@ fn dlr_needs_three_classes() {
 #[test]
 fn without_early_stop_same_outcome_and_latest_fooling_iterate() {
     let (x, y, m) = two_layer(5, 6, 16, 60);
-    let stop = apgd(&m, x.view(), &y, &ids(60), &params(0.8, LossKind::Ce, 30));
+    let stop = apgd(&m, x.view(), &y, &ids(60), &params(0.8, LossKind::Ce, 30)).unwrap();
     let mut p = params(0.8, LossKind::Ce, 30);
     p.early_stop = false;
-    let full = apgd(&m, x.view(), &y, &ids(60), &p);
+    let full = apgd(&m, x.view(), &y, &ids(60), &p).unwrap();
     assert_eq!(
         stop.fooled, full.fooled,
         "early stopping changed who is fooled"

@@ -102,35 +102,37 @@ impl AttackModel for Toy {
         draws: usize,
         key: u64,
         want_grad: bool,
-    ) -> ModelEval {
-        let draws = if self.stochastic() { draws } else { 1 };
-        let mut grad = Array2::<f32>::zeros(x.raw_dim());
-        let mut proba = Array2::<f32>::zeros((x.nrows(), self.num_classes()));
-        let mut last = None;
-        for draw in 0..draws {
-            let mut v = x.to_owned();
-            if self.sigma > 0.0 {
-                for (mut row, &id) in v.axis_iter_mut(Axis(0)).zip(ids) {
-                    let mut n = vec![0f32; row.len()];
-                    fill_normal(&mut stream(key, &[id, draw as u64]), &mut n);
-                    row.zip_mut_with(&Array1::from(n), |a, b| *a += self.sigma * b);
+    ) -> crate::Result<ModelEval> {
+        Ok({
+            let draws = if self.stochastic() { draws } else { 1 };
+            let mut grad = Array2::<f32>::zeros(x.raw_dim());
+            let mut proba = Array2::<f32>::zeros((x.nrows(), self.num_classes()));
+            let mut last = None;
+            for draw in 0..draws {
+                let mut v = x.to_owned();
+                if self.sigma > 0.0 {
+                    for (mut row, &id) in v.axis_iter_mut(Axis(0)).zip(ids) {
+                        let mut n = vec![0f32; row.len()];
+                        fill_normal(&mut stream(key, &[id, draw as u64]), &mut n);
+                        row.zip_mut_with(&Array1::from(n), |a, b| *a += self.sigma * b);
+                    }
                 }
+                let (z, pre) = self.forward(v.view());
+                let (l, dz) = loss_and_grad(loss, z.view(), y);
+                if want_grad {
+                    grad += &self.backward(&dz, &pre);
+                }
+                proba += &softmax_rows(&z);
+                last = Some((l, z));
             }
-            let (z, pre) = self.forward(v.view());
-            let (l, dz) = loss_and_grad(loss, z.view(), y);
-            if want_grad {
-                grad += &self.backward(&dz, &pre);
+            let (loss, logits) = last.expect("at least one draw");
+            ModelEval {
+                loss,
+                logits,
+                pred: argmax_rows(&proba),
+                grad: want_grad.then(|| grad / draws as f32),
             }
-            proba += &softmax_rows(&z);
-            last = Some((l, z));
-        }
-        let (loss, logits) = last.expect("at least one draw");
-        ModelEval {
-            loss,
-            logits,
-            pred: argmax_rows(&proba),
-            grad: want_grad.then(|| grad / draws as f32),
-        }
+        })
     }
 }
 
@@ -156,7 +158,7 @@ impl AttackModel for Recorder<'_> {
         draws: usize,
         key: u64,
         want_grad: bool,
-    ) -> ModelEval {
+    ) -> crate::Result<ModelEval> {
         let mut s = self.seen.lock().unwrap();
         for (r, &id) in x.rows().into_iter().zip(ids) {
             s.push((id, r.to_vec()));
@@ -222,7 +224,9 @@ pub fn naive(
     let proj = |v: f32, j: usize| v.max(lo[j]).min(hi[j]);
     let ev = |v: &[f32]| {
         let a = Array2::from_shape_vec((1, d), v.to_vec()).unwrap();
-        let e = m.evaluate(a.view(), &[y], &[0], p.loss.into(), 1, 0, true);
+        let e = m
+            .evaluate(a.view(), &[y], &[0], p.loss.into(), 1, 0, true)
+            .unwrap();
         (e.loss[0], e.pred[0] != y, e.grad.unwrap().row(0).to_vec())
     };
     let mut xa: Vec<f32> = x0.iter().enumerate().map(|(j, &v)| proj(v, j)).collect();

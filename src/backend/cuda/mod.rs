@@ -1,20 +1,17 @@
 //! The CUDA backend (feature `cuda`): driver probing, one context + stream per backend,
-//! the loaded-module cache, host↔device copies, and launch helpers. The op families live in
-//! submodules beside it: [`gemm`], [`nmf`], [`denoiser`] (the defended pipeline as an
-//! [`crate::attack::AttackModel`]), [`apgd`] (batched APGD state + losses), [`cnn`].
+//! the loaded-module cache, host↔device copies, launch helpers and the GEMM ([`gemm`]).
+//! Device primitives only: each op's CUDA side lives beside its CPU side
+//! (`crate::nmf::cuda`, `crate::diffusion::cuda` — the defended pipeline as an
+//! `AttackModel` —, `crate::attack::apgd::cuda`, `crate::nn::cuda`), so nothing here
+//! imports an algorithm module.
 //!
 //! cudarc loads libcuda / libnvrtc dynamically, so a `cuda` build runs anywhere; every entry
 //! point checks the libraries first (cudarc panics when they are absent) and returns
 //! [`CudaError::NoDriver`] / [`CudaError::NoNvrtc`] instead.
 
-pub mod apgd;
-pub mod cnn;
-mod defended_eval;
-pub mod denoiser;
 pub mod error;
 pub mod gemm;
 pub mod kernels;
-pub mod nmf;
 #[cfg(test)]
 mod tests;
 

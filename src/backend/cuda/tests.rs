@@ -27,17 +27,31 @@ fn every_kernel_file_is_a_module_and_back() {
     assert_eq!(on_disk, listed, "kernels/*.cu and KernelModule::ALL differ");
 }
 
-/// `(module, kernel names)` of every `func(KernelModule::X, …)` call in the Rust sources of
-/// the CUDA backend: the module named and every `"…_f32"` literal inside the call's
-/// parentheses (a call may choose between names).
-fn launch_sites() -> Vec<(String, Vec<String>, String)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/backend/cuda");
-    let mut out = vec![];
-    for e in std::fs::read_dir(&dir).unwrap() {
+/// Every `.rs` file below `dir` except `tests.rs` files.
+fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
         let path = e.unwrap().path();
-        if path.extension().is_none_or(|x| x != "rs") || path.ends_with("tests.rs") {
-            continue;
+        if path.is_dir() {
+            sources(&path, out);
+        } else if path.extension().is_some_and(|x| x == "rs") && !path.ends_with("tests.rs") {
+            out.push(path);
         }
+    }
+}
+
+/// `(module, kernel names)` of every `func(KernelModule::X, …)` call in the crate's Rust
+/// sources (the ops' CUDA sides live beside their CPU sides, so all of `src/` is read): the
+/// module named and every `"…_f32"` literal inside the call's parentheses (a call may
+/// choose between names).
+fn launch_sites() -> Vec<(String, Vec<String>, String)> {
+    let mut files = vec![];
+    sources(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut files,
+    );
+    files.sort();
+    let mut out = vec![];
+    for path in files {
         let src = std::fs::read_to_string(&path).unwrap();
         for (i, _) in src.match_indices(".func(") {
             let body = &src[i + ".func(".len()..];

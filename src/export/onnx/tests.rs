@@ -28,11 +28,8 @@ fn run(m: &TypedRunnableModel<TypedModel>, inputs: Vec<Tensor>) -> Vec<Vec<f32>>
 }
 
 fn max_diff(a: &[f32], b: &Array2<f32>) -> f32 {
-    assert_eq!(a.len(), b.len(), "output sizes");
-    a.iter()
-        .zip(b.iter())
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+    let a = ndarray::ArrayView2::from_shape(b.dim(), a).expect("output sizes");
+    crate::testutil::max_abs_diff(a, b.view())
 }
 
 fn random(rng: &mut Rng, shape: (usize, usize), lo: f64, hi: f64) -> Array2<f32> {

@@ -5,10 +5,10 @@
 //! mask instead of being compacted, and only active rows are passed to the model, so with
 //! the same model the trajectories match the CPU. Also the CE/DLR losses on the device.
 
-use super::error::{ensure, CudaResult};
-use super::{CudaBackend, KernelModule};
 use crate::attack::apgd::{ApgdParams, RunOutput, Schedule};
 use crate::attack::{AttackModel, BoxConstraint, Loss, LossKind};
+use crate::backend::cuda::error::{ensure, CudaResult};
+use crate::backend::cuda::{CudaBackend, KernelModule};
 use crate::rng::{key, tag};
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 use ndarray::{Array1, Array2, ArrayView2, Axis};
@@ -298,38 +298,39 @@ pub fn single_run<M: AttackModel + ?Sized>(
     ids: &[u64],
     p: &ApgdParams,
     restart: u64,
-) -> CudaResult<RunOutput> {
+) -> crate::Result<RunOutput> {
     let (n, d) = x.dim();
     let mut st = ApgdState::new(be, x, x0, y, p.eps, &p.bounds, p.n_iter)?;
     let mut evals = 0u64;
-    let mut eval = |st: &ApgdState, it: usize| -> CudaResult<(Vec<f32>, Vec<usize>, Array2<f32>)> {
-        let active = st.flags(&st.active)?;
-        let idx: Vec<usize> = (0..n).filter(|&r| active[r]).collect();
-        let xa = st.download(&st.x_adv, d)?.select(Axis(0), &idx);
-        let ys: Vec<usize> = idx.iter().map(|&r| y[r]).collect();
-        let is: Vec<u64> = idx.iter().map(|&r| ids[r]).collect();
-        let k = key(
-            p.seed,
-            &[
-                tag("apgd-model"),
-                Loss::from(p.loss).code(),
-                restart,
-                it as u64,
-            ],
-        );
-        evals += (idx.len() * p.eot) as u64;
-        let ev = model.evaluate(xa.view(), &ys, &is, p.loss.into(), p.eot, k, true);
-        let g = ev
-            .grad
-            .expect("AttackModel::evaluate must return a gradient when asked");
-        let (mut l, mut pr, mut gf) = (vec![0f32; n], y.to_vec(), Array2::<f32>::zeros((n, d)));
-        for (q, &r) in idx.iter().enumerate() {
-            l[r] = ev.loss[q];
-            pr[r] = ev.pred[q];
-            gf.row_mut(r).assign(&g.row(q));
-        }
-        Ok((l, pr, gf))
-    };
+    let mut eval =
+        |st: &ApgdState, it: usize| -> crate::Result<(Vec<f32>, Vec<usize>, Array2<f32>)> {
+            let active = st.flags(&st.active)?;
+            let idx: Vec<usize> = (0..n).filter(|&r| active[r]).collect();
+            let xa = st.download(&st.x_adv, d)?.select(Axis(0), &idx);
+            let ys: Vec<usize> = idx.iter().map(|&r| y[r]).collect();
+            let is: Vec<u64> = idx.iter().map(|&r| ids[r]).collect();
+            let k = key(
+                p.seed,
+                &[
+                    tag("apgd-model"),
+                    Loss::from(p.loss).code(),
+                    restart,
+                    it as u64,
+                ],
+            );
+            evals += (idx.len() * p.eot) as u64;
+            let ev = model.evaluate(xa.view(), &ys, &is, p.loss.into(), p.eot, k, true)?;
+            let g = ev
+                .grad
+                .expect("AttackModel::evaluate must return a gradient when asked");
+            let (mut l, mut pr, mut gf) = (vec![0f32; n], y.to_vec(), Array2::<f32>::zeros((n, d)));
+            for (q, &r) in idx.iter().enumerate() {
+                l[r] = ev.loss[q];
+                pr[r] = ev.pred[q];
+                gf.row_mut(r).assign(&g.row(q));
+            }
+            Ok((l, pr, gf))
+        };
     let (l0, p0, g0) = eval(&st, 0)?;
     st.update(&l0, &p0, g0.view(), -1)?;
     let sched = Schedule::new(p.n_iter);

@@ -4,9 +4,9 @@
 //! as f64 block reductions, and the row-independent projection entirely in one kernel.
 //! Initialisation (NNDSVDa / random) runs on the CPU, as in the reference.
 
-use super::error::{ensure, CudaResult};
-use super::gemm::{gemm, Mat};
-use super::{CudaBackend, KernelModule};
+use crate::backend::cuda::error::{ensure, CudaResult};
+use crate::backend::cuda::gemm::{gemm, Mat};
+use crate::backend::cuda::{CudaBackend, KernelModule};
 use crate::error::{Error, Result};
 use crate::nmf::mu::{nan_error, MuHistory, Stopper};
 use crate::nmf::{init_factors, NmfFitReport, NmfLoss, NmfMode, NmfModel, NmfParams};
@@ -252,7 +252,7 @@ pub fn transform(be: &CudaBackend, model: &NmfModel, v: ArrayView2<f32>) -> Resu
             .arg(&ce);
         // SAFETY: b, out hold n·K, g K·K, vn n elements; one block per row (grid n), blockDim
         // ≥ K (multiple of 32, ≤ 1024 checked) and K floats of dynamic shared memory.
-        unsafe { l.launch(cfg) }.map_err(super::CudaError::from)?;
+        unsafe { l.launch(cfg) }.map_err(crate::backend::cuda::CudaError::from)?;
     }
     let h = be.download(&out)?;
     let h = Array2::from_shape_vec((n, k), h[..n * k].to_vec()).expect("n·K elements");

@@ -1,10 +1,10 @@
 //! CNN pieces on the device (`kernels/cnn.cu`), mirroring [`crate::nn::layers`] (NHWC):
-//! im2col for 3×3/pad 1 (the convolution is then [`super::gemm::gemm`]), BatchNorm + ReLU
+//! im2col for 3×3/pad 1 (the convolution is then [`crate::backend::cuda::gemm::gemm`]), BatchNorm + ReLU
 //! with batch or given statistics, and 2×2/2 max pooling. Host-array wrappers for parity
 //! tests and for a future device CNN; backward kernels are not written yet.
 
-use super::error::{ensure, CudaResult};
-use super::{CudaBackend, KernelModule};
+use crate::backend::cuda::error::{ensure, CudaResult};
+use crate::backend::cuda::{CudaBackend, KernelModule};
 use crate::nn::layers::{Nhwc, BN_EPS};
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 use ndarray::{Array1, Array2, ArrayView2};

@@ -9,9 +9,9 @@
 //! from the CPU's (xoshiro) streams; parity with the CPU is checked by injecting the CPU
 //! noise ([`CudaDefended::chunk`] with `noise: Some(..)`).
 
-use super::error::{ensure, CudaResult};
-use super::{CudaBackend, KernelModule};
 use crate::attack::Loss;
+use crate::backend::cuda::error::{ensure, CudaResult};
+use crate::backend::cuda::{CudaBackend, KernelModule};
 use crate::config::Prediction;
 use crate::diffusion::fast::{reverse_steps, StepCoef};
 use crate::diffusion::Schedule;
@@ -117,13 +117,9 @@ pub struct CudaDefended {
     classes: usize,
 }
 
-/// Output of one device chunk (rows = points × draws).
-pub struct CudaChunkOut {
-    pub logits: Array2<f32>,
-    pub loss: Array1<f32>,
-    /// Input gradient per row (not averaged over draws), when asked.
-    pub grad: Option<Array2<f32>>,
-}
+/// Output of one device chunk (rows = points × draws; the gradient per row, not averaged
+/// over draws): the CPU chunk's type.
+pub type CudaChunkOut = super::fast::ChunkOut;
 
 /// The host inputs of one [`CudaDefended::chunk`] (`draws` ≥ 1).
 struct HostChunk<'a> {
@@ -203,6 +199,16 @@ impl DevChunk {
 }
 
 impl CudaDefended {
+    /// The defence of a trained denoiser `den` and classifier `clf` at `t_star` on `be`.
+    pub fn of(
+        be: &CudaBackend,
+        den: &super::denoiser::Denoiser,
+        clf: &Mlp<f32>,
+        t_star: usize,
+    ) -> CudaResult<Self> {
+        Self::new(be, &den.mlp, clf, &den.sched, &den.emb, t_star, den.predict)
+    }
+
     /// Same inputs as [`crate::diffusion::model::Defended::new`].
     pub fn new(
         be: &CudaBackend,
