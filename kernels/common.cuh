@@ -61,7 +61,8 @@ __device__ __forceinline__ float u01_open0(unsigned int b) {
 }
 
 // Standard normal number `e` of the stream (key, id, draw): Box–Muller on Philox output,
-// counter = (e / 4, draw, id lo, id hi). GPU streams differ from the CPU's xoshiro streams.
+// counter = (e / 4, draw, id lo, id hi). A different stream from the CPU's keyed xoshiro
+// streams, which the CUDA defence uploads by default (diffusion::cuda::NoiseSource).
 __device__ __forceinline__ float philox_normal(unsigned long long key, unsigned long long id,
                                                unsigned int draw, unsigned int e) {
     u32x4 c = {e >> 2, draw, (unsigned int)id, (unsigned int)(id >> 32)};

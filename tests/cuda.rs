@@ -9,6 +9,7 @@ use diffnmf::attack::apgd::{single_run, ApgdParams};
 use diffnmf::attack::{loss::loss_and_grad, BoxConstraint, LossKind};
 use diffnmf::backend::cuda::{self as cu, gemm::Mat, CudaBackend};
 use diffnmf::config::Prediction;
+use diffnmf::diffusion::cuda::NoiseSource;
 use diffnmf::diffusion::fast::FastDefended;
 use diffnmf::diffusion::model::BaseModel;
 use diffnmf::diffusion::{time_embedding, Schedule};
@@ -16,7 +17,7 @@ use diffnmf::nmf::{mu_from_init, NmfLoss, NmfMode, NmfModel};
 use diffnmf::nn::layers::{bn_relu_forward, im2col3, maxpool2, Nhwc};
 use diffnmf::nn::mlp::{Activation, Mlp};
 use diffnmf::rng::{fill_normal, fill_uniform, stream};
-use ndarray::{Array1, Array2, ArrayView2};
+use ndarray::{Array1, Array2};
 use testutil::assert_close;
 
 fn gpu() -> Option<CudaBackend> {
@@ -238,6 +239,49 @@ fn denoiser_chain_and_gradient_match_cpu_with_injected_noise() {
     }
 }
 
+/// The CUDA defence as an attack model draws the CPU defence's noise (the default
+/// `NoiseSource::Host`): the whole evaluation (draws, reduction, gradient) matches the CPU's.
+#[test]
+fn cuda_defence_evaluates_like_the_cpu_defence_with_the_same_noise() {
+    use diffnmf::attack::AttackModel;
+    use diffnmf::diffusion::model::Defended;
+    let Some(be) = gpu() else { return };
+    let (den, clf, sched, emb) = defence(31, Activation::Silu, 64);
+    let cpu = Defended::new(&den, &clf, &sched, &emb, 4, Prediction::Noise);
+    let gpu = diffnmf::diffusion::cuda::CudaDefended::new(
+        &be,
+        &den,
+        &clf,
+        &sched,
+        &emb,
+        4,
+        Prediction::Noise,
+    )
+    .unwrap();
+    let x = rand(45, 31, 15, -1.0, 1.0);
+    let y: Vec<usize> = (0..45).map(|i| i % 10).collect();
+    let ids: Vec<u64> = (200..245).collect();
+    for (loss, draws) in [(LossKind::Ce, 1), (LossKind::Ce, 5), (LossKind::Dlr, 3)] {
+        let c = cpu
+            .evaluate(x.view(), &y, &ids, loss.into(), draws, 9, true)
+            .unwrap();
+        let g = gpu
+            .evaluate(x.view(), &y, &ids, loss.into(), draws, 9, true)
+            .unwrap();
+        let what = format!("{loss:?}, {draws} draws");
+        assert_close(&what, g.logits.view(), c.logits.view(), 1e-4, 1e-3);
+        assert_close(
+            &what,
+            g.grad.unwrap().view(),
+            c.grad.unwrap().view(),
+            1e-4,
+            2e-3,
+        );
+        let same = g.pred.iter().zip(&c.pred).filter(|(a, b)| a == b).count();
+        assert!(same >= 44, "{what}: predictions agree on {same}/45");
+    }
+}
+
 #[test]
 fn philox_noise_is_keyed_by_id_and_draw_not_by_batch() {
     use diffnmf::attack::AttackModel;
@@ -252,7 +296,8 @@ fn philox_noise_is_keyed_by_id_and_draw_not_by_batch() {
         4,
         Prediction::Noise,
     )
-    .unwrap();
+    .unwrap()
+    .with_noise(NoiseSource::Device);
     let x = rand(33, 31, 14, -1.0, 1.0);
     let y: Vec<usize> = (0..33).map(|i| i % 10).collect();
     let ids: Vec<u64> = (100..133).collect();

@@ -207,7 +207,7 @@ fn trained(ctx: &Ctx) -> Result<(Mlp<f32>, Denoiser)> {
 }
 
 fn defended(clf: &Mlp<f32>, den: &Denoiser) -> Defended {
-    Defended::new(&den.mlp, clf, &den.sched, &den.emb, 10, den.predict)
+    Defended::of(den, clf, 10)
 }
 
 /// Defended inference with R = 10 passes (t* = 10) on the 1,500 test vectors.

@@ -4,10 +4,12 @@
 //! classifier, CE/DLR loss, input gradient through every step) with one fused kernel per
 //! reverse step for the whole batch (`kernels/denoiser.cu`).
 //!
-//! **Noise**: without injected noise the kernels draw Philox normals keyed by
-//! `(key, ids[i], draw)`, so results do not depend on batching, but the GPU streams differ
-//! from the CPU's (xoshiro) streams; parity with the CPU is checked by injecting the CPU
-//! noise ([`CudaDefended::chunk`] with `noise: Some(..)`).
+//! **Noise**: as an `AttackModel` the CUDA defence draws, by default, the CPU defence's own
+//! streams ([`NoiseSource::Host`]: `(key, id, draw)`-keyed, generated on the host and
+//! uploaded), so a `device: cuda` run sees the noise of the CPU run and whole attacks can be
+//! compared. With [`NoiseSource::Device`] the kernels draw Philox normals keyed the same way
+//! (no upload, batch-independent, but a different stream). [`CudaDefended::chunk`] takes
+//! injected noise or `None` for Philox.
 
 use crate::attack::Loss;
 use crate::backend::cuda::error::{ensure, CudaResult};
@@ -115,6 +117,20 @@ pub struct CudaDefended {
     den: DevMlp,
     clf: DevMlp,
     classes: usize,
+    /// Where [`AttackModel::evaluate`](crate::attack::AttackModel::evaluate) takes its
+    /// noise from.
+    noise: NoiseSource,
+}
+
+/// The noise stream of the CUDA defence's evaluations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoiseSource {
+    /// The CPU defence's streams (`(key, id, draw)`-keyed xoshiro, generated on the host in
+    /// parallel and uploaded): a CUDA run draws exactly the CPU run's noise (the default).
+    Host,
+    /// Philox generated in the kernels, keyed by `(key, id, draw)`: no host work or
+    /// upload, but a different stream from the CPU's.
+    Device,
 }
 
 /// Output of one device chunk (rows = points × draws; the gradient per row, not averaged
@@ -251,7 +267,17 @@ impl CudaDefended {
             den: DevMlp::new(be, &den_x)?,
             clf: DevMlp::new(be, clf)?,
             classes: clf.output_dim(),
+            noise: NoiseSource::Host,
         })
+    }
+
+    /// This defence with its evaluations' noise taken from `src`.
+    pub fn with_noise(self, src: NoiseSource) -> Self {
+        CudaDefended { noise: src, ..self }
+    }
+
+    pub(crate) fn noise_source(&self) -> NoiseSource {
+        self.noise
     }
 
     pub(crate) fn num_classes_(&self) -> usize {

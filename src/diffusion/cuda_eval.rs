@@ -1,8 +1,9 @@
-//! [`AttackModel`] for [`CudaDefended`]: points × draws in device chunks with Philox noise
-//! keyed by `(key, ids[i], draw)`; the draws are reduced by the same code as the CPU
-//! defence ([`super::draws`]), so both keep one contract.
+//! [`AttackModel`] for [`CudaDefended`]: points × draws in device chunks, with the CPU
+//! defence's noise streams ([`NoiseSource::Host`], the default) or device Philox, both keyed
+//! by `(key, ids[i], draw)`; the draws are reduced by the same code as the CPU defence
+//! ([`super::draws`]), so both keep one contract.
 
-use super::cuda::{CudaDefended, CHUNK_ROWS};
+use super::cuda::{CudaDefended, NoiseSource, CHUNK_ROWS};
 use super::draws::{self, DrawRows};
 use crate::attack::{AttackModel, Loss, ModelEval};
 use ndarray::ArrayView2;
@@ -31,9 +32,11 @@ impl AttackModel for CudaDefended {
         for start in (0..n).step_by(pp) {
             let rows = start..(start + pp).min(n);
             let c = DrawRows::new(x, y, loss, rows.clone(), draws);
+            let noise = (self.noise_source() == NoiseSource::Host)
+                .then(|| draws::noise_par(&ids[rows.clone()], draws, key, self.noise_len()));
             let out = self.chunk(
                 c.rep.view(),
-                None,
+                noise.as_ref().map(|n| n.view()),
                 &ids[rows],
                 draws,
                 key,

@@ -54,6 +54,37 @@ pub fn repeat_rows(x: ArrayView2<f32>, r: usize) -> Array2<f32> {
     out
 }
 
+/// The defence's noise for points `ids` × `draws` passes: row `i·draws + e` holds
+/// `noise_len` standard normals of the stream `(key, ids[i], e)`, so a point's noise does not
+/// depend on the batch it is in.
+pub fn noise(ids: &[u64], draws: usize, key: u64, noise_len: usize) -> Array2<f32> {
+    let mut out = Array2::<f32>::zeros((ids.len() * draws, noise_len));
+    for (i, &id) in ids.iter().enumerate() {
+        for e in 0..draws {
+            let mut row = out.row_mut(i * draws + e);
+            fill_row(key, id, e, row.as_slice_mut().expect("contiguous"));
+        }
+    }
+    out
+}
+
+/// [`noise`] with the rows filled in parallel (identical values), for large device chunks.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub fn noise_par(ids: &[u64], draws: usize, key: u64, noise_len: usize) -> Array2<f32> {
+    use rayon::prelude::*;
+    let mut out = Array2::<f32>::zeros((ids.len() * draws, noise_len));
+    let flat = out.as_slice_mut().expect("standard layout");
+    flat.par_chunks_mut(noise_len.max(1))
+        .enumerate()
+        .for_each(|(r, row)| fill_row(key, ids[r / draws], r % draws, row));
+    out
+}
+
+fn fill_row(key: u64, id: u64, draw: usize, row: &mut [f32]) {
+    let mut rng = crate::rng::stream(key, &[id, draw as u64]);
+    crate::normal::fill_normal_f32(&mut rng, row);
+}
+
 /// One chunk reduced to its points.
 pub(crate) struct PointsOut {
     loss: Array1<f32>,
@@ -160,6 +191,23 @@ mod tests {
         assert_eq!(ev.pred, vec![0, 1]);
         assert_eq!(ev.logits, array![[1.0, 0.0], [0.0, 2.0]]);
         assert!(ev.grad.is_none());
+    }
+
+    #[test]
+    fn parallel_noise_is_the_sequential_noise_and_keyed_per_point() {
+        let ids = [7u64, 3, 11, 5, 9];
+        let a = noise(&ids, 3, 42, 37);
+        assert_eq!(a, noise_par(&ids, 3, 42, 37));
+        // Point 3's rows are the same whatever batch it is in, and differ per draw and key.
+        let b = noise(&ids[1..2], 3, 42, 37);
+        assert_eq!(b, a.slice(s![3..6, ..]));
+        assert_ne!(a.row(3), a.row(4));
+        assert_ne!(noise(&ids, 3, 43, 37), a);
+        // Standard normal: mean ≈ 0, variance ≈ 1 over the 555 values.
+        let n = a.len() as f32;
+        let mean = a.sum() / n;
+        let var = a.mapv(|v| (v - mean) * (v - mean)).sum() / n;
+        assert!(mean.abs() < 0.15 && (var - 1.0).abs() < 0.2, "{mean} {var}");
     }
 
     #[test]

@@ -10,8 +10,6 @@ use crate::attack::{loss::loss_and_grad, AttackModel, Loss, ModelEval};
 use crate::config::Prediction;
 use crate::metrics::argmax;
 use crate::nn::mlp::Mlp;
-use crate::normal::fill_normal_f32;
-use crate::rng::stream;
 use ndarray::{s, Array2, ArrayView2, Axis};
 use rayon::prelude::*;
 
@@ -94,17 +92,16 @@ impl Defended {
         }
     }
 
-    /// Noise for rows `(point i, draw e)` at row `i·draws + e`, keyed by `(key, ids[i], e)`.
+    /// The defence of a trained denoiser `den` and classifier `clf` at `t_star` (the same
+    /// constructor as the CUDA defence's `CudaDefended::of`).
+    pub fn of(den: &super::denoiser::Denoiser, clf: &Mlp<f32>, t_star: usize) -> Self {
+        Self::new(&den.mlp, clf, &den.sched, &den.emb, t_star, den.predict)
+    }
+
+    /// Noise for rows `(point i, draw e)` at row `i·draws + e`, keyed by `(key, ids[i], e)`
+    /// ([`draws::noise`], shared with the CUDA defence).
     pub fn noise(&self, ids: &[u64], draws: usize, key: u64) -> Array2<f32> {
-        let mut out = Array2::<f32>::zeros((ids.len() * draws, self.fast.noise_len()));
-        for (i, &id) in ids.iter().enumerate() {
-            for e in 0..draws {
-                let mut rng = stream(key, &[id, e as u64]);
-                let mut row = out.row_mut(i * draws + e);
-                fill_normal_f32(&mut rng, row.as_slice_mut().expect("contiguous"));
-            }
-        }
-        out
+        draws::noise(ids, draws, key, self.fast.noise_len())
     }
 
     /// Start indices of the point chunks for `draws` rows per point.

@@ -275,14 +275,7 @@ pub fn evaluate(
 ) -> Result<Evaluation> {
     let base = BaseModel { clf: &tr.clf };
     check_classes(cfg, base.num_classes())?;
-    let def = Defended::new(
-        &tr.den.mlp,
-        &tr.clf,
-        &tr.den.sched,
-        &tr.den.emb,
-        cfg.diffusion.t_star,
-        tr.den.predict,
-    );
+    let def = Defended::of(&tr.den, &tr.clf, cfg.diffusion.t_star);
     let bs = BaseScorer(&base);
     let ds = DefScorer {
         def: &def,
@@ -293,9 +286,9 @@ pub fn evaluate(
     with_attack_model(cfg, tr, ctx, &def, |attack_def| {
         let e = Ctx {
             cfg,
-            x: tr.z_test.view(),
-            y: &tr.y_test,
-            ids: &tr.test_ids,
+            x: tr.eval.z.view(),
+            y: &tr.eval.y,
+            ids: &tr.eval.ids,
             base: &base,
             attack_def,
             bs: &bs,

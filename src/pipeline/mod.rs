@@ -197,16 +197,18 @@ fn run_result(
         version: env!("CARGO_PKG_VERSION").into(),
         timings: timings.0,
         labels: tr.test_labels_u8(),
-        test_ids: tr.test_ids.clone(),
+        test_ids: tr.eval.ids.clone(),
         scenarios: eval.scenarios,
-        nnmf_basis: tr.nnmf.as_ref().map(|n| n.basis.clone()),
-        nnmf_objective: tr
+        nnmf: tr
             .nnmf
             .as_ref()
-            .map(|n| n.objective.clone())
+            .map(|n| results::NnmfFit {
+                basis: Some(n.basis.clone()),
+                objective: n.objective.clone(),
+                iterations: n.iterations,
+                converged: n.converged,
+            })
             .unwrap_or_default(),
-        nnmf_iterations: tr.nnmf.as_ref().map_or(0, |n| n.iterations),
-        nnmf_converged: tr.nnmf.as_ref().is_some_and(|n| n.converged),
         image_shape: tr.image_shape,
         curves: tr.curves.clone(),
         checks: eval.checks,

@@ -28,17 +28,10 @@ use ndarray::{Array1, Array2, ArrayView2, Axis};
 pub struct Trained {
     pub image_shape: (usize, usize),
     pub num_classes: usize,
-    /// Ids (dataset indices) of the evaluated points (test split, or validation split when
-    /// `eval_split: val`).
-    pub test_ids: Vec<u64>,
+    /// The evaluated points (test split, or validation split when `eval_split: val`).
+    pub eval: EvalPoints,
     /// Content fingerprint of the loaded data ([`crate::data::Fingerprint::id`]).
     pub data_content: String,
-    pub y_train: Vec<usize>,
-    pub y_val: Vec<usize>,
-    pub y_test: Vec<usize>,
-    pub z_train: Array2<f32>,
-    pub z_val: Array2<f32>,
-    pub z_test: Array2<f32>,
     /// The trained CNN (when `features.cnn`).
     pub cnn: Option<Cnn<f32>>,
     pub nnmf: Option<NnmfStage>,
@@ -51,12 +44,20 @@ pub struct Trained {
     pub curves: Vec<Curve>,
 }
 
+/// The points an experiment evaluates: dataset indices, labels, z-scored hybrid features.
+#[derive(Clone, Debug)]
+pub struct EvalPoints {
+    pub ids: Vec<u64>,
+    pub y: Vec<usize>,
+    pub z: Array2<f32>,
+}
+
 impl Trained {
     pub fn feature_dim(&self) -> usize {
-        self.z_train.ncols()
+        self.eval.z.ncols()
     }
     pub fn test_labels_u8(&self) -> Vec<u8> {
-        self.y_test.iter().map(|&c| c as u8).collect()
+        self.eval.y.iter().map(|&c| c as u8).collect()
     }
 }
 
@@ -319,23 +320,17 @@ pub fn train_all(
     let den = denoiser_stage(&sc, t, &z_train, &z_val)?;
     curves_out.extend(curves("denoiser", &den.hist));
     let den = Denoiser::new(den.mlp, &cfg.diffusion);
-    let [y_train, y_val, y_test] = sc.y;
+    let [_, y_val, y_test] = sc.y;
     // The evaluated points: the test split, or the validation split for model selection.
-    let (ids, y_eval, z_eval) = match cfg.eval_split {
+    let eval = match cfg.eval_split {
         EvalSplit::Test => eval_points(cfg, &split.test, y_test, z_test),
-        EvalSplit::Val => eval_points(cfg, &split.val, y_val.clone(), z_val.clone()),
+        EvalSplit::Val => eval_points(cfg, &split.val, y_val, z_val),
     };
     Ok(Trained {
         image_shape: (ds.height, ds.width),
         num_classes: ds.num_classes,
-        test_ids: ids,
+        eval,
         data_content: ds.content.id.clone(),
-        y_train,
-        y_val,
-        y_test: y_eval,
-        z_train,
-        z_val,
-        z_test: z_eval,
         cnn: cnn_out,
         nnmf: nnmf_out,
         scaler,
@@ -385,7 +380,7 @@ fn eval_points(
     idx: &[usize],
     mut y: Vec<usize>,
     mut z: Array2<f32>,
-) -> (Vec<u64>, Vec<usize>, Array2<f32>) {
+) -> EvalPoints {
     let mut ids = idx.to_vec();
     if cfg.attack.max_points > 0 && ids.len() > cfg.attack.max_points {
         let n = cfg.attack.max_points;
@@ -393,7 +388,11 @@ fn eval_points(
         y.truncate(n);
         z = z.slice(ndarray::s![0..n, ..]).to_owned();
     }
-    (ids.iter().map(|&i| i as u64).collect(), y, z)
+    EvalPoints {
+        ids: ids.iter().map(|&i| i as u64).collect(),
+        y,
+        z,
+    }
 }
 
 /// The CNN trained on the training split, and its features of every split.

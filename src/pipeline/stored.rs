@@ -108,9 +108,9 @@ pub fn models_of(
         curves: tr.curves.clone(),
         eval: EvalRecord {
             split: split_name(cfg.eval_split).into(),
-            ids: tr.test_ids.clone(),
+            ids: tr.eval.ids.clone(),
             labels: tr.test_labels_u8(),
-            features_sha256: models::features_sha256(tr.z_test.view()),
+            features_sha256: models::features_sha256(tr.eval.z.view()),
         },
     }
 }
@@ -256,20 +256,17 @@ pub fn default_out(models: &Path) -> PathBuf {
 }
 
 /// The [`Trained`] view of stored models `m`, evaluating the points `ids` (labels `y`,
-/// hybrid features `z`); the training splits are left empty.
+/// hybrid features `z`).
 fn trained_of(m: &Models, ids: Vec<usize>, y: Vec<usize>, z: Array2<f32>) -> Trained {
-    let d = m.feature_dim();
     Trained {
         image_shape: m.image_shape,
         num_classes: m.num_classes,
-        test_ids: ids.iter().map(|&i| i as u64).collect(),
+        eval: super::stages::EvalPoints {
+            ids: ids.iter().map(|&i| i as u64).collect(),
+            y,
+            z,
+        },
         data_content: m.provenance.data_content.clone(),
-        y_train: vec![],
-        y_val: vec![],
-        y_test: y,
-        z_train: Array2::zeros((0, d)),
-        z_val: Array2::zeros((0, d)),
-        z_test: z,
         cnn: m.cnn.clone(),
         nnmf: m.nnmf.as_ref().map(|n| super::cached::NnmfStage {
             basis: n.model.basis.clone(),

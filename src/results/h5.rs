@@ -348,14 +348,14 @@ fn write_scenario(g: &Group, s: &ScenarioResult) -> hdf5::Result<()> {
 
 /// `/nnmf`: the basis (when the run has one), image shape and fit history.
 fn write_nnmf(g: &Group, r: &RunResult) -> hdf5::Result<()> {
-    if let Some(w) = &r.nnmf_basis {
+    if let Some(w) = &r.nnmf.basis {
         ds(g, "W", w)?;
     }
     attr(g, "image_height", r.image_shape.0 as u64)?;
     attr(g, "image_width", r.image_shape.1 as u64)?;
-    attr(g, "iterations", r.nnmf_iterations as u64)?;
-    attr(g, "converged", r.nnmf_converged)?;
-    ds(g, "objective", &Array1::from(r.nnmf_objective.clone()))
+    attr(g, "iterations", r.nnmf.iterations as u64)?;
+    attr(g, "converged", r.nnmf.converged)?;
+    ds(g, "objective", &Array1::from(r.nnmf.objective.clone()))
 }
 
 /// `/checks`: name, pass flag and detail of every self-check.

@@ -78,6 +78,16 @@ pub struct Curve {
     pub values: Vec<f64>,
 }
 
+/// The NNMF stage as `result.h5` records it (`/nnmf`); empty when the run has no NNMF
+/// features.
+#[derive(Clone, Debug, Default)]
+pub struct NnmfFit {
+    pub basis: Option<Array2<f32>>,
+    pub objective: Vec<f64>,
+    pub iterations: usize,
+    pub converged: bool,
+}
+
 /// Everything `result.h5` holds.
 #[derive(Clone, Debug)]
 pub struct RunResult {
@@ -94,10 +104,7 @@ pub struct RunResult {
     pub labels: Vec<u8>,
     pub test_ids: Vec<u64>,
     pub scenarios: Vec<ScenarioResult>,
-    pub nnmf_basis: Option<Array2<f32>>,
-    pub nnmf_objective: Vec<f64>,
-    pub nnmf_iterations: usize,
-    pub nnmf_converged: bool,
+    pub nnmf: NnmfFit,
     pub image_shape: (usize, usize),
     pub curves: Vec<Curve>,
     /// Named checks of `docs/evaluation.md` with pass/fail and a detail line.
@@ -325,10 +332,12 @@ mod tests {
                 sc(Scenario::RobustBase, Protocol::None, 0.5),
                 sc(Scenario::RobustDef, Protocol::Worst, 0.5),
             ],
-            nnmf_basis: Some(Array2::from_elem((2, 4), 0.25)),
-            nnmf_objective: vec![2.0, 1.0],
-            nnmf_iterations: 2,
-            nnmf_converged: true,
+            nnmf: NnmfFit {
+                basis: Some(Array2::from_elem((2, 4), 0.25)),
+                objective: vec![2.0, 1.0],
+                iterations: 2,
+                converged: true,
+            },
             image_shape: (2, 2),
             curves: vec![Curve {
                 group: "cnn".into(),
