@@ -170,6 +170,25 @@ pub fn nnmf_transform(ctx: &mut Ctx) -> Result<()> {
         Some(flops),
     );
     row.note = format!("{:.0} rows/s; tol 0", nf / t.median);
+    let fwd = t.median;
+    // The exact image gradient of the same projection (pixel-space threat model): taped
+    // forward + backward for a random adjoint.
+    let r = Array2::from_shape_fn((n, k), |(i, j)| ((i * 7 + j * 3) % 11) as f32 / 11.0 - 0.5);
+    let w = model.basis.view();
+    let (t, _) = time_it(1, ctx.repeats, || {
+        let (_, tape) = crate::nmf::project_grad::project_taped(x.view(), w, it, 0.0)?;
+        Ok(tape.backward(w, r.view()))
+    })?;
+    let row = ctx.push(
+        "nnmf_transform_grad",
+        format!("{n}×{p}, k={k}, {it} it"),
+        t,
+        Some(2.0 * flops),
+    );
+    row.note = format!(
+        "taped forward + backward: {:.1}× the forward alone",
+        t.median / fwd
+    );
     Ok(())
 }
 

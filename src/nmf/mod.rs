@@ -44,6 +44,7 @@ pub mod exact;
 pub mod init;
 pub mod mu;
 pub mod project;
+pub mod project_grad;
 pub mod sparse;
 #[cfg(test)]
 mod tests;

@@ -44,7 +44,7 @@ pub fn project<T: Scalar>(
         .into_par_iter()
         .zip(h.axis_chunks_iter_mut(Axis(0), CHUNK))
         .map(|(vc, hc)| match loss {
-            NmfLoss::Frobenius => frob_chunk(vc, w, &g, hc, max_iter, tol),
+            NmfLoss::Frobenius => frob_chunk(vc, w, &g, hc, max_iter, tol, None),
             NmfLoss::Kl => kl_chunk(vc, w, &row_sums, hc, max_iter, tol),
         })
         .collect::<Result<Vec<()>>>()?;
@@ -55,7 +55,7 @@ pub fn project<T: Scalar>(
 struct RowStop {
     tol: f64,
     last: Vec<f64>,
-    active: Vec<bool>,
+    pub(super) active: Vec<bool>,
 }
 
 impl RowStop {
@@ -88,13 +88,16 @@ impl RowStop {
     }
 }
 
-fn frob_chunk<T: Scalar>(
+/// The Frobenius projection of one chunk; with `tape`, what its backward pass needs is
+/// recorded as it runs ([`super::project_grad`]), without changing a single operation.
+pub(super) fn frob_chunk<T: Scalar>(
     v: ArrayView2<T>,
     w: ArrayView2<T>,
     g: &Array2<T>,
     mut h: ArrayViewMut2<T>,
     max_iter: usize,
     tol: f64,
+    mut tape: Option<&mut super::project_grad::ChunkTape<T>>,
 ) -> Result<()> {
     let (c, k) = h.dim();
     let (one, zero, eps) = (T::one(), T::zero(), T::c(EPS));
@@ -116,6 +119,9 @@ fn frob_chunk<T: Scalar>(
         };
         hr.fill(T::c(alpha));
     }
+    if let Some(tp) = tape.as_deref_mut() {
+        tp.start(&b, gsum, c);
+    }
     let mut stop = RowStop::new(c, tol);
     for t in 0..=max_iter {
         general_mat_mul(one, &h, g, zero, &mut hg);
@@ -133,6 +139,9 @@ fn frob_chunk<T: Scalar>(
         }
         if t == max_iter || !stop.any_active() {
             break;
+        }
+        if let Some(tp) = tape.as_deref_mut() {
+            tp.record(&h, &stop.active);
         }
         for (i, ((mut hr, br), gr)) in h
             .rows_mut()
