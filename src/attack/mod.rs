@@ -10,6 +10,7 @@
 
 pub mod apgd;
 pub mod loss;
+pub mod pixel;
 pub mod plan;
 pub mod square;
 
