@@ -13,6 +13,8 @@ pub mod checkpoint;
 pub mod checks;
 pub mod code;
 pub mod evaluate;
+#[cfg(test)]
+mod pixel_tests;
 pub mod stage_sources;
 pub mod stages;
 pub mod stored;
