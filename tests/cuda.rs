@@ -332,6 +332,79 @@ fn philox_noise_is_keyed_by_id_and_draw_not_by_batch() {
     assert!(all.grad.unwrap().iter().all(|v| v.is_finite()));
 }
 
+/// A host model that reports a device: APGD then keeps its state on that device
+/// (`attack::apgd::cuda`) while the model itself still evaluates on the host, so the two
+/// states can be compared on one model.
+struct OnDevice<'a, M: ?Sized> {
+    inner: &'a M,
+    be: &'a CudaBackend,
+}
+
+impl<M: diffnmf::attack::AttackModel + ?Sized> diffnmf::attack::AttackModel for OnDevice<'_, M> {
+    fn num_classes(&self) -> usize {
+        self.inner.num_classes()
+    }
+    fn stochastic(&self) -> bool {
+        self.inner.stochastic()
+    }
+    fn evaluate(
+        &self,
+        x: ndarray::ArrayView2<f32>,
+        y: &[usize],
+        ids: &[u64],
+        loss: diffnmf::attack::Loss<'_>,
+        draws: usize,
+        key: u64,
+        want_grad: bool,
+    ) -> diffnmf::Result<diffnmf::attack::ModelEval> {
+        self.inner.evaluate(x, y, ids, loss, draws, key, want_grad)
+    }
+    fn device(&self) -> Option<&CudaBackend> {
+        Some(self.be)
+    }
+}
+
+/// On a stochastic model the device state confirms guessed successes by the host's rule
+/// (same keys, same passes): fooled set, adversarial points and every counter agree.
+#[test]
+fn apgd_on_the_device_confirms_successes_like_the_host() {
+    use diffnmf::diffusion::model::Defended;
+    let Some(be) = gpu() else { return };
+    let (den, clf, sched, emb) = defence(31, Activation::Silu, 64);
+    let def = Defended::new(&den, &clf, &sched, &emb, 4, Prediction::Noise);
+    let x = rand(40, 31, 16, -1.0, 1.0);
+    let y: Vec<usize> = (0..40).map(|i| i % 10).collect();
+    let ids: Vec<u64> = (300..340).collect();
+    for loss in [LossKind::Ce, LossKind::Dlr] {
+        let mut p = ApgdParams::rand_version(0.3, loss, 5);
+        p.n_iter = 15;
+        p.eot = 3;
+        p.confirm = 4;
+        let c = single_run(&def, x.view(), &y, &ids, &p, 0, None).unwrap();
+        let on_device = OnDevice {
+            inner: &def,
+            be: &be,
+        };
+        let g = single_run(&on_device, x.view(), &y, &ids, &p, 0, None).unwrap();
+        assert!(
+            c.confirm_evals > 0,
+            "{loss:?}: no success was ever confirmed"
+        );
+        assert_eq!(g.fooled, c.fooled, "{loss:?}: fooled");
+        assert_eq!(
+            (g.grad_evals, g.confirm_evals),
+            (c.grad_evals, c.confirm_evals)
+        );
+        assert_close(
+            "x_best_adv",
+            g.x_best_adv.view(),
+            c.x_best_adv.view(),
+            1e-6,
+            0.0,
+        );
+    }
+}
+
 #[test]
 fn apgd_iterations_match_cpu_from_a_fixed_start() {
     let Some(be) = gpu() else { return };
@@ -375,17 +448,11 @@ fn apgd_iterations_match_cpu_from_a_fixed_start() {
                 confirm: 1,
             };
             let c = single_run(&model, x.view(), &y, &ids, &p, 0, Some(x0.view())).unwrap();
-            let g = diffnmf::attack::apgd::cuda::single_run(
-                &be,
-                &model,
-                x.view(),
-                x0.view(),
-                &y,
-                &ids,
-                &p,
-                0,
-            )
-            .unwrap();
+            let on_device = OnDevice {
+                inner: &model,
+                be: &be,
+            };
+            let g = single_run(&on_device, x.view(), &y, &ids, &p, 0, Some(x0.view())).unwrap();
             assert_eq!(g.fooled, c.fooled, "fooled (n={n}, {loss:?})");
             assert_close(
                 "x_best_adv",

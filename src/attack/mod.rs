@@ -161,4 +161,9 @@ pub trait AttackModel: Sync {
         key: u64,
         want_grad: bool,
     ) -> crate::Result<ModelEval>;
+    /// The CUDA device the model evaluates on, if any: APGD then keeps its per-sample state
+    /// on that device too ([`apgd::cuda`]); `None` (the default) keeps it on the host.
+    fn device(&self) -> Option<&crate::backend::cuda::CudaBackend> {
+        None
+    }
 }

@@ -276,6 +276,11 @@ impl CudaDefended {
         CudaDefended { noise: src, ..self }
     }
 
+    /// The device this defence runs on.
+    pub(crate) fn backend(&self) -> &CudaBackend {
+        &self.be
+    }
+
     pub(crate) fn noise_source(&self) -> NoiseSource {
         self.noise
     }

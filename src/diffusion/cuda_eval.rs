@@ -15,6 +15,9 @@ impl AttackModel for CudaDefended {
     fn stochastic(&self) -> bool {
         true
     }
+    fn device(&self) -> Option<&crate::backend::cuda::CudaBackend> {
+        Some(self.backend())
+    }
     fn evaluate(
         &self,
         x: ArrayView2<f32>,

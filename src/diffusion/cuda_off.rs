@@ -29,6 +29,9 @@ impl AttackModel for CudaDefended {
     fn stochastic(&self) -> bool {
         match *self {}
     }
+    fn device(&self) -> Option<&CudaBackend> {
+        match *self {}
+    }
     fn evaluate(
         &self,
         _x: ArrayView2<f32>,

@@ -1,14 +1,18 @@
 //! Batched APGD-L∞ with per-sample state in device memory (`kernels/apgd.cu`): the
 //! feasible set, momentum step + projection, best-point bookkeeping, success masking and
 //! the checkpoint decision with step halving all run as kernels; the model is any
-//! [`AttackModel`]. Mirrors [`crate::attack::apgd::single_run`]: fooled rows are frozen by a
-//! mask instead of being compacted, and only active rows are passed to the model, so with
-//! the same model the trajectories match the CPU. Also the CE/DLR losses on the device.
+//! [`AttackModel`] that reports a device. [`crate::attack::apgd::single_run`] (and every
+//! attack built on it) takes this path for such a model when the run stops early: fooled
+//! rows are frozen by a mask instead of being compacted, only active rows are passed to
+//! the model, and successes are confirmed by the host's rule, so with the same model the
+//! trajectories match the host state. Also the CE/DLR losses on the device.
 
+use super::run::{confirm, Call};
 use crate::attack::apgd::{ApgdParams, RunOutput, Schedule};
 use crate::attack::{AttackModel, BoxConstraint, Loss, LossKind};
 use crate::backend::cuda::error::{ensure, CudaResult};
 use crate::backend::cuda::{CudaBackend, KernelModule};
+use crate::progress::Progress;
 use crate::rng::{key, tag};
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 use ndarray::{Array1, Array2, ArrayView2, Axis};
@@ -286,10 +290,13 @@ impl ApgdState {
     }
 }
 
-/// [`crate::attack::apgd::single_run`] with the APGD state on the device; `x0` is the start
-/// point (random start or injected, projected here). The model sees only active rows.
+/// One APGD run with the state on the device, chosen by [`crate::attack::apgd::single_run`]
+/// (and the attacks built on it) when the model reports a [`AttackModel::device`] and the
+/// run stops early; `x0` is the projected start point. The model sees only active rows;
+/// on a stochastic model a guessed success is confirmed exactly as on the host
+/// ([`super::run::confirm`], same keys), so both states give the same decisions.
 #[allow(clippy::too_many_arguments)]
-pub fn single_run<M: AttackModel + ?Sized>(
+pub(super) fn run<M: AttackModel + ?Sized>(
     be: &CudaBackend,
     model: &M,
     x: ArrayView2<f32>,
@@ -297,65 +304,130 @@ pub fn single_run<M: AttackModel + ?Sized>(
     y: &[usize],
     ids: &[u64],
     p: &ApgdParams,
+    loss: Loss<'_>,
     restart: u64,
+    prog: Option<&Progress>,
 ) -> crate::Result<RunOutput> {
-    let (n, d) = x.dim();
-    let mut st = ApgdState::new(be, x, x0, y, p.eps, &p.bounds, p.n_iter)?;
-    let mut evals = 0u64;
-    let mut eval =
-        |st: &ApgdState, it: usize| -> crate::Result<(Vec<f32>, Vec<usize>, Array2<f32>)> {
-            let active = st.flags(&st.active)?;
-            let idx: Vec<usize> = (0..n).filter(|&r| active[r]).collect();
-            let xa = st.download(&st.x_adv, d)?.select(Axis(0), &idx);
-            let ys: Vec<usize> = idx.iter().map(|&r| y[r]).collect();
-            let is: Vec<u64> = idx.iter().map(|&r| ids[r]).collect();
-            let k = key(
-                p.seed,
-                &[
-                    tag("apgd-model"),
-                    Loss::from(p.loss).code(),
-                    restart,
-                    it as u64,
-                ],
-            );
-            evals += (idx.len() * p.eot) as u64;
-            let ev = model.evaluate(xa.view(), &ys, &is, p.loss.into(), p.eot, k, true)?;
-            let g = ev
-                .grad
-                .expect("AttackModel::evaluate must return a gradient when asked");
-            let (mut l, mut pr, mut gf) = (vec![0f32; n], y.to_vec(), Array2::<f32>::zeros((n, d)));
-            for (q, &r) in idx.iter().enumerate() {
-                l[r] = ev.loss[q];
-                pr[r] = ev.pred[q];
-                gf.row_mut(r).assign(&g.row(q));
-            }
-            Ok((l, pr, gf))
-        };
-    let (l0, p0, g0) = eval(&st, 0)?;
-    st.update(&l0, &p0, g0.view(), -1)?;
+    let n = x.nrows();
+    let mut dev = DeviceRun {
+        st: ApgdState::new(be, x, x0, y, p.eps, &p.bounds, p.n_iter)?,
+        model,
+        y,
+        ids,
+        p,
+        loss,
+        targets: loss.targets_for(0..n, 1).unwrap_or_default(),
+        restart,
+        out: RunOutput {
+            fooled: vec![false; n],
+            x_best_adv: Array2::zeros((0, 0)),
+            x_best: Array2::zeros((0, 0)),
+            l_best: vec![],
+            grad_evals: 0,
+            confirm_evals: 0,
+        },
+    };
+    dev.call(0, -1)?;
     let sched = Schedule::new(p.n_iter);
-    let (mut k, mut counter) = (sched.first, 0usize);
+    let (mut k, mut counter, mut done) = (sched.first, 0usize, 0u64);
     for i in 0..p.n_iter {
-        if !st.flags(&st.active)?.iter().any(|&a| a) {
+        if !dev.st.flags(&dev.st.active)?.iter().any(|&a| a) {
             break;
         }
-        st.step(if i == 0 { 1.0 } else { 0.75 })?;
-        let (l, pr, g) = eval(&st, i + 1)?;
-        st.update(&l, &pr, g.view(), i as i32)?;
+        dev.st.step(if i == 0 { 1.0 } else { 0.75 })?;
+        dev.call(i + 1, i as i32)?;
         counter += 1;
         if counter == k {
-            st.checkpoint(i, k, p.rho)?;
+            dev.st.checkpoint(i, k, p.rho)?;
             counter = 0;
             k = sched.next(k);
         }
+        done += 1;
+        if let Some(pr) = prog {
+            pr.inc(1);
+        }
     }
-    let l_best = st.be.download(&st.l_best)?[..n].to_vec();
-    Ok(RunOutput {
-        fooled: st.flags(&st.fooled)?,
-        x_best_adv: st.download(&st.x_best_adv, d)?,
-        x_best: st.download(&st.x_best, d)?,
-        l_best,
-        grad_evals: evals,
-        confirm_evals: 0,
-    })
+    if let Some(pr) = prog {
+        pr.inc(p.n_iter as u64 - done);
+    }
+    dev.finish()
+}
+
+/// What one device run holds fixed, and its output counters.
+struct DeviceRun<'a, M: ?Sized> {
+    st: ApgdState,
+    model: &'a M,
+    y: &'a [usize],
+    ids: &'a [u64],
+    p: &'a ApgdParams,
+    loss: Loss<'a>,
+    /// APGD-T target per row (empty when untargeted).
+    targets: Vec<usize>,
+    restart: u64,
+    out: RunOutput,
+}
+
+impl<M: AttackModel + ?Sized> DeviceRun<'_, M> {
+    /// Model call `it` at the current iterate of the active rows (noise key
+    /// `(seed, "apgd-model", loss, restart, it)`), guessed successes confirmed, then the
+    /// state's update for iteration `hist_it` (−1: the start point).
+    fn call(&mut self, it: usize, hist_it: i32) -> crate::Result<()> {
+        let (st, p) = (&self.st, self.p);
+        let (n, d) = (st.n, st.d);
+        let active = st.flags(&st.active)?;
+        let idx: Vec<usize> = (0..n).filter(|&r| active[r]).collect();
+        let xa = st.download(&st.x_adv, d)?.select(Axis(0), &idx);
+        let ys: Vec<usize> = idx.iter().map(|&r| self.y[r]).collect();
+        let is: Vec<u64> = idx.iter().map(|&r| self.ids[r]).collect();
+        let ts: Vec<usize> = idx
+            .iter()
+            .filter_map(|&r| self.targets.get(r))
+            .copied()
+            .collect();
+        let l = self.loss.with_targets((!ts.is_empty()).then_some(&ts[..]));
+        let code = self.loss.code();
+        let k = key(p.seed, &[tag("apgd-model"), code, self.restart, it as u64]);
+        self.out.grad_evals += (idx.len() * p.eot) as u64;
+        let ev = self
+            .model
+            .evaluate(xa.view(), &ys, &is, l, p.eot, k, true)?;
+        let guess: Vec<bool> = (0..idx.len()).map(|q| ev.pred[q] != ys[q]).collect();
+        let at = Call {
+            code,
+            restart: self.restart,
+            it,
+        };
+        let fooled = confirm(
+            self.model,
+            p,
+            at,
+            xa.view(),
+            &ys,
+            &is,
+            &guess,
+            &mut self.out,
+        )?;
+        let g = ev
+            .grad
+            .expect("AttackModel::evaluate must return a gradient when asked");
+        let (mut lv, mut pr, mut gf) = (vec![0f32; n], self.y.to_vec(), Array2::zeros((n, d)));
+        for (q, &r) in idx.iter().enumerate() {
+            lv[r] = ev.loss[q];
+            // An unconfirmed guess is reported as the label: the row keeps iterating.
+            pr[r] = if fooled[q] { ev.pred[q] } else { self.y[r] };
+            gf.row_mut(r).assign(&g.row(q));
+        }
+        self.st.update(&lv, &pr, gf.view(), hist_it)?;
+        Ok(())
+    }
+
+    /// The run's output, downloaded.
+    fn finish(mut self) -> crate::Result<RunOutput> {
+        let (st, d) = (&self.st, self.st.d);
+        self.out.fooled = st.flags(&st.fooled)?;
+        self.out.x_best_adv = st.download(&st.x_best_adv, d)?;
+        self.out.x_best = st.download(&st.x_best, d)?;
+        self.out.l_best = st.be.download(&st.l_best)?[..st.n].to_vec();
+        Ok(self.out)
+    }
 }

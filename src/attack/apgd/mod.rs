@@ -37,6 +37,9 @@
 
 #[cfg(feature = "cuda")]
 pub mod cuda;
+#[cfg(not(feature = "cuda"))]
+#[path = "cuda_off.rs"]
+pub mod cuda;
 mod run;
 pub mod schedule;
 mod suite;

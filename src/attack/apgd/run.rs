@@ -126,13 +126,16 @@ pub(super) fn run<M: AttackModel + ?Sized>(
 ) -> Result<RunOutput> {
     let (lower, upper) = p.bounds.feasible(x, p.eps);
     let x0 = start_point(x, ids, p, restart, x_init, &lower, &upper);
+    if let (Some(be), true) = (model.device(), p.early_stop) {
+        // The model lives on a CUDA device: keep the per-sample state there too.
+        return super::cuda::run(be, model, x, x0.view(), y, ids, p, loss, restart, prog);
+    }
     let mut runner = Runner {
         model,
         p,
         loss,
         code: loss.code(),
         restart,
-        stochastic: model.stochastic(),
         evals: 0,
     };
     let mut out = RunOutput::start(&x0);
@@ -206,7 +209,6 @@ struct Runner<'a, M: ?Sized> {
     /// `loss.code()`, for keying.
     code: u64,
     restart: u64,
-    stochastic: bool,
     evals: u64,
 }
 
@@ -342,28 +344,68 @@ impl<M: AttackModel + ?Sized> Runner<'_, M> {
         it: usize,
         out: &mut RunOutput,
     ) -> Result<Vec<bool>> {
-        if !self.stochastic || !guess.iter().any(|&g| g) {
-            return Ok(guess.to_vec());
-        }
-        let p = self.p;
-        let sel: Vec<usize> = (0..guess.len()).filter(|&r| guess[r]).collect();
-        let xs = st.x_adv.select(Axis(0), &sel);
-        let ys: Vec<usize> = sel.iter().map(|&r| st.y[r]).collect();
-        let is: Vec<u64> = sel.iter().map(|&r| st.ids[r]).collect();
-        let k = key(
-            p.seed,
-            &[tag("apgd-confirm"), self.code, self.restart, it as u64],
-        );
-        let ev = self
-            .model
-            .evaluate(xs.view(), &ys, &is, Loss::Ce, p.confirm, k, false)?;
-        out.confirm_evals += (sel.len() * p.confirm) as u64;
-        let mut fooled = vec![false; guess.len()];
-        for (j, &r) in sel.iter().enumerate() {
-            fooled[r] = ev.pred[j] != ys[j];
-        }
-        Ok(fooled)
+        let at = Call {
+            code: self.code,
+            restart: self.restart,
+            it,
+        };
+        confirm(
+            self.model,
+            self.p,
+            at,
+            st.x_adv.view(),
+            &st.y,
+            &st.ids,
+            guess,
+            out,
+        )
     }
+}
+
+/// Which model call of a run an evaluation belongs to (for keying its noise).
+#[derive(Clone, Copy)]
+pub(super) struct Call {
+    /// `loss.code()`.
+    pub code: u64,
+    pub restart: u64,
+    /// 0 = the start point, `i + 1` after iteration `i`.
+    pub it: usize,
+}
+
+/// The rows of `guess` (their prediction at `x` differs from `y`) that count as fooled:
+/// all of them for a deterministic model; on a stochastic one those that an independent
+/// evaluation also misclassifies (`p.confirm` passes, key `(seed, "apgd-confirm", loss,
+/// restart, it)`, the defence's averaged decision rule). Shared by the host and the device
+/// APGD state, so both decide successes alike.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn confirm<M: AttackModel + ?Sized>(
+    model: &M,
+    p: &ApgdParams,
+    at: Call,
+    x: ArrayView2<f32>,
+    y: &[usize],
+    ids: &[u64],
+    guess: &[bool],
+    out: &mut RunOutput,
+) -> Result<Vec<bool>> {
+    if !model.stochastic() || !guess.iter().any(|&g| g) {
+        return Ok(guess.to_vec());
+    }
+    let sel: Vec<usize> = (0..guess.len()).filter(|&r| guess[r]).collect();
+    let xs = x.select(Axis(0), &sel);
+    let ys: Vec<usize> = sel.iter().map(|&r| y[r]).collect();
+    let is: Vec<u64> = sel.iter().map(|&r| ids[r]).collect();
+    let k = key(
+        p.seed,
+        &[tag("apgd-confirm"), at.code, at.restart, at.it as u64],
+    );
+    let ev = model.evaluate(xs.view(), &ys, &is, Loss::Ce, p.confirm, k, false)?;
+    out.confirm_evals += (sel.len() * p.confirm) as u64;
+    let mut fooled = vec![false; guess.len()];
+    for (j, &r) in sel.iter().enumerate() {
+        fooled[r] = ev.pred[j] != ys[j];
+    }
+    Ok(fooled)
 }
 
 /// The iteration counter against the checkpoint schedule (§4.4).
