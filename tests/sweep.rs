@@ -208,6 +208,46 @@ fn a_4k_4eps_3seed_sweep_trains_3_cnns_and_12_nnmf_models() {
     assert_eq!((entries("cnn"), entries("nnmf")), (3, 12));
 }
 
+/// `attack.threat` is an ordinary axis, and feature- and pixel-space cells of one
+/// (k, seed) share every trained model through the stage cache: 2 threats × 2 k train one
+/// CNN and two of everything else; each cell's result.h5 names its threat model.
+#[test]
+fn a_threat_axis_shares_every_trained_model_between_feature_and_pixel_cells() {
+    let d = tempfile::tempdir().unwrap();
+    let body = format!(
+        "axes:\n  attack.threat: [feature, pixel]\n  nnmf.k: [4, 6]\n  attack.eps: [0.3]\nseeds: [1]\n{CHEAP}"
+    );
+    let p = sweep_file(d.path(), "threats", &body);
+    let out = d.path().join("threats");
+    let o = bin()
+        .args(["sweep", p.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .args(["--jobs", "1", "--threads", "2"])
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("[cache] stage builds: cnn=1 nnmf=2 classifier=2 denoiser=2 "),
+        "{t}"
+    );
+    let ids = diffnmf::sweep::layout::read_cell_ids(&out).unwrap();
+    assert_eq!(ids.len(), 4);
+    let mut threats = vec![];
+    for id in &ids {
+        let cd = out.join("cells").join(id);
+        let f = hdf5::File::open(cd.join("result.h5")).unwrap();
+        let a: hdf5::types::VarLenUnicode = f.attr("threat_model").unwrap().read_scalar().unwrap();
+        let job = std::fs::read_to_string(cd.join("job.yaml")).unwrap();
+        assert!(
+            job.contains(&format!("threat: {}", a.as_str())),
+            "{id}: {a}"
+        );
+        threats.push(a.to_string());
+    }
+    threats.sort();
+    assert_eq!(threats, ["feature", "feature", "pixel", "pixel"]);
+}
+
 fn result_opens(p: &Path) -> bool {
     diffnmf::results::h5::read_metrics(p).is_ok_and(|m| !m.is_empty())
 }

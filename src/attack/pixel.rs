@@ -1,4 +1,4 @@
-//! The pixel-space threat model's attacked function (issue 14, in progress): the map from
+//! The pixel-space threat model's attacked function (`attack.threat: pixel`): the map from
 //! an image to the z-scored hybrid vector — CNN feature layer (eval-mode BatchNorm) ⊕ NNMF
 //! coefficients of the image projected on the fixed basis (the same multiplicative-update
 //! solve as the pipeline's validation and test images) → z-score — with its exact
@@ -137,6 +137,9 @@ impl<M: AttackModel + ?Sized> AttackModel for PixelModel<'_, M> {
             .evaluate(z.view(), y, ids, loss, draws, key, want_grad)?;
         let grad = ev.grad.map(|g| self.map.vjp(x, &tape, g.view()));
         Ok(ModelEval { grad, ..ev })
+    }
+    fn device(&self) -> Option<&crate::backend::cuda::CudaBackend> {
+        self.inner.device()
     }
 }
 

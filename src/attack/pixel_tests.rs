@@ -148,3 +148,56 @@ fn a_kl_nnmf_and_a_wrong_image_size_are_errors() {
     let e = map.forward(Array2::zeros((2, 30)).view()).err().unwrap();
     assert!(e.to_string().contains("cnn input"), "{e}");
 }
+
+/// The whole defended pipeline from the image, in f64 with the purification noise held
+/// fixed: image → CNN ⊕ NNMF projection → z-score → noise to t*, t* reverse steps →
+/// classifier → CE and DLR. The image gradient (the map's VJP of the chain's and the
+/// classifier's backward passes, as `PixelModel` composes them) against central differences.
+#[test]
+fn the_defended_pipeline_image_gradient_matches_finite_differences() {
+    use crate::attack::loss::loss_and_grad;
+    use crate::config::Prediction;
+    use crate::diffusion::chain::Chain;
+    use crate::diffusion::{time_embedding, Schedule};
+    let c = cnn(13);
+    let p = Projection {
+        basis: uniform(3, 36, 14, 0.0, 1.0),
+        max_iter: 25,
+        tol: 0.0,
+    };
+    let map = FeatureMap {
+        cnn: Some(&c),
+        nnmf: Some(&p),
+        mean: Array1::from_shape_fn(8, |j| 0.05 * j as f64),
+        std: Array1::from_shape_fn(8, |j| 0.4 + 0.1 * j as f64),
+    };
+    let sched = Schedule::linear(20, 1e-3, 0.2);
+    let emb = time_embedding::<f64>(20, 4);
+    let den = Mlp::<f64>::new(&[8 + 4, 9, 8], Activation::Silu, &mut stream(15, &[]));
+    let clf = Mlp::<f64>::new(&[8, 6, 4], Activation::Silu, &mut stream(16, &[]));
+    let chain = Chain {
+        den: &den,
+        sched: &sched,
+        emb: &emb,
+        t_star: 3,
+        predict: Prediction::Noise,
+    };
+    let x = uniform(2, 36, 17, 0.05, 1.0);
+    let noise = uniform(2, chain.noise_len(8), 18, -1.5, 1.5);
+    let y = [1usize, 3];
+    for kind in [Loss::Ce, Loss::Dlr] {
+        let loss = |x: ArrayView2<f64>| -> (f64, Array2<f64>) {
+            let (z, tape) = map.forward(x).unwrap();
+            let (xh, cache) = chain.forward(z.view(), noise.view(), true);
+            let (logits, cc) = clf.forward_cached(xh.view());
+            let (l, dl) = loss_and_grad(kind, logits.view(), &y);
+            let (_, gz) = clf.backward(&cc, dl.view(), false);
+            let gz = chain.backward(&cache.unwrap(), gz);
+            (l.sum(), map.vjp(x, &tape, gz.view()))
+        };
+        let (_, g) = loss(x.view());
+        let f = |v: &[f64]| loss(ArrayView2::from_shape((2, 36), v).unwrap()).0;
+        let name = format!("defended pipeline from pixels, {kind:?}");
+        crate::testutil::check_elementwise(&name, f, x.as_slice().unwrap(), g.as_slice().unwrap());
+    }
+}

@@ -146,11 +146,33 @@ fn run_job(
     let (result, dir) = backend::in_pool(|| pipeline::run_job(&loaded, &opts))
         .with_context(|| format!("running job `{}`", loaded.config.name))?;
     println!("{}", crate::results::table::markdown(&result));
+    adversarial_grid(&result, &dir)?;
     let total = result.timing(pipeline::TOTAL).unwrap_or(0.0);
     log(format!(
         "wrote {}/{{result.h5, models.h5, metrics.csv, tables.md}} in {total:.1}s",
         dir.display()
     ));
+    Ok(())
+}
+
+/// A pixel-space run's adversarial images as `adversarial.png`/`.svg` beside its result.
+fn adversarial_grid(
+    result: &crate::results::RunResult,
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    if let Some(a) = &result.adversarial {
+        let png = crate::report::adversarial::render_grid(
+            dir,
+            "adversarial",
+            &result.job_name,
+            a,
+            result.image_shape,
+        )?;
+        log(format!(
+            "wrote {} (clean | base attack | defence attack)",
+            png.display()
+        ));
+    }
     Ok(())
 }
 
@@ -180,6 +202,7 @@ fn evaluate(
         backend::in_pool(|| pipeline::stored::evaluate_stored(&models, &set, &opts))
             .with_context(|| format!("evaluating the models in {}", models.display()))?;
     println!("{}", crate::results::table::markdown(&result));
+    adversarial_grid(&result, &dir)?;
     log(format!(
         "wrote {}/{{result.h5, metrics.csv, tables.md}}",
         dir.display()

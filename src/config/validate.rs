@@ -2,6 +2,7 @@
 
 use super::job::*;
 pub use crate::error::ParamsError;
+use crate::nmf::NmfLoss;
 
 fn range<T: PartialOrd + std::fmt::Display>(
     key: &str,
@@ -61,7 +62,35 @@ pub fn validate(c: &JobConfig) -> Result<(), ParamsError> {
     classifier(&c.classifier)?;
     diffusion(&c.diffusion)?;
     attack(&c.attack)?;
+    threat(c)?;
     checks(&c.attack)
+}
+
+/// What the pixel-space threat model needs: an NNMF block it can differentiate exactly,
+/// and the image box (always [0, 1]).
+fn threat(c: &JobConfig) -> Result<(), ParamsError> {
+    if c.attack.threat != Threat::Pixel {
+        return Ok(());
+    }
+    if c.features.nnmf && c.nnmf.loss != NmfLoss::Frobenius {
+        return Err(ParamsError::new(
+            "nnmf.loss".to_string(),
+            "`attack.threat: pixel` differentiates the NNMF projection of the image exactly, \
+             which is implemented for `nnmf.loss: frobenius` only; use frobenius, or \
+             `features.nnmf: false`, or `attack.threat: feature`"
+                .into(),
+        ));
+    }
+    if c.attack.bounds == BoxKind::TrainRange {
+        return Err(ParamsError::new(
+            "attack.box".to_string(),
+            "`attack.box: train_range` is a box on the feature vector; with \
+             `attack.threat: pixel` the attacked images are always kept in [0, 1] — drop \
+             `attack.box` (or set it to `unit`)"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 fn name(c: &JobConfig) -> Result<(), ParamsError> {
@@ -427,8 +456,16 @@ mod tests {
         let path = std::path::Path::new("j.yaml");
         for (yaml, want) in [
             (
-                "attack:\n  threat: pixel\n",
-                "the pixel-space threat model is planned",
+                "attack:\n  threat: image\n",
+                "use \"feature\" (L∞ ball on the z-scored hybrid vector",
+            ),
+            (
+                "attack:\n  threat: pixel\nnnmf:\n  loss: kl\n",
+                "implemented for `nnmf.loss: frobenius` only",
+            ),
+            (
+                "attack:\n  threat: pixel\n  box: train_range\n",
+                "always kept in [0, 1]",
             ),
             ("attack:\n  norm: l2\n", "only \"linf\" is implemented"),
         ] {

@@ -12,10 +12,10 @@
 //!   `monotone_fresh[…]` (on the per-ε results without carried candidates).
 
 use super::evaluate::{params, preset_steps, square_step};
-use super::worst::{score_all, DefScorer, Scored, Worst};
+use super::worst::{score_all, Scored, Scorer, Worst};
 use crate::attack::plan::{run_plan, PlanOutput, Step};
 use crate::attack::{AttackModel, BoxConstraint, Loss, ModelEval};
-use crate::config::JobConfig;
+use crate::config::{JobConfig, Threat};
 use crate::error::Result;
 use crate::progress::log;
 use crate::results::{Check, Protocol, ScenarioResult};
@@ -176,12 +176,12 @@ impl<'a> CheckCtx<'a> {
         Ok((o, c))
     }
 
-    fn offered(&self, ds: &DefScorer<'_>, w: &Worst, cands: &Cands) -> Worst {
+    fn offered(&self, ds: &dyn Scorer, w: &Worst, cands: &Cands) -> Result<Worst> {
         let mut w = w.clone();
         for (r, a) in cands {
-            w.offer(&score_all(ds, r, a.view(), self.ids));
+            w.offer(&score_all(ds, r, a.view(), self.ids)?);
         }
-        w
+        Ok(w)
     }
 
     /// The attack-strength checks at one ε (when selected): `adaptive_fresh` holds this
@@ -235,7 +235,7 @@ impl<'a> CheckCtx<'a> {
             at.main
         } else {
             let (_, c) = self.plan_on(env.model, env.x, &at.robust, &at.steps, &p)?;
-            self.offered(env.scorer, worst, &c).accuracy_on(&at.s)
+            self.offered(env.scorer, worst, &c)?.accuracy_on(&at.s)
         };
         let (main, drop) = (at.main, at.main - strong);
         let check = Check::new(
@@ -268,7 +268,7 @@ impl<'a> CheckCtx<'a> {
         pf.eot = 1;
         let (of, c) = self.plan_on(&fixed, env.x, s, &at.steps, &pf)?;
         let fixed_own = 1.0 - of.fooled.iter().filter(|&&f| f).count() as f64 / s.len() as f64;
-        let wf = self.offered(env.scorer, clean, &c);
+        let wf = self.offered(env.scorer, clean, &c)?;
         let fixed_scored = wf.accuracy_on(s);
         let adapt = adaptive_fresh.accuracy_on(s);
         let reps: Vec<f64> = (0..adaptive_fresh.proba.len())
@@ -308,7 +308,7 @@ impl<'a> CheckCtx<'a> {
                 key(at.seed, &[tag("square-check")]),
             );
             let (_, c) = self.plan_on(env.model, env.x, &at.robust, &sq, &ps)?;
-            self.offered(env.scorer, worst, &c).accuracy_on(&at.s)
+            self.offered(env.scorer, worst, &c)?.accuracy_on(&at.s)
         };
         let main = at.main;
         let check = Check::new(
@@ -349,6 +349,9 @@ impl<'a> CheckCtx<'a> {
         lines.extend(randomness_check(clean));
         lines.extend(grads.map(|g| gradient_check(&g)));
         lines.extend(reaches_zero_checks(out));
+        if self.cfg.attack.threat == Threat::Pixel {
+            lines.extend(pixel_budget_check(out));
+        }
         lines.extend(monotone_checks(out));
         lines
     }
@@ -360,7 +363,7 @@ pub struct Attacked<'a> {
     pub bounds: &'a BoxConstraint,
     pub x: ArrayView2<'a, f32>,
     pub model: &'a dyn AttackModel,
-    pub scorer: &'a DefScorer<'a>,
+    pub scorer: &'a dyn Scorer,
 }
 
 /// One ε's check inputs: the subset `s`, its points the worst case left robust, the
@@ -449,6 +452,23 @@ fn reaches_zero_checks(out: &[ScenarioResult]) -> Vec<Check> {
         ));
     }
     lines
+}
+
+/// `base_pixel_budget[eps=0.3]` (pixel threat model, when ε = 0.3 was evaluated): the
+/// undefended pipeline falls to ≤ 2 % at MNIST's standard L∞ budget; if it does not, the
+/// image gradient is wrong or masked.
+fn pixel_budget_check(out: &[ScenarioResult]) -> Option<Check> {
+    let r = out.iter().find(|r| {
+        r.scenario == crate::results::Scenario::RobustBase && (r.eps - 0.3).abs() < 1e-9
+    })?;
+    Some(Check::new(
+        "base_pixel_budget[eps=0.3]",
+        r.metrics.accuracy <= 0.02,
+        format!(
+            "undefended robust accuracy {:.4} at the pixel budget ε = 0.3 (≤ 0.02 expected on MNIST-like digits; higher means a wrong or masked image gradient)",
+            r.metrics.accuracy
+        ),
+    ))
 }
 
 /// `monotone_fresh[…]`: per protocol, the per-ε results without carried candidates do

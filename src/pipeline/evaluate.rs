@@ -26,13 +26,13 @@ use crate::attack::plan::{run_plan, PlanOutput, Step};
 use crate::attack::square::SquareParams;
 use crate::attack::{AttackModel, BoxConstraint, LossKind};
 use crate::backend::DeviceCtx;
-use crate::config::{AttackVersion, BoxKind, JobConfig};
+use crate::config::{AttackVersion, BoxKind, JobConfig, Threat};
 use crate::diffusion::cuda::CudaDefended;
 use crate::diffusion::model::{BaseModel, Defended};
 use crate::error::{Error, Result};
 use crate::metrics;
 use crate::progress::log;
-use crate::results::{Check, Protocol, Scenario, ScenarioResult, Timing};
+use crate::results::{AdversarialImages, Check, Protocol, Scenario, ScenarioResult, Timing};
 use crate::rng::{key, tag};
 use ndarray::{Array1, ArrayView2, Axis};
 
@@ -40,7 +40,12 @@ use ndarray::{Array1, ArrayView2, Axis};
 pub struct Evaluation {
     pub scenarios: Vec<ScenarioResult>,
     pub checks: Vec<Check>,
+    /// Pixel threat model: the adversarial images of the first points.
+    pub adversarial: Option<AdversarialImages>,
 }
+
+/// Adversarial images kept per pixel-space run (the first points in evaluation order).
+const ADVERSARIAL_POINTS: usize = 8;
 
 /// A result row from a tracker: metrics on repeat 0's worst probabilities.
 pub(super) fn row(
@@ -195,9 +200,9 @@ pub(super) fn transfer_eps(
         evals += o.evals;
         fooled.extend(fooled_counts(&o));
         for (rows, cand) in candidates(&o) {
-            let sb = score_all(base_s, rows, cand, ids);
+            let sb = score_all(base_s, rows, cand, ids)?;
             base_w.iter_mut().for_each(|w| w.offer(&sb));
-            let sd = score_all(def_s, rows, cand, ids);
+            let sd = score_all(def_s, rows, cand, ids)?;
             def_w.iter_mut().for_each(|w| w.offer(&sd));
         }
     }
@@ -225,20 +230,58 @@ impl Pair {
     }
 }
 
-/// What one evaluation attacks and scores with: the test points, the base model, the
-/// defence, the model the adaptive attack differentiates, and both scorers.
-struct Ctx<'a> {
-    cfg: &'a JobConfig,
-    x: ArrayView2<'a, f32>,
-    y: &'a [usize],
-    ids: &'a [u64],
-    base: &'a BaseModel<'a>,
-    attack_def: &'a dyn AttackModel,
-    bs: &'a BaseScorer<'a>,
-    ds: &'a DefScorer<'a>,
-    bounds: BoxConstraint,
-    want_t: bool,
-    want_a: bool,
+/// The feature-space models of one evaluation: the base model, the model the adaptive
+/// attack differentiates (the CPU or CUDA defence), and both scorers.
+#[derive(Clone, Copy)]
+pub(super) struct Models<'a> {
+    pub base: &'a dyn AttackModel,
+    pub attack_def: &'a dyn AttackModel,
+    pub bs: &'a dyn Scorer,
+    pub ds: &'a DefScorer<'a>,
+}
+
+/// What one evaluation attacks and scores with: the attacked points (feature vectors, or
+/// images under the pixel threat model), the feature vectors of the clean points, and the
+/// models and scorers on the attacked space.
+pub(super) struct Ctx<'a> {
+    pub cfg: &'a JobConfig,
+    pub x: ArrayView2<'a, f32>,
+    /// The clean points' z-scored features (single-pass accuracies of Clean_Def).
+    pub clean_z: ArrayView2<'a, f32>,
+    pub y: &'a [usize],
+    pub ids: &'a [u64],
+    pub base: &'a dyn AttackModel,
+    pub attack_def: &'a dyn AttackModel,
+    pub bs: &'a dyn Scorer,
+    pub ds: &'a dyn Scorer,
+    /// The defence's feature-space scorer (its passes and key).
+    pub def: &'a DefScorer<'a>,
+    pub bounds: BoxConstraint,
+    pub want_t: bool,
+    pub want_a: bool,
+}
+
+impl<'a> Ctx<'a> {
+    /// The paper's threat model: the attacked points are the evaluated feature vectors,
+    /// boxed by `attack.bounds`.
+    fn feature(cfg: &'a JobConfig, tr: &'a Trained, m: Models<'a>) -> Self {
+        let protocols = &cfg.attack.protocols;
+        Ctx {
+            cfg,
+            x: tr.eval.z.view(),
+            clean_z: tr.eval.z.view(),
+            y: &tr.eval.y,
+            ids: &tr.eval.ids,
+            base: m.base,
+            attack_def: m.attack_def,
+            bs: m.bs,
+            ds: m.ds,
+            def: m.ds,
+            bounds: bounds(cfg.attack.bounds, &tr.train_range),
+            want_t: protocols.contains(&crate::config::Protocol::Transfer),
+            want_a: protocols.contains(&crate::config::Protocol::Adaptive),
+        }
+    }
 }
 
 /// The clean rows and the clean scores every robust tracker starts from.
@@ -284,26 +327,16 @@ pub fn evaluate(
         key: key(cfg.seed, &[tag("score")]),
     };
     with_attack_model(cfg, tr, ctx, &def, |attack_def| {
-        let e = Ctx {
-            cfg,
-            x: tr.eval.z.view(),
-            y: &tr.eval.y,
-            ids: &tr.eval.ids,
+        let m = Models {
             base: &base,
             attack_def,
             bs: &bs,
             ds: &ds,
-            bounds: bounds(cfg.attack.bounds, &tr.train_range),
-            want_t: cfg
-                .attack
-                .protocols
-                .contains(&crate::config::Protocol::Transfer),
-            want_a: cfg
-                .attack
-                .protocols
-                .contains(&crate::config::Protocol::Adaptive),
         };
-        run_all(&e, t, ckpt)
+        match cfg.attack.threat {
+            Threat::Feature => run_all(&Ctx::feature(cfg, tr, m), t, ckpt),
+            Threat::Pixel => super::pixel::evaluate(cfg, tr, m, t, ckpt),
+        }
     })
 }
 
@@ -329,7 +362,11 @@ fn with_attack_model<R>(
 
 /// The clean rows, every ε in ascending order (continued from a checkpoint when one
 /// matches), then the whole-run checks.
-fn run_all(e: &Ctx<'_>, t: &mut Timings, ckpt: Option<&std::path::Path>) -> Result<Evaluation> {
+pub(super) fn run_all(
+    e: &Ctx<'_>,
+    t: &mut Timings,
+    ckpt: Option<&std::path::Path>,
+) -> Result<Evaluation> {
     let (cfg, y) = (e.cfg, e.y);
     let all: Vec<usize> = (0..y.len()).collect();
     let clean = clean_scores(e, &all, t)?;
@@ -370,17 +407,43 @@ fn run_all(e: &Ctx<'_>, t: &mut Timings, ckpt: Option<&std::path::Path>) -> Resu
     }
     let grads = checks::input_gradients(cfg, e.attack_def, e.x, y, e.ids, cx.subset())?;
     let checks = cx.finish(&st.rows, &clean.def, grads, e.want_t && e.want_a);
+    let largest = eps_list.last().copied().unwrap_or(0.0);
+    let adversarial = (cfg.attack.threat == Threat::Pixel && largest > 0.0)
+        .then(|| adversarial_images(e, &clean, &st, largest));
     Ok(Evaluation {
         scenarios: st.rows,
         checks,
+        adversarial,
     })
+}
+
+/// The first points' clean images and their reported candidates at the largest ε (the
+/// carried Robust_Base and robust_def/worst trackers), with repeat 0's predictions.
+fn adversarial_images(e: &Ctx<'_>, clean: &Clean<'_>, st: &Carried, eps: f64) -> AdversarialImages {
+    let m = e.y.len().min(ADVERSARIAL_POINTS);
+    let pred = |p: &ndarray::Array2<f64>| -> Vec<u8> {
+        (0..m).map(|i| metrics::argmax(p.row(i)) as u8).collect()
+    };
+    let first = |x: &ndarray::Array2<f32>| x.slice(ndarray::s![0..m, ..]).to_owned();
+    AdversarialImages {
+        eps,
+        ids: e.ids[..m].to_vec(),
+        labels: e.y[..m].iter().map(|&c| c as u8).collect(),
+        clean: e.x.slice(ndarray::s![0..m, ..]).to_owned(),
+        base: first(&st.base.x),
+        defence: first(&st.worst.x),
+        clean_base_pred: pred(&clean.wb.proba[0]),
+        clean_def_pred: pred(&clean.wd.proba[0]),
+        base_pred: pred(&st.base.proba[0]),
+        defence_pred: pred(&st.worst.proba[0]),
+    }
 }
 
 /// Base and defended scores of the clean points (the defended ones timed as `clean_def`).
 fn clean_scores<'a: 's, 's>(e: &Ctx<'a>, all: &'s [usize], t: &mut Timings) -> Result<Clean<'s>> {
-    let base = score_all(e.bs, all, e.x, e.ids);
+    let base = score_all(e.bs, all, e.x, e.ids)?;
     let def = t.time(Scenario::CleanDef.as_str(), || {
-        Ok(score_all(e.ds, all, e.x, e.ids))
+        score_all(e.ds, all, e.x, e.ids)
     })?;
     Ok(Clean {
         wb: Worst::new(e.y, &base),
@@ -395,19 +458,20 @@ fn clean_rows(e: &Ctx<'_>, clean: &Clean<'_>) -> Vec<ScenarioResult> {
     let (y, n, passes) = (e.y, e.y.len(), e.cfg.diffusion.passes);
     let cb = row(Scenario::CleanBase, Protocol::None, 0.0, y, &clean.wb, None);
     let mut cd = row(Scenario::CleanDef, Protocol::None, 0.0, y, &clean.wd, None);
-    cd.single_pass_accuracy =
-        e.ds.def
-            .predict_proba(e.x, e.ids, passes, key(e.ds.key, &[0]))
-            .1
-            .axis_iter(Axis(1))
-            .map(|col| {
-                col.iter()
-                    .zip(y)
-                    .filter(|(p, t)| **p as usize == **t)
-                    .count() as f64
-                    / n as f64
-            })
-            .collect();
+    cd.single_pass_accuracy = e
+        .def
+        .def
+        .predict_proba(e.clean_z, e.ids, passes, key(e.def.key, &[0]))
+        .1
+        .axis_iter(Axis(1))
+        .map(|col| {
+            col.iter()
+                .zip(y)
+                .filter(|(p, t)| **p as usize == **t)
+                .count() as f64
+                / n as f64
+        })
+        .collect();
     log(format!(
         "clean accuracy: base {:.4}, defended {:.4} (R = {passes}; {} scoring repeats {})",
         cb.metrics.accuracy,
@@ -589,7 +653,7 @@ fn attack_adaptive(
     })?;
     t.time(&format!("adaptive_score_eps{eps}"), || {
         for (rows, cand) in candidates(&o) {
-            let sd = score_all(e.ds, rows, cand, e.ids);
+            let sd = score_all(e.ds, rows, cand, e.ids)?;
             k.adaptive.offer(&sd);
             k.worst.offer(&sd);
         }

@@ -13,6 +13,7 @@ pub mod checkpoint;
 pub mod checks;
 pub mod code;
 pub mod evaluate;
+pub mod pixel;
 #[cfg(test)]
 mod pixel_tests;
 pub mod stage_sources;
@@ -214,8 +215,14 @@ fn run_result(
         image_shape: tr.image_shape,
         curves: tr.curves.clone(),
         checks: eval.checks,
+        adversarial: eval.adversarial,
         feature_dim: tr.feature_dim(),
-        // The YAML spelling (`train_range`), as everywhere else in the outputs.
-        box_kind: crate::models::name_of(&cfg.attack.bounds),
+        // The YAML spelling (`train_range`), as everywhere else in the outputs; images
+        // are always boxed to [0, 1].
+        box_kind: match cfg.attack.threat {
+            crate::config::Threat::Feature => crate::models::name_of(&cfg.attack.bounds),
+            crate::config::Threat::Pixel => crate::models::name_of(&crate::config::BoxKind::Unit),
+        },
+        threat: cfg.attack.threat,
     }
 }

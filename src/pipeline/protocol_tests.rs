@@ -15,15 +15,14 @@ impl Scorer for ToyScorer<'_> {
     fn repeats(&self) -> usize {
         1
     }
-    fn score(&self, x: ArrayView2<f32>, ids: &[u64], _r: usize) -> Array2<f64> {
+    fn score(&self, x: ArrayView2<f32>, ids: &[u64], _r: usize) -> Result<Array2<f64>> {
         let y = vec![0; x.nrows()];
-        softmax(
+        Ok(softmax(
             self.0
-                .evaluate(x, &y, ids, Loss::Ce, 1, 0, false)
-                .unwrap()
+                .evaluate(x, &y, ids, Loss::Ce, 1, 0, false)?
                 .logits
                 .view(),
-        )
+        ))
     }
 }
 
@@ -57,8 +56,8 @@ fn transfer_is_attacked_afresh_at_every_eps() {
     let bs = ToyScorer(&base);
     let id = ids(120);
     let all: Vec<usize> = (0..120).collect();
-    let cb = score_all(&bs, &all, x.view(), &id);
-    let cd = score_all(&def, &all, x.view(), &id);
+    let cb = score_all(&bs, &all, x.view(), &id).unwrap();
+    let cd = score_all(&def, &all, x.view(), &id).unwrap();
     let (mut base_c, mut def_c) = (Worst::new(&y, &cb), Worst::new(&y, &cd));
     let steps = [Step::Apgd(LossKind::Ce), Step::Apgd(LossKind::Dlr)];
     let run_at = |eps: f32, base_c: &mut Worst, def_c: &mut Worst| {

@@ -86,6 +86,7 @@ pub const NOT_TRAINING: &[&str] = &[
     "src/pipeline/code.rs",
     "src/pipeline/evaluate.rs",
     "src/pipeline/mod.rs",
+    "src/pipeline/pixel.rs",
     "src/pipeline/stage_sources.rs",
     "src/pipeline/stored.rs",
     "src/pipeline/worst.rs",

@@ -44,11 +44,14 @@ pub struct Trained {
     pub curves: Vec<Curve>,
 }
 
-/// The points an experiment evaluates: dataset indices, labels, z-scored hybrid features.
+/// The points an experiment evaluates: dataset indices, labels, images (rows of
+/// `height·width` pixels in [0, 1], what the pixel-space threat model attacks) and their
+/// z-scored hybrid features.
 #[derive(Clone, Debug)]
 pub struct EvalPoints {
     pub ids: Vec<u64>,
     pub y: Vec<usize>,
+    pub images: Array2<f32>,
     pub z: Array2<f32>,
 }
 
@@ -323,8 +326,8 @@ pub fn train_all(
     let [_, y_val, y_test] = sc.y;
     // The evaluated points: the test split, or the validation split for model selection.
     let eval = match cfg.eval_split {
-        EvalSplit::Test => eval_points(cfg, &split.test, y_test, z_test),
-        EvalSplit::Val => eval_points(cfg, &split.val, y_val, z_val),
+        EvalSplit::Test => eval_points(cfg, &ds.images, &split.test, y_test, z_test),
+        EvalSplit::Val => eval_points(cfg, &ds.images, &split.val, y_val, z_val),
     };
     Ok(Trained {
         image_shape: (ds.height, ds.width),
@@ -374,9 +377,11 @@ fn feature_blocks(
     Ok((cnn_out, nnmf_out, blocks))
 }
 
-/// The first `attack.max_points` (0: all) of the evaluated split: ids, labels, features.
-fn eval_points(
+/// The first `attack.max_points` (0: all) of the evaluated split (dataset rows `idx` of
+/// `images`): ids, labels, images, features.
+pub(super) fn eval_points(
     cfg: &JobConfig,
+    images: &Array2<f32>,
     idx: &[usize],
     mut y: Vec<usize>,
     mut z: Array2<f32>,
@@ -389,6 +394,7 @@ fn eval_points(
         z = z.slice(ndarray::s![0..n, ..]).to_owned();
     }
     EvalPoints {
+        images: images.select(Axis(0), &ids),
         ids: ids.iter().map(|&i| i as u64).collect(),
         y,
         z,

@@ -11,7 +11,7 @@
 //! not train a model (see [`EVAL_ONLY`]); anything else is a configuration mismatch.
 
 use super::cached::nnmf_on_gpu;
-use super::stages::{self, Trained};
+use super::stages::{self, EvalPoints, Trained};
 use super::{check_out_writable, evaluate, run_result, RunOptions, Timings};
 use crate::backend::{self, DeviceCtx};
 use crate::config::{self, EvalSplit, JobConfig};
@@ -21,7 +21,7 @@ use crate::models::{self, EvalRecord, Models, NnmfModels, Provenance};
 use crate::nmf::NmfModel;
 use crate::progress::log;
 use crate::results::{self, RunResult};
-use ndarray::{s, Array2, Axis};
+use ndarray::{Array2, Axis};
 use serde_yaml_ng::Value;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -203,17 +203,17 @@ pub fn eval_data(
     Ok((x, idx, y))
 }
 
-/// The z-scored hybrid features of the points `cfg` evaluates, through the stored models,
-/// with their dataset ids and labels (after `attack.max_points`).
+/// The points `cfg` evaluates (after `attack.max_points`): dataset ids, labels, images and
+/// their z-scored hybrid features through the stored models.
 fn eval_features(
     path: &Path,
     cfg: &JobConfig,
     m: &Models,
     ctx: &DeviceCtx,
     t: &mut Timings,
-) -> Result<(Array2<f32>, Vec<usize>, Vec<usize>)> {
+) -> Result<EvalPoints> {
     // The whole split, as training transformed it, then truncated.
-    let (x, idx, mut y) = eval_data(path, cfg, m, t)?;
+    let (x, idx, y) = eval_data(path, cfg, m, t)?;
     let mut blocks: Vec<Array2<f32>> = vec![];
     t.time("features", || {
         if let Some(c) = &m.cnn {
@@ -236,15 +236,12 @@ fn eval_features(
             ),
         });
     }
-    let mut z = m.scaler.transform(raw.view());
-    let mut ids = idx;
-    let n = cfg.attack.max_points;
-    if n > 0 && ids.len() > n {
-        ids.truncate(n);
-        y.truncate(n);
-        z = z.slice(s![0..n, ..]).to_owned();
-    }
-    Ok((z, ids, y))
+    let z = m.scaler.transform(raw.view());
+    // `x` holds the split's rows in `idx` order: select them by position.
+    let pos: Vec<usize> = (0..idx.len()).collect();
+    let mut e = super::stages::eval_points(cfg, &x, &pos, y, z);
+    e.ids = e.ids.iter().map(|&p| idx[p as usize] as u64).collect();
+    Ok(e)
 }
 
 /// Output folder of `diffnmf evaluate MODELS` without `--out`: `evaluate/` beside it.
@@ -255,17 +252,12 @@ pub fn default_out(models: &Path) -> PathBuf {
         .join("evaluate")
 }
 
-/// The [`Trained`] view of stored models `m`, evaluating the points `ids` (labels `y`,
-/// hybrid features `z`).
-fn trained_of(m: &Models, ids: Vec<usize>, y: Vec<usize>, z: Array2<f32>) -> Trained {
+/// The [`Trained`] view of stored models `m`, evaluating `eval`.
+fn trained_of(m: &Models, eval: EvalPoints) -> Trained {
     Trained {
         image_shape: m.image_shape,
         num_classes: m.num_classes,
-        eval: super::stages::EvalPoints {
-            ids: ids.iter().map(|&i| i as u64).collect(),
-            y,
-            z,
-        },
+        eval,
         data_content: m.provenance.data_content.clone(),
         cnn: m.cnn.clone(),
         nnmf: m.nnmf.as_ref().map(|n| super::cached::NnmfStage {
@@ -322,17 +314,16 @@ pub fn evaluate_stored(
     ));
     let total = Instant::now();
     let mut timings = Timings::default();
-    let (z, ids, y) = eval_features(path, &cfg, &m, &ctx, &mut timings)?;
-    let same_points = split_name(cfg.eval_split) == m.eval.split
-        && ids.iter().map(|&i| i as u64).eq(m.eval.ids.iter().copied());
-    if same_points && models::features_sha256(z.view()) != m.eval.features_sha256 {
+    let points = eval_features(path, &cfg, &m, &ctx, &mut timings)?;
+    let same_points = split_name(cfg.eval_split) == m.eval.split && points.ids == m.eval.ids;
+    if same_points && models::features_sha256(points.z.view()) != m.eval.features_sha256 {
         log(format!(
             "warning: the recomputed features differ from the original run's (trained on {}, now {}): this evaluation is not bit-identical to it",
             m.provenance.platform,
             super::code::platform()
         ));
     }
-    let tr = trained_of(&m, ids, y, z);
+    let tr = trained_of(&m, points);
     let eval = evaluate::evaluate(&cfg, &tr, &mut timings, &ctx, None)?;
     timings.push(super::TOTAL, total.elapsed().as_secs_f64());
     let result = run_result(

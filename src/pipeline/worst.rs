@@ -9,6 +9,7 @@
 //! accuracy and the strict accuracy (robust in every repeat) are reported beside them.
 
 use crate::diffusion::model::{BaseModel, Defended};
+use crate::error::Result;
 use crate::metrics::argmax;
 use crate::rng::key;
 use ndarray::{Array2, ArrayView2};
@@ -18,7 +19,7 @@ pub trait Scorer: Sync {
     /// Number of independent repeats (1 for a deterministic model).
     fn repeats(&self) -> usize;
     /// Class probabilities of `x` (rows = points with sample ids `ids`) in repeat `r`.
-    fn score(&self, x: ArrayView2<f32>, ids: &[u64], r: usize) -> Array2<f64>;
+    fn score(&self, x: ArrayView2<f32>, ids: &[u64], r: usize) -> Result<Array2<f64>>;
 }
 
 /// The undefended classifier (deterministic, one repeat).
@@ -28,8 +29,8 @@ impl Scorer for BaseScorer<'_> {
     fn repeats(&self) -> usize {
         1
     }
-    fn score(&self, x: ArrayView2<f32>, _ids: &[u64], _r: usize) -> Array2<f64> {
-        self.0.predict_proba(x)
+    fn score(&self, x: ArrayView2<f32>, _ids: &[u64], _r: usize) -> Result<Array2<f64>> {
+        Ok(self.0.predict_proba(x))
     }
 }
 
@@ -47,10 +48,11 @@ impl Scorer for DefScorer<'_> {
     fn repeats(&self) -> usize {
         self.repeats
     }
-    fn score(&self, x: ArrayView2<f32>, ids: &[u64], r: usize) -> Array2<f64> {
-        self.def
+    fn score(&self, x: ArrayView2<f32>, ids: &[u64], r: usize) -> Result<Array2<f64>> {
+        Ok(self
+            .def
             .predict_proba(x, ids, self.passes, key(self.key, &[r as u64]))
-            .0
+            .0)
     }
 }
 
@@ -68,10 +70,12 @@ pub fn score_all<'a, S: Scorer + ?Sized>(
     rows: &'a [usize],
     x: ArrayView2<'a, f32>,
     ids: &[u64],
-) -> Scored<'a> {
+) -> Result<Scored<'a>> {
     let is: Vec<u64> = rows.iter().map(|&i| ids[i]).collect();
-    let proba = (0..s.repeats()).map(|r| s.score(x, &is, r)).collect();
-    Scored { rows, x, proba }
+    let proba = (0..s.repeats())
+        .map(|r| s.score(x, &is, r))
+        .collect::<Result<_>>()?;
+    Ok(Scored { rows, x, proba })
 }
 
 /// The per-sample worst candidate so far, per repeat.

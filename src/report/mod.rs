@@ -3,10 +3,12 @@
 //! - [`aggregate`]: read a sweep folder, statistics per (axis values, scenario, protocol, ε,
 //!   metric) across seeds → `summary.csv`, `summary.h5`, `tables.md`.
 //! - [`stats`]: mean, sample std, Student-t 95 % CI.
-//! - [`plots`] / [`sweep_plots`]: PNG + SVG figures with an embedded font.
+//! - [`plots`] / [`sweep_plots`]: PNG + SVG figures with an embedded font; [`adversarial`]:
+//!   the clean | base attack | defence attack image grid of a pixel-space run.
 //! - [`optimize`] / [`objective`]: choosing the NNMF rank on validation data only.
 //! - [`report`]: `report.md` with the paper's tables beside ours and the sanity checks.
 
+pub mod adversarial;
 pub mod aggregate;
 pub mod objective;
 pub mod optimize;

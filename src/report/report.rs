@@ -250,7 +250,7 @@ fn summary_checks(s: &Summary) -> Vec<ReportCheck> {
         ReportCheck::new(
             "base model ≈ 0 at pixel ε = 0.3",
             None,
-            "not applicable: this tool implements the feature-space threat model only",
+            "checked in every run with `attack.threat: pixel` that evaluates ε = 0.3: see the `base_pixel_budget[eps=0.3]` rows of the per-run checks below (not applicable to feature-space cells)",
         ),
         ReportCheck::new(
             "doubling APGD iterations / 2.5× EOT draws changes robust accuracy only by noise",
@@ -441,7 +441,8 @@ pub fn write_report(dir: &Path, k_fixed: Option<&str>, optimize: Option<&Path>) 
     let done = s.sweep.cells.len() - s.missing.len();
     let mut md = format!(
         "# diffnmf report: {}\n\n{done} of {} cells finished. Values: mean ± sample std across seeds \
-         (95% CIs in `summary.csv`). Threat model: L∞ on the z-scored hybrid features. The paper \
+         (95% CIs in `summary.csv`). Threat model: each cell's `attack.threat` (feature: L∞ on the \
+         z-scored hybrid features, the paper's; pixel: L∞ on the image in [0, 1]). The paper \
          does not state its ε, its attack protocol or its k; its log-loss/Brier columns come from \
          applying softmax twice (see docs/evaluation.md), ours are computed on the real probabilities.\n",
         dir.display(),
@@ -484,6 +485,7 @@ fn plots_md(plots: &[Plot]) -> String {
         ("robust_vs_eps", "Robust accuracy vs ε"),
         ("accuracy_vs_k", "Accuracy vs k"),
         ("basis", "NNMF basis"),
+        ("adversarial", "Adversarial images (pixel threat model)"),
         ("confusion", "Confusion matrices"),
         ("curves", "Training and NNMF objective curves"),
     ] {

@@ -210,10 +210,25 @@ fn curve_panels(d: &CellData) -> Vec<LineFig> {
     panels
 }
 
+/// The adversarial-image grid of a pixel-space cell (none for feature-space cells).
+fn adversarial_plot(dir: &Path, label: &str, who: &str, result: &Path) -> Result<Option<Plot>> {
+    let Some((a, shape)) = crate::results::h5::read_adversarial(result)? else {
+        return Ok(None);
+    };
+    let name = format!("adversarial_{}", slug(label));
+    Ok(Some(Plot {
+        kind: "adversarial",
+        label: label.into(),
+        png: super::adversarial::render_grid(dir, &name, who, &a, shape)?,
+    }))
+}
+
 fn cell_plots(dir: &Path, label: &str, cell: &Cell, out: &mut Vec<Plot>) -> Result<()> {
-    let d = read_cell(&cell.dir.join(crate::results::paths::RESULT_H5))?;
+    let result = cell.dir.join(crate::results::paths::RESULT_H5);
+    let d = read_cell(&result)?;
     let tag = slug(label);
     let who = format!("{label}, seed {}", cell.seed);
+    out.extend(adversarial_plot(dir, label, &who, &result)?);
     if let Some((w, h, wd)) = &d.basis {
         let fig = BasisFig {
             title: format!("NNMF basis W: {} parts of {h}×{wd} ({who})", w.nrows()),

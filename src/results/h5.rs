@@ -22,7 +22,7 @@
 //! no partial file becomes visible. Reading opens files from disk as before
 //! ([`open_file`]). File locking stays disabled (cluster NFS without a lock daemon).
 
-use super::{names, Protocol, RunResult, Scenario, ScenarioResult};
+use super::{names, AdversarialImages, Protocol, RunResult, Scenario, ScenarioResult};
 use crate::error::{Error, Result};
 use hdf5::types::VarLenUnicode;
 use hdf5::{Group, H5Type, Location};
@@ -256,7 +256,43 @@ fn write_inner(f: &hdf5::File, r: &RunResult) -> hdf5::Result<()> {
     write_nnmf(&nnmf, r)?;
     write_curves(&f.create_group("training")?, &r.curves)?;
     let checks = f.create_group("checks")?;
-    write_checks(&checks, r)
+    write_checks(&checks, r)?;
+    if let Some(a) = &r.adversarial {
+        write_adversarial(&f.create_group("adversarial")?, a, r.image_shape)?;
+    }
+    Ok(())
+}
+
+/// `/adversarial` (pixel threat model): images as `n × height × width`.
+fn write_adversarial(
+    g: &Group,
+    a: &super::AdversarialImages,
+    (h, w): (usize, usize),
+) -> hdf5::Result<()> {
+    attr(g, "eps", a.eps)?;
+    attr(g, "image_height", h as u64)?;
+    attr(g, "image_width", w as u64)?;
+    ds(g, "ids", &Array1::from(a.ids.clone()))?;
+    ds(g, "labels", &Array1::from(a.labels.clone()))?;
+    for (name, x) in [
+        ("clean", &a.clean),
+        ("images", &a.defence),
+        ("base_images", &a.base),
+    ] {
+        let img = x
+            .to_shape((x.nrows(), h, w))
+            .map_err(|e| hdf5::Error::from(e.to_string().as_str()))?;
+        ds(g, name, img.view())?;
+    }
+    for (name, p) in [
+        ("clean_base_pred", &a.clean_base_pred),
+        ("clean_def_pred", &a.clean_def_pred),
+        ("base_pred", &a.base_pred),
+        ("defence_pred", &a.defence_pred),
+    ] {
+        ds(g, name, &Array1::from(p.clone()))?;
+    }
+    Ok(())
 }
 
 /// Root attributes: schema version, provenance, threat model, box and feature width.
@@ -270,7 +306,7 @@ fn write_root(f: &hdf5::File, r: &RunResult) -> hdf5::Result<()> {
     attr_str(f, "git_revision", &r.git_revision)?;
     attr_str(f, "diffnmf_version", &r.version)?;
     attr_str(f, "data_content", &r.data_content)?;
-    attr_str(f, "threat_model", "feature")?;
+    attr_str(f, "threat_model", r.threat.name())?;
     attr_str(f, "box", &r.box_kind)?;
     attr(f, "feature_dim", r.feature_dim as u64)?;
     attr(f, "complete", true)
@@ -421,6 +457,62 @@ pub fn read_metrics(path: &Path) -> Result<Vec<MetricRow>> {
             ))
         })
         .collect()
+}
+
+/// `/adversarial` of a pixel-space `result.h5` with the image shape (`None` when the run
+/// stored none: the feature threat model, or no ε > 0).
+pub fn read_adversarial(path: &Path) -> Result<Option<(AdversarialImages, (usize, usize))>> {
+    let inner = || -> hdf5::Result<Option<(AdversarialImages, (usize, usize))>> {
+        let f = open_file(path)?;
+        let Ok(g) = f.group("adversarial") else {
+            return Ok(None);
+        };
+        let dim =
+            |a: &str| -> hdf5::Result<usize> { Ok(g.attr(a)?.read_scalar::<u64>()? as usize) };
+        let (h, w) = (dim("image_height")?, dim("image_width")?);
+        let img = |n: &str| -> hdf5::Result<Array2<f32>> {
+            let v = g.dataset(n)?.read_raw::<f32>()?;
+            let rows = v.len() / (h * w).max(1);
+            Array2::from_shape_vec((rows, h * w), v).map_err(|e| e.to_string().as_str().into())
+        };
+        let u8s = |n: &str| g.dataset(n)?.read_raw::<u8>();
+        let a = AdversarialImages {
+            eps: g.attr("eps")?.read_scalar::<f64>()?,
+            ids: g.dataset("ids")?.read_raw::<u64>()?,
+            labels: u8s("labels")?,
+            clean: img("clean")?,
+            base: img("base_images")?,
+            defence: img("images")?,
+            clean_base_pred: u8s("clean_base_pred")?,
+            clean_def_pred: u8s("clean_def_pred")?,
+            base_pred: u8s("base_pred")?,
+            defence_pred: u8s("defence_pred")?,
+        };
+        let n = a.ids.len();
+        let same = [
+            a.labels.len(),
+            a.clean.nrows(),
+            a.base.nrows(),
+            a.defence.nrows(),
+        ]
+        .iter()
+        .chain(
+            [
+                &a.clean_base_pred,
+                &a.clean_def_pred,
+                &a.base_pred,
+                &a.defence_pred,
+            ]
+            .map(|v| v.len())
+            .iter(),
+        )
+        .all(|&m| m == n);
+        if !same {
+            return Err("/adversarial: datasets of different lengths (a corrupt file)".into());
+        }
+        Ok(Some((a, (h, w))))
+    };
+    inner().map_err(|e| h5err(path, e))
 }
 
 /// Read a 1-D u64 dataset (e.g. `test/ids`).

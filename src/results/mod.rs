@@ -111,6 +111,32 @@ pub struct RunResult {
     pub checks: Vec<Check>,
     pub feature_dim: usize,
     pub box_kind: String,
+    /// What the attacks perturbed (`attack.threat`): the feature vector or the image.
+    pub threat: crate::config::Threat,
+    /// Pixel threat model: adversarial images of the first evaluated points.
+    pub adversarial: Option<AdversarialImages>,
+}
+
+/// The adversarial images of the first few evaluated points at the largest ε (pixel
+/// threat model): each point's clean image, its Robust_Base candidate and its
+/// robust_def/worst candidate (rows of `height·width` pixels), with the predictions
+/// (scoring repeat 0) the reported rows recorded for them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdversarialImages {
+    pub eps: f64,
+    pub ids: Vec<u64>,
+    pub labels: Vec<u8>,
+    pub clean: Array2<f32>,
+    pub base: Array2<f32>,
+    pub defence: Array2<f32>,
+    /// Base model's prediction of the clean image.
+    pub clean_base_pred: Vec<u8>,
+    /// Defence's prediction of the clean image.
+    pub clean_def_pred: Vec<u8>,
+    /// Base model's prediction of `base`.
+    pub base_pred: Vec<u8>,
+    /// Defence's prediction of `defence`.
+    pub defence_pred: Vec<u8>,
 }
 
 /// One named sanity check of `docs/evaluation.md`: pass/fail and a detail line.
@@ -347,6 +373,8 @@ mod tests {
             checks: vec![Check::new("base_reaches_zero", true, "ok")],
             feature_dim: 4,
             box_kind: "none".into(),
+            threat: crate::config::Threat::Feature,
+            adversarial: None,
         }
     }
 

@@ -70,8 +70,11 @@ pub fn markdown(r: &RunResult) -> String {
 /// The paper's table at ε: the clean rows, then Robust_Base and the Robust_Def protocols.
 fn eps_table(r: &RunResult, e: f64) -> String {
     let mut out = format!(
-        "\n### {} — ε = {e} (L∞, feature space, box: {})\n\n{HEADER}",
-        r.job_name, r.box_kind
+        "\n### {} — ε = {e} (L∞, {} threat model, ε in {}, box: {})\n\n{HEADER}",
+        r.job_name,
+        r.threat.name(),
+        r.threat.eps_unit(),
+        r.box_kind
     );
     for s in r.scenarios.iter().filter(|s| s.scenario.is_clean()) {
         out.push_str(&row(&label(s.scenario, s.protocol), s.metrics.values()));
