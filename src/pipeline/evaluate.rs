@@ -44,7 +44,7 @@ pub struct Evaluation {
     pub adversarial: Option<AdversarialImages>,
 }
 
-/// Adversarial images kept per pixel-space run (the first points in evaluation order).
+/// Adversarial images kept per pixel-space run (one point per class first).
 const ADVERSARIAL_POINTS: usize = 8;
 
 /// A result row from a tracker: metrics on repeat 0's worst probabilities.
@@ -417,21 +417,40 @@ pub(super) fn run_all(
     })
 }
 
-/// The first points' clean images and their reported candidates at the largest ε (the
+/// Up to [`ADVERSARIAL_POINTS`] points to show: the first point of each class in
+/// evaluation order, then the next points until there are enough.
+fn shown_points(y: &[usize]) -> Vec<usize> {
+    let m = y.len().min(ADVERSARIAL_POINTS);
+    let mut pick: Vec<usize> = vec![];
+    for (i, c) in y.iter().enumerate() {
+        if pick.len() < m && !pick.iter().any(|&j| y[j] == *c) {
+            pick.push(i);
+        }
+    }
+    for i in 0..y.len() {
+        if pick.len() < m && !pick.contains(&i) {
+            pick.push(i);
+        }
+    }
+    pick
+}
+
+/// The shown points' clean images and their reported candidates at the largest ε (the
 /// carried Robust_Base and robust_def/worst trackers), with repeat 0's predictions.
 fn adversarial_images(e: &Ctx<'_>, clean: &Clean<'_>, st: &Carried, eps: f64) -> AdversarialImages {
-    let m = e.y.len().min(ADVERSARIAL_POINTS);
+    let pick = shown_points(e.y);
     let pred = |p: &ndarray::Array2<f64>| -> Vec<u8> {
-        (0..m).map(|i| metrics::argmax(p.row(i)) as u8).collect()
+        pick.iter()
+            .map(|&i| metrics::argmax(p.row(i)) as u8)
+            .collect()
     };
-    let first = |x: &ndarray::Array2<f32>| x.slice(ndarray::s![0..m, ..]).to_owned();
     AdversarialImages {
         eps,
-        ids: e.ids[..m].to_vec(),
-        labels: e.y[..m].iter().map(|&c| c as u8).collect(),
-        clean: e.x.slice(ndarray::s![0..m, ..]).to_owned(),
-        base: first(&st.base.x),
-        defence: first(&st.worst.x),
+        ids: pick.iter().map(|&i| e.ids[i]).collect(),
+        labels: pick.iter().map(|&i| e.y[i] as u8).collect(),
+        clean: e.x.select(Axis(0), &pick),
+        base: st.base.x.select(Axis(0), &pick),
+        defence: st.worst.x.select(Axis(0), &pick),
         clean_base_pred: pred(&clean.wb.proba[0]),
         clean_def_pred: pred(&clean.wd.proba[0]),
         base_pred: pred(&st.base.proba[0]),

@@ -151,7 +151,34 @@ fn a_pixel_space_evaluation_runs_every_protocol_on_images() {
         .adversarial
         .expect("pixel runs keep adversarial images");
     assert_eq!((a.eps, a.ids.len()), (0.3, 8));
-    assert_eq!(a.ids, tr.eval.ids[..8]);
+    // One point per class first (in evaluation order), then the earliest other points.
+    let rows: Vec<usize> = a
+        .ids
+        .iter()
+        .map(|id| tr.eval.ids.iter().position(|e| e == id).unwrap())
+        .collect();
+    let mut classes: Vec<u8> = a.labels.clone();
+    classes.sort();
+    classes.dedup();
+    let mut present = tr.eval.y.clone();
+    present.sort();
+    present.dedup();
+    let n_classes = present.len().min(8);
+    assert_eq!(classes.len(), n_classes, "classes shown: {:?}", a.labels);
+    let firsts = &rows[..n_classes];
+    assert!(firsts.windows(2).all(|w| w[0] < w[1]), "{rows:?}");
+    for (&r, &c) in firsts.iter().zip(&a.labels) {
+        assert_eq!(tr.eval.y[r], c as usize);
+        assert!(
+            tr.eval.y[..r].iter().all(|&p| p != c as usize),
+            "first of class {c}"
+        );
+    }
+    let rest: Vec<usize> = (0..tr.eval.y.len())
+        .filter(|i| !firsts.contains(i))
+        .take(8 - n_classes)
+        .collect();
+    assert_eq!(rows[n_classes..], rest[..]);
     for adv in [&a.base, &a.defence] {
         for (r, c) in adv.rows().into_iter().zip(a.clean.rows()) {
             for (&v, &u) in r.iter().zip(c.iter()) {
@@ -159,10 +186,8 @@ fn a_pixel_space_evaluation_runs_every_protocol_on_images() {
             }
         }
     }
-    assert_eq!(a.clean, tr.eval.images.slice(ndarray::s![0..8, ..]));
-    // Every stored base candidate the base model misclassifies is recorded as such.
-    let y = &tr.eval.y;
-    let fooled = (0..8).filter(|&i| a.base_pred[i] as usize != y[i]).count();
+    assert_eq!(a.clean, tr.eval.images.select(Axis(0), &rows));
+    let fooled = (0..8).filter(|&i| a.base_pred[i] != a.labels[i]).count();
     assert!(
         fooled >= 7,
         "the base attack fooled {fooled} of the first 8 points at ε = 0.3"
