@@ -257,7 +257,7 @@ fn plots_and_report_from_real_runs() {
     let md = std::fs::read_to_string(&path).unwrap();
     for want in [
         "## Table 1 — fixed k",
-        "**Ours, k=8, ε = 0.5**",
+        "**Ours, k=8, ε = 0.5 (z-scored feature units)**",
         "| Clean_Base (paper) | 0.992 |",
         "| Robust_Def (paper) | 0.582 |",
         "## Sanity checks",

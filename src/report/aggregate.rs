@@ -286,6 +286,20 @@ impl Summary {
             .collect::<Vec<_>>()
             .join(", ")
     }
+
+    /// The unit of ε of a config: its threat model (`threat_model` of the first finished
+    /// cell's `result.h5`), e.g. "pixel units, images in [0, 1]"; "unknown unit" when no
+    /// cell of the config has finished or the file predates the attribute.
+    pub fn eps_unit(&self, cfg: &[String]) -> &'static str {
+        self.sweep
+            .cells
+            .iter()
+            .find(|c| c.done && c.axis_values == cfg)
+            .and_then(|c| {
+                crate::results::h5::read_threat(&c.dir.join(crate::results::paths::RESULT_H5))
+            })
+            .map_or("unknown unit", crate::config::Threat::eps_unit)
+    }
 }
 
 /// `summary.csv`: `<axis keys…>,scenario,protocol,eps,metric,n,mean,std,ci95,min,max`.
@@ -424,8 +438,9 @@ pub fn tables_md(s: &Summary) -> String {
             .map_or(0, |st| st.n);
         for e in s.eps_values(&cfg) {
             out.push_str(&format!(
-                "\n### {} — ε = {e} (n = {n} seeds)\n\n{}",
+                "\n### {} — ε = {e} ({}; n = {n} seeds)\n\n{}",
                 s.config_label(&cfg),
+                s.eps_unit(&cfg),
                 table_at(s, &cfg, e)
             ));
         }

@@ -452,8 +452,9 @@ pub fn write_report(dir: &Path, k_fixed: Option<&str>, optimize: Option<&Path>) 
     for cfg in &chosen {
         for e in s.eps_values(cfg).into_iter().filter(|&e| e > 0.0) {
             md.push_str(&format!(
-                "\n**Ours, {}, ε = {e}**\n\n{}",
+                "\n**Ours, {}, ε = {e} ({})**\n\n{}",
                 s.config_label(cfg),
+                s.eps_unit(cfg),
                 aggregate::table_at(&s, cfg, e)
             ));
         }

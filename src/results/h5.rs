@@ -515,6 +515,17 @@ pub fn read_adversarial(path: &Path) -> Result<Option<(AdversarialImages, (usize
     inner().map_err(|e| h5err(path, e))
 }
 
+/// The `threat_model` root attribute of a `result.h5` (`None` if unreadable or unknown).
+pub fn read_threat(path: &Path) -> Option<crate::config::Threat> {
+    let f = open_file(path).ok()?;
+    let v = f
+        .attr("threat_model")
+        .ok()?
+        .read_scalar::<VarLenUnicode>()
+        .ok()?;
+    crate::config::Threat::try_from(v.to_string()).ok()
+}
+
 /// Read a 1-D u64 dataset (e.g. `test/ids`).
 pub fn read_u64_1d(path: &Path, name: &str) -> Result<Vec<u64>> {
     let inner = || -> hdf5::Result<Vec<u64>> { open_file(path)?.dataset(name)?.read_raw::<u64>() };
