@@ -13,6 +13,7 @@ pub mod attack;
 pub mod backend;
 pub mod bench;
 pub mod cache;
+pub mod certify;
 pub mod cli;
 pub mod config;
 pub mod data;
@@ -33,6 +34,7 @@ pub mod results;
 pub mod rng;
 pub mod scalar;
 pub mod signals;
+pub mod special;
 pub mod sweep;
 #[cfg(test)]
 mod testutil;

@@ -238,10 +238,13 @@ fn a_cell_continued_from_its_checkpoint_equals_an_uninterrupted_one() {
     let d = tempfile::tempdir().unwrap();
     let p = sweep_file(d.path(), "ck", "");
     let (a, b) = (d.path().join("a"), d.path().join("b"));
-    let o = sweep(&p, &a, &[]);
+    // Certified: the per-ε smoothed predictions travel in the checkpoint too.
+    let cert = ["--set", "certify.enabled=true", "--set", "certify.n=100"];
+    let o = sweep(&p, &a, &cert);
     assert!(o.status.success(), "{}", text(&o));
     let mut c = bin();
     c.args(["sweep", p.to_str().unwrap(), "--out", b.to_str().unwrap()])
+        .args(cert)
         .env("DIFFNMF_FAULT", "stall:attack_base_eps3");
     let log = d.path().join("ck.log");
     let mut child = spawn(c, &log);
@@ -256,9 +259,17 @@ fn a_cell_continued_from_its_checkpoint_equals_an_uninterrupted_one() {
         wait_for(&mut child, Duration::from_secs(30)).code(),
         Some(143)
     );
-    let r = sweep(&p, &b, &["--resume", "--verbose"]);
+    let r = sweep(
+        &p,
+        &b,
+        &[&["--resume", "--verbose"][..], &cert[..]].concat(),
+    );
     assert!(r.status.success(), "{}", text(&r));
     assert!(text(&r).contains("[checkpoint] continuing"), "{}", text(&r));
+    let ca_ = std::fs::read_to_string(cell_dirs(&a)[0].join("certify.csv")).unwrap();
+    let cb_ = std::fs::read_to_string(cell_dirs(&b)[0].join("certify.csv")).unwrap();
+    assert!(ca_.contains("consistency_checked,linf,3,"), "{ca_}");
+    assert_eq!(ca_, cb_, "continued certification differs");
     let (ca, cb) = (&cell_dirs(&a)[0], &cell_dirs(&b)[0]);
     let ma = std::fs::read_to_string(ca.join("metrics.csv")).unwrap();
     let mb = std::fs::read_to_string(cb.join("metrics.csv")).unwrap();

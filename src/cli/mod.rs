@@ -36,6 +36,22 @@ pub enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Run one experiment with certified radii (`certify.enabled: true`): everything `run`
+    /// writes, plus certify.csv, certify.png/.svg and the certification in result.h5 and
+    /// tables.md. `--set attack.eps=[0]` certifies without attacking (no sandwich).
+    Certify {
+        /// Job file (e.g. jobs/paper.yaml).
+        job: PathBuf,
+        /// Override a key: --set certify.n=10000 --set diffusion.t_star=20 (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Output folder (default results/<job name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Threads (default: SLURM_CPUS_PER_TASK if set, else all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
     /// Re-run only the evaluation on a run's stored models (models.h5): the same metrics
     /// as the run with its own configuration; --set may change attack.*, diffusion.t_star,
     /// diffusion.passes, eval_split, device, name and the data paths.
@@ -94,6 +110,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             out,
             threads,
         } => run_job(job, set, out, threads),
+        Command::Certify {
+            job,
+            mut set,
+            out,
+            threads,
+        } => {
+            set.push("certify.enabled=true".into());
+            run_job(job, set, out, threads)
+        }
         Command::Evaluate {
             models,
             set,
@@ -147,6 +172,7 @@ fn run_job(
         .with_context(|| format!("running job `{}`", loaded.config.name))?;
     println!("{}", crate::results::table::markdown(&result));
     adversarial_grid(&result, &dir)?;
+    certified_plot(&result, &dir)?;
     let total = result.timing(pipeline::TOTAL).unwrap_or(0.0);
     log(format!(
         "wrote {}/{{result.h5, models.h5, metrics.csv, tables.md}} in {total:.1}s",
@@ -170,6 +196,17 @@ fn adversarial_grid(
         )?;
         log(format!(
             "wrote {} (clean | base attack | defence attack)",
+            png.display()
+        ));
+    }
+    Ok(())
+}
+
+/// A certified run's curve and sandwich as `certify.png`/`.svg` beside its result.
+fn certified_plot(result: &crate::results::RunResult, dir: &std::path::Path) -> anyhow::Result<()> {
+    if let Some(png) = crate::report::certified::render_certified(dir, result)? {
+        log(format!(
+            "wrote {} and certify.csv (certified accuracy of the smoothed classifier)",
             png.display()
         ));
     }
@@ -203,6 +240,7 @@ fn evaluate(
             .with_context(|| format!("evaluating the models in {}", models.display()))?;
     println!("{}", crate::results::table::markdown(&result));
     adversarial_grid(&result, &dir)?;
+    certified_plot(&result, &dir)?;
     log(format!(
         "wrote {}/{{result.h5, metrics.csv, tables.md}}",
         dir.display()

@@ -23,6 +23,7 @@ pub struct JobConfig {
     pub classifier: ClassifierConfig,
     pub diffusion: DiffusionConfig,
     pub attack: AttackConfig,
+    pub certify: CertifyConfig,
 }
 
 pub use crate::backend::DevicePref;
@@ -286,6 +287,44 @@ pub struct ChecksConfig {
     pub square_queries: usize,
 }
 
+/// Certified L2 radii of the smoothed (majority-vote) defence (`docs/evaluation.md` §6):
+/// Cohen et al.'s CERTIFY on every evaluated point, PREDICT on the clean points and on
+/// every ε's worst-case adversarial examples.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CertifyConfig {
+    /// Certify at all (`diffnmf certify` turns it on).
+    pub enabled: bool,
+    /// Noise draws that choose the top class.
+    pub n0: usize,
+    /// Noise draws that bound its probability (and PREDICT's votes).
+    pub n: usize,
+    /// Failure probability of each certificate and prediction.
+    pub alpha: f64,
+}
+
+impl Default for CertifyConfig {
+    fn default() -> Self {
+        CertifyConfig {
+            enabled: false,
+            n0: 100,
+            n: 1000,
+            alpha: 0.001,
+        }
+    }
+}
+
+impl CertifyConfig {
+    /// The procedures' parameters.
+    pub fn params(&self) -> crate::certify::Params {
+        crate::certify::Params {
+            n0: self.n0,
+            n: self.n,
+            alpha: self.alpha,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AttackConfig {
@@ -332,6 +371,7 @@ impl Default for JobConfig {
             classifier: ClassifierConfig::default(),
             diffusion: DiffusionConfig::default(),
             attack: AttackConfig::default(),
+            certify: CertifyConfig::default(),
         }
     }
 }

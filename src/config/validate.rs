@@ -63,7 +63,48 @@ pub fn validate(c: &JobConfig) -> Result<(), ParamsError> {
     diffusion(&c.diffusion)?;
     attack(&c.attack)?;
     threat(c)?;
-    checks(&c.attack)
+    checks(&c.attack)?;
+    certify(c)
+}
+
+/// `certify.*`: sample sizes up to 100,000 draws per point, a level in (0, ½), and the
+/// feature threat model (the certificate is an L2 radius in feature space).
+fn certify(c: &JobConfig) -> Result<(), ParamsError> {
+    let k = &c.certify;
+    range(
+        "certify.n0",
+        k.n0,
+        1,
+        100_000,
+        "draws choosing the top class; 100 in Cohen et al.",
+    )?;
+    range(
+        "certify.n",
+        k.n,
+        1,
+        100_000,
+        "draws bounding its probability; 1,000 by default, up to 100,000",
+    )?;
+    if !(k.alpha > 0.0 && k.alpha < 0.5) {
+        return Err(ParamsError::new(
+            "certify.alpha".to_string(),
+            format!(
+                "`certify.alpha` = {} is out of range: must be in (0, 0.5) (failure probability of each certificate; 0.001 in Cohen et al.)",
+                k.alpha
+            ),
+        ));
+    }
+    if k.enabled && c.attack.threat == Threat::Pixel {
+        return Err(ParamsError::new(
+            "certify.enabled".to_string(),
+            "the certificate is an L2 radius around the feature vector (the defence adds its \
+             noise there); an image-space radius would need a Lipschitz bound of the image → \
+             feature map, which diffnmf does not have. Certify with `attack.threat: feature`, \
+             or turn `certify.enabled` off for pixel-space runs"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// What the pixel-space threat model needs: an NNMF block it can differentiate exactly,
@@ -430,6 +471,43 @@ mod tests {
         assert_eq!(validate(&c), Ok(()), "the defaults must be valid");
         edit(&mut c);
         validate(&c).unwrap_err()
+    }
+
+    #[test]
+    fn certify_values_name_their_key() {
+        for (edit, key) in [
+            (
+                Box::new(|c: &mut JobConfig| c.certify.n = 0) as Box<dyn FnOnce(&mut JobConfig)>,
+                "certify.n",
+            ),
+            (
+                Box::new(|c: &mut JobConfig| c.certify.n = 100_001),
+                "certify.n",
+            ),
+            (Box::new(|c: &mut JobConfig| c.certify.n0 = 0), "certify.n0"),
+            (
+                Box::new(|c: &mut JobConfig| c.certify.alpha = 0.5),
+                "certify.alpha",
+            ),
+            (
+                Box::new(|c: &mut JobConfig| c.certify.alpha = f64::NAN),
+                "certify.alpha",
+            ),
+            (
+                Box::new(|c: &mut JobConfig| {
+                    c.certify.enabled = true;
+                    c.attack.threat = Threat::Pixel;
+                }),
+                "certify.enabled",
+            ),
+        ] {
+            let e = err(edit);
+            assert_eq!(e.key, key, "{e}");
+        }
+        let mut ok = JobConfig::default();
+        ok.certify.enabled = true;
+        ok.certify.n = 100_000;
+        assert_eq!(validate(&ok), Ok(()));
     }
 
     #[test]

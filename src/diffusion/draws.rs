@@ -80,6 +80,22 @@ pub fn noise_par(ids: &[u64], draws: usize, key: u64, noise_len: usize) -> Array
     out
 }
 
+/// The noise of one point `id` for the draws `draws` (row `j` is draw `draws.start + j` of
+/// the stream `(key, id, draw)`, as in [`noise`]).
+pub fn noise_range(
+    id: u64,
+    draws: std::ops::Range<usize>,
+    key: u64,
+    noise_len: usize,
+) -> Array2<f32> {
+    let mut out = Array2::<f32>::zeros((draws.len(), noise_len));
+    for (j, e) in draws.enumerate() {
+        let mut row = out.row_mut(j);
+        fill_row(key, id, e, row.as_slice_mut().expect("contiguous"));
+    }
+    out
+}
+
 fn fill_row(key: u64, id: u64, draw: usize, row: &mut [f32]) {
     let mut rng = crate::rng::stream(key, &[id, draw as u64]);
     crate::normal::fill_normal_f32(&mut rng, row);

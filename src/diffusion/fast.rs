@@ -232,6 +232,12 @@ impl FastDefended {
     }
 
     /// Noise values per row (same layout as [`super::chain::Chain`]).
+    /// The smoothing scale of the first step: `√ᾱx + √(1−ᾱ)n = √ᾱ(x + σn)` with
+    /// `σ = √(1−ᾱ)/√ᾱ` at t* (from the f32 coefficients the passes use).
+    pub fn smoothing_sigma(&self) -> f64 {
+        f64::from(self.sqrt_1mab) / f64::from(self.sqrt_ab)
+    }
+
     pub fn noise_len(&self) -> usize {
         self.t_star * self.d
     }

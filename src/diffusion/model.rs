@@ -155,6 +155,50 @@ impl Defended {
     }
 }
 
+impl Defended {
+    /// The smoothing scale σ of the defence's first noise step.
+    pub fn smoothing_sigma(&self) -> f64 {
+        self.fast.smoothing_sigma()
+    }
+
+    /// Single-pass votes: `counts[i][c]` = how many of the passes `draws` of point `i` (noise
+    /// stream `(key, ids[i], e)` for pass `e`) have `c` as their argmax, as in the `single`
+    /// output of [`Self::predict_proba`]. Integer sums over tasks of one point × up to
+    /// [`TASK_ROWS`] passes: independent of chunking and thread count.
+    pub fn vote_counts(
+        &self,
+        x: ArrayView2<f32>,
+        ids: &[u64],
+        key: u64,
+        draws: std::ops::Range<usize>,
+    ) -> Array2<u32> {
+        let tasks: Vec<(usize, usize)> = (0..x.nrows())
+            .flat_map(|i| draws.clone().step_by(TASK_ROWS).map(move |e| (i, e)))
+            .collect();
+        let parts: Vec<(usize, Vec<u32>)> = tasks
+            .par_iter()
+            .map(|&(i, e0)| {
+                let e1 = (e0 + TASK_ROWS).min(draws.end);
+                let rep = repeat_rows(x.slice(s![i..i + 1, ..]), e1 - e0);
+                let noise = draws::noise_range(ids[i], e0..e1, key, self.fast.noise_len());
+                let p = softmax(self.fast.logits(rep.view(), noise.view()).view());
+                let mut c = vec![0u32; self.classes];
+                for row in p.rows() {
+                    c[argmax(row)] += 1;
+                }
+                (i, c)
+            })
+            .collect();
+        let mut out = Array2::<u32>::zeros((x.nrows(), self.classes));
+        for (i, c) in parts {
+            for (o, v) in out.row_mut(i).iter_mut().zip(c) {
+                *o += v;
+            }
+        }
+        out
+    }
+}
+
 impl AttackModel for Defended {
     fn num_classes(&self) -> usize {
         self.classes

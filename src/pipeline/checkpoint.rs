@@ -31,6 +31,8 @@ pub struct EvalState {
     pub trackers: [Worst; 4],
     pub check_lines: Vec<Check>,
     pub masked: Vec<(f64, usize, usize)>,
+    /// `certify.enabled`: PREDICT on each finished ε's worst-case examples.
+    pub smoothed: Vec<crate::certify::curve::SmoothedAtEps>,
     /// Timings of the finished ε stages.
     pub timings: Vec<Timing>,
 }
@@ -155,6 +157,7 @@ pub fn save(path: &Path, fp: &str, s: &EvalState) -> Result<()> {
             .flat_map(|m| [m.0, m.1 as f64, m.2 as f64])
             .collect(),
     );
+    super::certified::save(&mut st, &s.smoothed);
     let names: Vec<&str> = s.timings.iter().map(|t| t.stage.as_str()).collect();
     st.strings.insert("timings.names".into(), names.join("\n"));
     st.vectors.insert(
@@ -236,6 +239,7 @@ fn parse(st: &Store, y: &[usize]) -> Result<EvalState> {
         trackers,
         check_lines,
         masked,
+        smoothed: super::certified::load(st)?,
         timings: parse_timings(st)?,
     })
 }
@@ -341,6 +345,12 @@ mod tests {
             trackers: [w.clone(), w.clone(), w.clone(), w],
             check_lines: vec![Check::new("convergence", true, "ok at ε 0.5")],
             masked: vec![(0.5, 3, 2)],
+            smoothed: vec![crate::certify::curve::SmoothedAtEps {
+                eps: 0.5,
+                pred: vec![Some(1), None],
+                checked: 1,
+                violations: vec![987_654_321],
+            }],
             timings: vec![Timing {
                 stage: "attack_base_eps0.5".into(),
                 seconds: 1.25,
@@ -367,6 +377,7 @@ mod tests {
         assert_eq!(back.trackers[3].offered, st.trackers[3].offered);
         assert_eq!(back.check_lines, st.check_lines);
         assert_eq!(back.masked, st.masked);
+        assert_eq!(back.smoothed, st.smoothed);
         assert_eq!(back.timings, st.timings);
         assert!(
             load(&path, "fp-b", &y).is_none(),

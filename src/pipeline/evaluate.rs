@@ -42,6 +42,8 @@ pub struct Evaluation {
     pub checks: Vec<Check>,
     /// Pixel threat model: the adversarial images of the first points.
     pub adversarial: Option<AdversarialImages>,
+    /// `certify.enabled`: certificates and smoothed predictions.
+    pub certification: Option<crate::certify::curve::Certification>,
 }
 
 /// Adversarial images kept per pixel-space run (one point per class first).
@@ -290,6 +292,8 @@ struct Clean<'a> {
     def: Scored<'a>,
     wb: Worst,
     wd: Worst,
+    /// `certify.enabled`: the clean points' certificates and smoothed predictions.
+    cert: Option<super::certified::CleanCert>,
 }
 
 /// The evaluation's state after the last finished ε (what a checkpoint holds).
@@ -304,6 +308,8 @@ struct Carried {
     transfer: Worst,
     adaptive: Worst,
     worst: Worst,
+    /// `certify.enabled`: PREDICT on each finished ε's worst-case examples.
+    smoothed: Vec<crate::certify::curve::SmoothedAtEps>,
     timings: Vec<Timing>,
 }
 
@@ -384,6 +390,7 @@ pub(super) fn run_all(
         transfer: clean.wd.clone(),
         adaptive: clean.wd.clone(),
         worst: clean.wd.clone(),
+        smoothed: vec![],
         timings: vec![],
     };
     if let Some(saved) = ckpt.and_then(|p| checkpoint::load(p, &fp, y)) {
@@ -406,14 +413,20 @@ pub(super) fn run_all(
         }
     }
     let grads = checks::input_gradients(cfg, e.attack_def, e.x, y, e.ids, cx.subset())?;
-    let checks = cx.finish(&st.rows, &clean.def, grads, e.want_t && e.want_a);
+    let mut checks = cx.finish(&st.rows, &clean.def, grads, e.want_t && e.want_a);
     let largest = eps_list.last().copied().unwrap_or(0.0);
     let adversarial = (cfg.attack.threat == Threat::Pixel && largest > 0.0)
         .then(|| adversarial_images(e, &clean, &st, largest));
+    let certification = clean.cert.map(|c| {
+        let (cert, more) = super::certified::finish(e, c, std::mem::take(&mut st.smoothed));
+        checks.extend(more);
+        cert
+    });
     Ok(Evaluation {
         scenarios: st.rows,
         checks,
         adversarial,
+        certification,
     })
 }
 
@@ -469,6 +482,7 @@ fn clean_scores<'a: 's, 's>(e: &Ctx<'a>, all: &'s [usize], t: &mut Timings) -> R
         wd: Worst::new(e.y, &def),
         base,
         def,
+        cert: super::certified::clean(e, t)?,
     })
 }
 
@@ -513,6 +527,7 @@ fn restore(saved: checkpoint::EvalState, cx: &mut CheckCtx<'_>) -> Carried {
         transfer,
         adaptive,
         worst,
+        smoothed: saved.smoothed,
         timings: saved.timings,
     }
 }
@@ -533,6 +548,7 @@ fn save_checkpoint(path: &std::path::Path, fp: &str, st: &Carried, cx: &CheckCtx
         ],
         check_lines,
         masked,
+        smoothed: st.smoothed.clone(),
         timings: st.timings.clone(),
     };
     if let Err(e) = checkpoint::save(path, fp, &saved) {
@@ -587,6 +603,11 @@ fn eval_eps(
         st.first_pos = false;
     }
     push_rows(e, eps, st, &k, base, adaptive);
+    if let (true, Some(c)) = (eps > 0.0, &clean.cert) {
+        let adv = k.worst.carried.x.view();
+        st.smoothed
+            .push(super::certified::at_eps(e, c, eps, adv, t)?);
+    }
     if eps > 0.0 && e.want_a {
         let env = checks::Attacked {
             bounds: &e.bounds,

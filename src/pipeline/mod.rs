@@ -9,6 +9,7 @@
 #[cfg(test)]
 mod cache_tests;
 pub mod cached;
+mod certified;
 pub mod checkpoint;
 pub mod checks;
 pub mod code;
@@ -216,6 +217,7 @@ fn run_result(
         curves: tr.curves.clone(),
         checks: eval.checks,
         adversarial: eval.adversarial,
+        certification: eval.certification,
         feature_dim: tr.feature_dim(),
         // The YAML spelling (`train_range`), as everywhere else in the outputs; images
         // are always boxed to [0, 1].

@@ -29,11 +29,12 @@ use std::time::Instant;
 /// Configuration keys `diffnmf evaluate --set` may change: they select or score the
 /// evaluation, or say where the data are, and train nothing (a key names itself and
 /// everything below it).
-pub const EVAL_ONLY: [&str; 9] = [
+pub const EVAL_ONLY: [&str; 10] = [
     "name",
     "device",
     "eval_split",
     "attack",
+    "certify",
     "diffusion.t_star",
     "diffusion.passes",
     // Where the data lie (not what they are: `data_content` is checked against the models').

@@ -50,6 +50,8 @@ pub struct Summary {
     pub rows: Vec<SummaryRow>,
     /// Ids of cells without `result.h5`.
     pub missing: Vec<String>,
+    /// Certified cells' `certify.csv` across seeds ([`super::aggregate_certify`]).
+    pub certify: Vec<super::aggregate_certify::CertSummaryRow>,
 }
 
 fn err(path: &Path, msg: impl Into<String>) -> Error {
@@ -220,10 +222,12 @@ pub fn aggregate(dir: &Path) -> Result<Summary> {
             }
         })
         .collect();
+    let certify = super::aggregate_certify::aggregate(&sweep)?;
     Ok(Summary {
         sweep,
         rows,
         missing,
+        certify,
     })
 }
 
@@ -445,6 +449,7 @@ pub fn tables_md(s: &Summary) -> String {
             ));
         }
     }
+    out.push_str(&super::aggregate_certify::markdown(s));
     out.push_str(&missing_md(s));
     out
 }
@@ -473,5 +478,11 @@ pub fn write_outputs(s: &Summary) -> Result<()> {
     write_atomic(&dir.join(SUMMARY_CSV), summary_csv(s).as_bytes())?;
     write_summary_h5(&dir.join(SUMMARY_H5), s)?;
     write_atomic(&dir.join(TABLES_MD), tables_md(s).as_bytes())?;
+    let cert = dir.join(crate::results::paths::SUMMARY_CERTIFY_CSV);
+    if s.certify.is_empty() {
+        let _ = std::fs::remove_file(&cert);
+    } else {
+        write_atomic(&cert, super::aggregate_certify::csv(s).as_bytes())?;
+    }
     Ok(())
 }

@@ -2,6 +2,8 @@
 //!
 //! - [`aggregate`]: read a sweep folder, statistics per (axis values, scenario, protocol, ε,
 //!   metric) across seeds → `summary.csv`, `summary.h5`, `tables.md`.
+//! - [`aggregate_certify`]: the certified cells' `certify.csv` across seeds
+//!   (`summary_certify.csv`, a section of `tables.md`); [`certified`]: a run's `certify.png`.
 //! - [`stats`]: mean, sample std, Student-t 95 % CI.
 //! - [`plots`] / [`sweep_plots`]: PNG + SVG figures with an embedded font; [`adversarial`]:
 //!   the clean | base attack | defence attack image grid of a pixel-space run.
@@ -10,6 +12,8 @@
 
 pub mod adversarial;
 pub mod aggregate;
+pub mod aggregate_certify;
+pub mod certified;
 pub mod objective;
 pub mod optimize;
 mod optimize_out;

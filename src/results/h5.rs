@@ -260,6 +260,10 @@ fn write_inner(f: &hdf5::File, r: &RunResult) -> hdf5::Result<()> {
     if let Some(a) = &r.adversarial {
         write_adversarial(&f.create_group("adversarial")?, a, r.image_shape)?;
     }
+    if let Some(c) = &r.certification {
+        let y: Vec<usize> = r.labels.iter().map(|&l| usize::from(l)).collect();
+        super::certified::write_h5(&f.create_group("certify")?, c, &y)?;
+    }
     Ok(())
 }
 

@@ -22,6 +22,7 @@
 //! next run, [`paths::sweep_stale_tmp`]); one during step 2 leaves no `result.h5`, i.e. a run
 //! that is not done and is redone. Nothing half-written is ever visible under a final name.
 
+pub mod certified;
 pub mod h5;
 pub mod names;
 pub mod paths;
@@ -115,6 +116,8 @@ pub struct RunResult {
     pub threat: crate::config::Threat,
     /// Pixel threat model: adversarial images of the first evaluated points.
     pub adversarial: Option<AdversarialImages>,
+    /// `certify.enabled`: certified radii and smoothed predictions (`/certify`).
+    pub certification: Option<crate::certify::curve::Certification>,
 }
 
 /// The adversarial images of the first few evaluated points at the largest ε (pixel
@@ -267,6 +270,10 @@ pub fn write_all(dir: &Path, r: &RunResult, models: Option<Vec<u8>>) -> Result<(
         (dir.join(paths::METRICS_CSV), r.metrics_csv().into_bytes()),
         (dir.join(paths::TABLES_MD), table::markdown(r).into_bytes()),
     ];
+    let certify_csv = dir.join(paths::CERTIFY_CSV);
+    if let Some(c) = certified::csv(r) {
+        files.push((certify_csv.clone(), c.into_bytes()));
+    }
     if let Some(m) = models {
         files.push((dir.join(paths::MODELS_H5), m));
     }
@@ -297,6 +304,10 @@ pub fn write_all(dir: &Path, r: &RunResult, models: Option<Vec<u8>>) -> Result<(
             remove(&tmps);
             return Err(Error::io(&h5_path, e));
         }
+    }
+    // An uncertified run leaves no certify.csv of an earlier certified one beside it.
+    if r.certification.is_none() {
+        let _ = std::fs::remove_file(&certify_csv);
     }
     for (i, ((path, _), tmp)) in files.iter().zip(&tmps).enumerate() {
         if path == &h5_path {
@@ -375,6 +386,7 @@ mod tests {
             box_kind: "none".into(),
             threat: crate::config::Threat::Feature,
             adversarial: None,
+            certification: None,
         }
     }
 

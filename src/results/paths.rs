@@ -11,6 +11,10 @@ pub const RESULT_H5: &str = "result.h5";
 pub const METRICS_CSV: &str = "metrics.csv";
 /// Per-experiment Markdown tables.
 pub const TABLES_MD: &str = "tables.md";
+/// Per-experiment tidy certification values (`certify.enabled`).
+pub const CERTIFY_CSV: &str = "certify.csv";
+/// `diffnmf aggregate`: the certification values across seeds.
+pub const SUMMARY_CERTIFY_CSV: &str = "summary_certify.csv";
 /// The trained models of a run ([`crate::models`]).
 pub const MODELS_H5: &str = "models.h5";
 /// A sweep cell's per-ε evaluation checkpoint (removed when the cell finishes).

@@ -51,6 +51,7 @@ pub fn markdown(r: &RunResult) -> String {
         out.push_str(&eps_table(r, e));
     }
     out.push_str(&repeats_table(r));
+    out.push_str(&super::certified::markdown(r));
     if !r.checks.is_empty() {
         out.push_str(
             "\n### Evaluation sanity checks\n\n| check | result | detail |\n|---|---|---|\n",

@@ -1,0 +1,167 @@
+//! Certification across seeds: every finished cell's `certify.csv` (when the cell
+//! certified) aggregated per (axis values, metric, unit, radius or ε) into
+//! `summary_certify.csv`, and the Markdown section of the sweep's `tables.md` — one
+//! certified-accuracy curve per configuration and the trade-off table (e.g. over
+//! `diffusion.t_star`: σ, smoothed clean accuracy, average certified radius).
+
+use super::aggregate::{csv_field, csv_split, Cell, Summary, Sweep};
+use super::stats::Stats;
+use crate::error::{Error, Result};
+use crate::results::certified::{CSV_HEADER, SCOPE};
+use crate::results::{paths, Protocol, Scenario};
+use std::collections::HashMap;
+
+/// One aggregated certification value.
+#[derive(Clone, Debug)]
+pub struct CertSummaryRow {
+    pub axis_values: Vec<String>,
+    pub metric: String,
+    pub unit: String,
+    pub at: f64,
+    pub stats: Stats,
+}
+
+type Value = (String, String, f64, f64);
+
+/// The rows of a cell's `certify.csv`; `None` when the cell did not certify.
+pub fn read_cell(cell: &Cell) -> Result<Option<Vec<Value>>> {
+    let path = cell.dir.join(paths::CERTIFY_CSV);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let bad = |msg: String| Error::Results {
+        path: path.clone(),
+        msg: format!("{msg}; recompute the cell with `diffnmf sweep <file> --resume`"),
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let mut lines = text.lines();
+    if lines.next() != Some(CSV_HEADER) {
+        return Err(bad(format!("the header is not `{CSV_HEADER}`")));
+    }
+    let mut out = vec![];
+    for (ln, line) in lines.enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let f = csv_split(line);
+        let num = |s: &str| {
+            s.parse::<f64>()
+                .map_err(|_| bad(format!("line {}: `{s}` is not a number", ln + 2)))
+        };
+        if f.len() != 4 {
+            return Err(bad(format!("line {}: expected 4 fields", ln + 2)));
+        }
+        out.push((f[0].clone(), f[1].clone(), num(&f[2])?, num(&f[3])?));
+    }
+    Ok(Some(out))
+}
+
+type Key = (Vec<String>, String, String, u64);
+
+/// Aggregate the certified finished cells of `sweep` across seeds.
+pub fn aggregate(sweep: &Sweep) -> Result<Vec<CertSummaryRow>> {
+    let mut order: Vec<Key> = vec![];
+    let mut values: HashMap<Key, Vec<f64>> = HashMap::new();
+    for cell in sweep.cells.iter().filter(|c| c.done) {
+        for (m, u, at, v) in read_cell(cell)?.unwrap_or_default() {
+            let key = (cell.axis_values.clone(), m, u, at.to_bits());
+            values
+                .entry(key.clone())
+                .or_insert_with(|| {
+                    order.push(key);
+                    vec![]
+                })
+                .push(v);
+        }
+    }
+    Ok(order
+        .into_iter()
+        .map(|k| CertSummaryRow {
+            stats: Stats::of(&values[&k]),
+            axis_values: k.0,
+            metric: k.1,
+            unit: k.2,
+            at: f64::from_bits(k.3),
+        })
+        .collect())
+}
+
+/// `summary_certify.csv`: `<axis keys…>,metric,unit,at,n,mean,std,ci95,min,max`.
+pub fn csv(s: &Summary) -> String {
+    let mut out = String::new();
+    for a in &s.sweep.axes {
+        out.push_str(&csv_field(a));
+        out.push(',');
+    }
+    out.push_str("metric,unit,at,n,mean,std,ci95,min,max\n");
+    for r in &s.certify {
+        for v in &r.axis_values {
+            out.push_str(&csv_field(v));
+            out.push(',');
+        }
+        let st = &r.stats;
+        out.push_str(&format!(
+            "{},{},{},{},{},{},{},{},{}\n",
+            r.metric, r.unit, r.at, st.n, st.mean, st.std, st.ci95, st.min, st.max
+        ));
+    }
+    out
+}
+
+fn get<'a>(s: &'a Summary, cfg: &[String], metric: &str) -> Vec<&'a CertSummaryRow> {
+    s.certify
+        .iter()
+        .filter(|r| r.axis_values == cfg && r.metric == metric)
+        .collect()
+}
+
+fn ms(st: &Stats) -> String {
+    if st.n >= 2 {
+        format!("{:.4} ± {:.4}", st.mean, st.std)
+    } else {
+        format!("{:.4}", st.mean)
+    }
+}
+
+fn one(s: &Summary, cfg: &[String], metric: &str) -> String {
+    get(s, cfg, metric)
+        .first()
+        .map_or("–".into(), |r| ms(&r.stats))
+}
+
+/// The certification section of the sweep's `tables.md` (empty when no cell certified).
+pub fn markdown(s: &Summary) -> String {
+    let cfgs: Vec<Vec<String>> = super::aggregate::configs(s)
+        .into_iter()
+        .filter(|c| !get(s, c, "sigma").is_empty())
+        .collect();
+    if cfgs.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "\n## Certified L2 robustness (mean ± sd across seeds)\n\n_{SCOPE}._\n\n| configuration | σ | smoothed g clean accuracy | certified at radius 0 | average certified radius | R-pass Clean_Def accuracy |\n|---|---|---|---|---|---|\n"
+    );
+    for c in &cfgs {
+        let def = s
+            .get(c, Scenario::CleanDef, Protocol::None, 0.0, "accuracy")
+            .map_or("–".into(), ms);
+        let at0 = get(s, c, "certified_accuracy")
+            .into_iter()
+            .find(|r| r.at == 0.0)
+            .map_or("–".into(), |r| ms(&r.stats));
+        out.push_str(&format!(
+            "| {} | {} | {} | {at0} | {} | {def} |\n",
+            s.config_label(c),
+            one(s, c, "sigma"),
+            one(s, c, "smoothed_clean_accuracy"),
+            one(s, c, "average_certified_radius"),
+        ));
+    }
+    for c in &cfgs {
+        out.push_str(&format!(
+            "\n### {} — certified accuracy of g over the L2 radius (z-scored feature units)\n\n| L2 radius | certified accuracy |\n|---|---|\n",
+            s.config_label(c)
+        ));
+        for r in get(s, c, "certified_accuracy") {
+            out.push_str(&format!("| {:.4} | {} |\n", r.at, ms(&r.stats)));
+        }
+    }
+    out
+}

@@ -1,0 +1,99 @@
+//! The figure of a certified run (`certify.png` / `.svg`): the certified-accuracy curve of
+//! the smoothed classifier over L2 radii, and the sandwich at the attack budgets — the
+//! implied L∞ lower bound beside the empirical upper bounds (the smoothed classifier and
+//! the R-pass defence on the worst-case adversarial examples).
+
+use super::plots::{render, LineFig, PanelsFig, Series};
+use crate::error::Result;
+use crate::results::{Protocol, RunResult, Scenario};
+use plotters::style::RGBColor;
+use std::path::{Path, PathBuf};
+
+const BLUE: RGBColor = RGBColor(31, 119, 180);
+const ORANGE: RGBColor = RGBColor(255, 127, 14);
+const GREEN: RGBColor = RGBColor(44, 160, 44);
+
+fn pt(x: f64, y: f64) -> (f64, f64, f64, f64) {
+    (x, y, f64::NAN, f64::NAN)
+}
+
+/// Write `certify.png` and `certify.svg` into `dir`; `None` when `r` did not certify.
+pub fn render_certified(dir: &Path, r: &RunResult) -> Result<Option<PathBuf>> {
+    let Some(c) = &r.certification else {
+        return Ok(None);
+    };
+    let y: Vec<usize> = r.labels.iter().map(|&l| usize::from(l)).collect();
+    let top = c.curve_radii().last().copied().unwrap_or(0.0);
+    let curve: Vec<_> = (0..=100)
+        .map(|j| {
+            let rad = top * j as f64 / 100.0;
+            pt(rad, c.certified_accuracy(&y, rad))
+        })
+        .collect();
+    let radius_fig = LineFig {
+        title: format!(
+            "Certified accuracy of g (σ = {:.3}, n = {})",
+            c.sigma, c.params.n
+        ),
+        x_desc: "L2 radius (z-scored feature units)".into(),
+        y_desc: "certified accuracy".into(),
+        series: vec![Series {
+            label: "smoothed g (CERTIFY)".into(),
+            color: BLUE,
+            points: curve,
+        }],
+        y_range: Some((0.0, 1.0)),
+        integer_x: false,
+    };
+    let def_acc = |s: Scenario, p: Protocol, e: f64| {
+        r.scenarios
+            .iter()
+            .find(|x| x.scenario == s && x.protocol == p && x.eps == e)
+            .map(|x| x.metrics.accuracy)
+    };
+    let mut lower = vec![pt(0.0, c.certified_accuracy(&y, 0.0))];
+    let mut upper = vec![pt(0.0, c.smoothed_clean_accuracy(&y))];
+    let mut rpass: Vec<_> = def_acc(Scenario::CleanDef, Protocol::None, 0.0)
+        .map(|a| pt(0.0, a))
+        .into_iter()
+        .collect();
+    for s in &c.at_eps {
+        lower.push(pt(s.eps, c.certified_accuracy_linf(&y, s.eps)));
+        upper.push(pt(s.eps, s.accuracy(&y)));
+        if let Some(a) = def_acc(Scenario::RobustDef, Protocol::Worst, s.eps) {
+            rpass.push(pt(s.eps, a));
+        }
+    }
+    let sandwich = LineFig {
+        title: "Lower ≤ robust accuracy ≤ upper".into(),
+        x_desc: "ε (L∞, z-scored feature units)".into(),
+        y_desc: "accuracy".into(),
+        series: vec![
+            Series {
+                label: "certified, g (lower bound)".into(),
+                color: BLUE,
+                points: lower,
+            },
+            Series {
+                label: "g on worst-case examples (upper)".into(),
+                color: ORANGE,
+                points: upper,
+            },
+            Series {
+                label: "R-pass defence, worst case (upper)".into(),
+                color: GREEN,
+                points: rpass,
+            },
+        ],
+        y_range: Some((0.0, 1.0)),
+        integer_x: false,
+    };
+    let fig = PanelsFig {
+        title: format!(
+            "{}: smoothed majority-vote classifier g (not the R-pass average)",
+            r.job_name
+        ),
+        panels: vec![radius_fig, sandwich],
+    };
+    render(dir, "certify", &fig).map(Some)
+}
