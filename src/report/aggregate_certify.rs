@@ -165,3 +165,45 @@ pub fn markdown(s: &Summary) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cell(dir: &std::path::Path) -> Cell {
+        Cell {
+            id: "c0".into(),
+            index: 0,
+            axis_values: vec![],
+            seed: "1".into(),
+            done: true,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    #[test]
+    fn a_cell_without_certify_csv_has_none_and_a_damaged_one_names_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        let c = cell(d.path());
+        assert!(read_cell(&c).unwrap().is_none());
+        let p = d.path().join(paths::CERTIFY_CSV);
+        std::fs::write(
+            &p,
+            format!("{CSV_HEADER}\nsigma,none,0,0.25\ncertified_accuracy,l2,0.1,0.5\n"),
+        )
+        .unwrap();
+        let rows = read_cell(&c).unwrap().unwrap();
+        assert_eq!(
+            rows[1],
+            ("certified_accuracy".into(), "l2".into(), 0.1, 0.5)
+        );
+        std::fs::write(&p, format!("{CSV_HEADER}\nsigma,none,0\n")).unwrap();
+        let e = read_cell(&c).unwrap_err().to_string();
+        assert!(
+            e.contains("certify.csv") && e.contains("line 2") && e.contains("--resume"),
+            "{e}"
+        );
+        std::fs::write(&p, "metric,value\n").unwrap();
+        assert!(read_cell(&c).unwrap_err().to_string().contains("header"));
+    }
+}

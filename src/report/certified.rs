@@ -24,7 +24,8 @@ pub fn render_certified(dir: &Path, r: &RunResult) -> Result<Option<PathBuf>> {
     };
     let y: Vec<usize> = r.labels.iter().map(|&l| usize::from(l)).collect();
     let top = c.curve_radii().last().copied().unwrap_or(0.0);
-    let curve: Vec<_> = (0..=100)
+    // 15 % beyond the largest certifiable radius, to show the ceiling set by n and α.
+    let curve: Vec<_> = (0..=115)
         .map(|j| {
             let rad = top * j as f64 / 100.0;
             pt(rad, c.certified_accuracy(&y, rad))
@@ -51,14 +52,24 @@ pub fn render_certified(dir: &Path, r: &RunResult) -> Result<Option<PathBuf>> {
             .find(|x| x.scenario == s && x.protocol == p && x.eps == e)
             .map(|x| x.metrics.accuracy)
     };
-    let mut lower = vec![pt(0.0, c.certified_accuracy(&y, 0.0))];
+    // The implied L∞ lower bound is a curve in ε (radius ε√d): drawn finely, so its fall
+    // to 0 between the attack budgets shows.
+    let eps_max = c.at_eps.iter().map(|s| s.eps).fold(0.0, f64::max);
+    let sqrt_d = (c.dim as f64).sqrt();
+    let mut lower: Vec<_> = (0..=200)
+        .map(|j| eps_max * j as f64 / 200.0)
+        .chain(c.at_eps.iter().map(|s| s.eps))
+        .map(|e| (e, c.certified_accuracy(&y, e * sqrt_d)))
+        .collect();
+    lower.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut lower: Vec<_> = lower.into_iter().map(|(e, a)| pt(e, a)).collect();
     let mut upper = vec![pt(0.0, c.smoothed_clean_accuracy(&y))];
     let mut rpass: Vec<_> = def_acc(Scenario::CleanDef, Protocol::None, 0.0)
         .map(|a| pt(0.0, a))
         .into_iter()
         .collect();
+    lower.dedup_by(|a, b| a.0 == b.0);
     for s in &c.at_eps {
-        lower.push(pt(s.eps, c.certified_accuracy_linf(&y, s.eps)));
         upper.push(pt(s.eps, s.accuracy(&y)));
         if let Some(a) = def_acc(Scenario::RobustDef, Protocol::Worst, s.eps) {
             rpass.push(pt(s.eps, a));
