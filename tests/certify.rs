@@ -160,4 +160,15 @@ fn a_t_star_sweep_shares_the_models_and_aggregates_certificates_across_seeds() {
     let md = std::fs::read_to_string(out.join("tables.md")).unwrap();
     assert!(md.contains("## Certified L2 robustness"), "{md}");
     assert!(md.contains("t_star=8 — certified accuracy of g"), "{md}");
+    assert!(out.join("plots/certify.png").exists() && out.join("plots/certify.svg").exists());
+    let r = bin()
+        .args(["report", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", text(&r));
+    let rep = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        rep.contains("## Certified L2 robustness") && rep.contains("plots/certify.png"),
+        "{rep}"
+    );
 }

@@ -35,6 +35,11 @@ impl Scorer for PixelScorer<'_> {
         let (z, _) = self.map.forward(x)?;
         self.inner.score(z.view(), ids, r)
     }
+    /// The map once, then every repeat of the inner scorer (the map is deterministic).
+    fn score_repeats(&self, x: ArrayView2<f32>, ids: &[u64]) -> Result<Vec<Array2<f64>>> {
+        let (z, _) = self.map.forward(x)?;
+        self.inner.score_repeats(z.view(), ids)
+    }
 }
 
 /// The NNMF block of the map (the trained basis with the job's projection settings).

@@ -73,6 +73,7 @@ pub const NOT_TRAINING: &[&str] = &[
     "kernels/apgd.cu",
     "kernels/cnn.cu",
     "kernels/denoiser.cu",
+    "src/certify",
     "src/cli",
     "src/config",
     "src/error.rs",
@@ -81,6 +82,7 @@ pub const NOT_TRAINING: &[&str] = &[
     "src/main.rs",
     "src/metrics.rs",
     "src/models",
+    "src/pipeline/certified.rs",
     "src/pipeline/checkpoint.rs",
     "src/pipeline/checks.rs",
     "src/pipeline/code.rs",
@@ -94,6 +96,7 @@ pub const NOT_TRAINING: &[&str] = &[
     "src/report",
     "src/results",
     "src/signals.rs",
+    "src/special.rs",
     "src/sweep",
     "src/testutil.rs",
 ];

@@ -20,6 +20,11 @@ pub trait Scorer: Sync {
     fn repeats(&self) -> usize;
     /// Class probabilities of `x` (rows = points with sample ids `ids`) in repeat `r`.
     fn score(&self, x: ArrayView2<f32>, ids: &[u64], r: usize) -> Result<Array2<f64>>;
+    /// Every repeat's probabilities of `x` (a scorer with a deterministic input map, e.g.
+    /// image → features, overrides it to compute the map once for all repeats).
+    fn score_repeats(&self, x: ArrayView2<f32>, ids: &[u64]) -> Result<Vec<Array2<f64>>> {
+        (0..self.repeats()).map(|r| self.score(x, ids, r)).collect()
+    }
 }
 
 /// The undefended classifier (deterministic, one repeat).
@@ -72,9 +77,7 @@ pub fn score_all<'a, S: Scorer + ?Sized>(
     ids: &[u64],
 ) -> Result<Scored<'a>> {
     let is: Vec<u64> = rows.iter().map(|&i| ids[i]).collect();
-    let proba = (0..s.repeats())
-        .map(|r| s.score(x, &is, r))
-        .collect::<Result<_>>()?;
+    let proba = s.score_repeats(x, &is)?;
     Ok(Scored { rows, x, proba })
 }
 

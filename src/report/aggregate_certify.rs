@@ -166,6 +166,50 @@ pub fn markdown(s: &Summary) -> String {
     out
 }
 
+/// `plots/certify.png`: the mean certified-accuracy curve of every certified
+/// configuration over the L2 radius, with 95 % CI bands across seeds.
+pub fn plot(s: &Summary, dir: &std::path::Path) -> Result<Option<super::sweep_plots::Plot>> {
+    use super::plots::{render, LineFig, Series};
+    const COLORS: [plotters::style::RGBColor; 6] = [
+        plotters::style::RGBColor(31, 119, 180),
+        plotters::style::RGBColor(255, 127, 14),
+        plotters::style::RGBColor(44, 160, 44),
+        plotters::style::RGBColor(214, 39, 40),
+        plotters::style::RGBColor(148, 103, 189),
+        plotters::style::RGBColor(140, 86, 75),
+    ];
+    let series: Vec<Series> = super::aggregate::configs(s)
+        .iter()
+        .map(|c| (c, get(s, c, "certified_accuracy")))
+        .filter(|(_, rows)| !rows.is_empty())
+        .enumerate()
+        .map(|(i, (c, rows))| Series {
+            label: s.config_label(c),
+            color: COLORS[i % COLORS.len()],
+            points: rows
+                .iter()
+                .map(|r| super::sweep_plots::clip_band(r.at, r.stats.mean, r.stats.ci95))
+                .collect(),
+        })
+        .collect();
+    if series.is_empty() {
+        return Ok(None);
+    }
+    let fig = LineFig {
+        title: "Certified accuracy of the smoothed classifier g (not the R-pass average)".into(),
+        x_desc: "L2 radius (z-scored feature units)".into(),
+        y_desc: "certified accuracy (mean, 95 % CI)".into(),
+        series,
+        y_range: Some((0.0, 1.0)),
+        integer_x: false,
+    };
+    Ok(Some(super::sweep_plots::Plot {
+        kind: "certify",
+        label: "all certified configurations".into(),
+        png: render(dir, "certify", &fig)?,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -467,6 +467,7 @@ pub fn write_report(dir: &Path, k_fixed: Option<&str>, optimize: Option<&Path>) 
         Some(o) => md.push_str(&table2_section(dir, o)?),
         None => md.push_str("\n## Table 2 — optimised k\n\nNot available: run `diffnmf optimize-rank JOB --k … --out DIR` and pass `--optimize DIR` (k must be chosen on validation data, never from this test-set sweep).\n"),
     }
+    md.push_str(&super::aggregate_certify::markdown(&s));
     md.push_str("\n## Sanity checks (docs/evaluation.md)\n");
     md.push_str(&checks_md("From the aggregated data", &summary_checks(&s)));
     md.push_str(&checks_md(
@@ -485,6 +486,10 @@ fn plots_md(plots: &[Plot]) -> String {
     for (kind, title) in [
         ("robust_vs_eps", "Robust accuracy vs ε"),
         ("accuracy_vs_k", "Accuracy vs k"),
+        (
+            "certify",
+            "Certified accuracy of the smoothed classifier vs L2 radius",
+        ),
         ("basis", "NNMF basis"),
         ("adversarial", "Adversarial images (pixel threat model)"),
         ("confusion", "Confusion matrices"),

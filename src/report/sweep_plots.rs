@@ -63,8 +63,12 @@ fn series(
 
 type RGBColorAlias = plotters::style::RGBColor;
 
-/// A point with its 95 % CI band clipped to the accuracy range [0, 1].
-fn clip_band(x: f64, mean: f64, ci: f64) -> (f64, f64, f64, f64) {
+/// A point with its 95 % CI band clipped to the accuracy range [0, 1]; no band (NaN) when
+/// the CI is undefined (one seed) — `max`/`min` would otherwise turn NaN into 0 and 1.
+pub(super) fn clip_band(x: f64, mean: f64, ci: f64) -> (f64, f64, f64, f64) {
+    if !ci.is_finite() {
+        return (x, mean, f64::NAN, f64::NAN);
+    }
     (x, mean, (mean - ci).max(0.0), (mean + ci).min(1.0))
 }
 
@@ -319,6 +323,7 @@ pub fn sweep_plots(s: &Summary) -> Result<Vec<Plot>> {
             cell_plots(&dir, &label, cell, &mut out)?;
         }
     }
+    out.extend(super::aggregate_certify::plot(s, &dir)?);
     // Accuracy vs k, for each combination of the other axes and each ε > 0.
     if let Some(ki) = s
         .sweep
@@ -509,4 +514,14 @@ fn accuracy_vs_k(
         label: format!("ε = {e}"),
         png: render(dir, &name, &fig)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn one_seed_has_no_band_and_bands_stay_in_the_unit_interval() {
+        let (_, m, lo, hi) = super::clip_band(0.5, 0.9, f64::NAN);
+        assert!(m == 0.9 && lo.is_nan() && hi.is_nan());
+        assert_eq!(super::clip_band(0.5, 0.9, 0.2), (0.5, 0.9, 0.7, 1.0));
+    }
 }
