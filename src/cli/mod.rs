@@ -23,35 +23,11 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run one experiment and write result.h5, models.h5, metrics.csv and tables.md.
-    Run {
-        /// Job file (e.g. jobs/paper.yaml).
-        job: PathBuf,
-        /// Override a key: --set nnmf.k=48 --set attack.eps=[0.1,0.5] (repeatable).
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        set: Vec<String>,
-        /// Output folder (default results/<job name>).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Threads (default: SLURM_CPUS_PER_TASK if set, else all cores).
-        #[arg(long)]
-        threads: Option<usize>,
-    },
+    Run(RunArgs),
     /// Run one experiment with certified radii (`certify.enabled: true`): everything `run`
     /// writes, plus certify.csv, certify.png/.svg and the certification in result.h5 and
     /// tables.md. `--set attack.eps=[0]` certifies without attacking (no sandwich).
-    Certify {
-        /// Job file (e.g. jobs/paper.yaml).
-        job: PathBuf,
-        /// Override a key: --set certify.n=10000 --set diffusion.t_star=20 (repeatable).
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        set: Vec<String>,
-        /// Output folder (default results/<job name>).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Threads (default: SLURM_CPUS_PER_TASK if set, else all cores).
-        #[arg(long)]
-        threads: Option<usize>,
-    },
+    Certify(RunArgs),
     /// Re-run only the evaluation on a run's stored models (models.h5): the same metrics
     /// as the run with its own configuration; --set may change attack.*, diffusion.t_star,
     /// diffusion.passes, eval_split, device, name and the data paths.
@@ -101,23 +77,29 @@ pub enum Command {
     },
 }
 
+/// The arguments of `run` and `certify`.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Job file (e.g. jobs/paper.yaml).
+    pub job: PathBuf,
+    /// Override a key: --set nnmf.k=48 --set attack.eps=[0.1,0.5] (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Output folder (default results/<job name>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Threads (default: SLURM_CPUS_PER_TASK if set, else all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
 /// Execute the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run {
-            job,
-            set,
-            out,
-            threads,
-        } => run_job(job, set, out, threads),
-        Command::Certify {
-            job,
-            mut set,
-            out,
-            threads,
-        } => {
-            set.push("certify.enabled=true".into());
-            run_job(job, set, out, threads)
+        Command::Run(a) => run_job(a.job, a.set, a.out, a.threads),
+        Command::Certify(mut a) => {
+            a.set.push("certify.enabled=true".into());
+            run_job(a.job, a.set, a.out, a.threads)
         }
         Command::Evaluate {
             models,

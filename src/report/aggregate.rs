@@ -306,26 +306,45 @@ impl Summary {
     }
 }
 
-/// `summary.csv`: `<axis keys…>,scenario,protocol,eps,metric,n,mean,std,ci95,min,max`.
-pub fn summary_csv(s: &Summary) -> String {
+/// A summary CSV: `<axis keys…>,<key columns>,n,mean,std,ci95,min,max`, one line per
+/// `(axis values, key fields, statistics)` row (`summary.csv`, `summary_certify.csv`).
+pub fn stats_csv<'a>(
+    axes: &[String],
+    key_columns: &str,
+    rows: impl Iterator<Item = (&'a [String], String, &'a Stats)>,
+) -> String {
     let mut out = String::new();
-    for a in &s.sweep.axes {
+    for a in axes {
         out.push_str(&csv_field(a));
         out.push(',');
     }
-    out.push_str("scenario,protocol,eps,metric,n,mean,std,ci95,min,max\n");
-    for r in &s.rows {
-        for v in &r.axis_values {
+    out.push_str(&format!("{key_columns},n,mean,std,ci95,min,max\n"));
+    for (axis_values, key, st) in rows {
+        for v in axis_values {
             out.push_str(&csv_field(v));
             out.push(',');
         }
-        let st = &r.stats;
         out.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{}\n",
-            r.scenario, r.protocol, r.eps, r.metric, st.n, st.mean, st.std, st.ci95, st.min, st.max
+            "{key},{},{},{},{},{},{}\n",
+            st.n, st.mean, st.std, st.ci95, st.min, st.max
         ));
     }
     out
+}
+
+/// `summary.csv`: `<axis keys…>,scenario,protocol,eps,metric,n,mean,std,ci95,min,max`.
+pub fn summary_csv(s: &Summary) -> String {
+    stats_csv(
+        &s.sweep.axes,
+        "scenario,protocol,eps,metric",
+        s.rows.iter().map(|r| {
+            (
+                &r.axis_values[..],
+                format!("{},{},{},{}", r.scenario, r.protocol, r.eps, r.metric),
+                &r.stats,
+            )
+        }),
+    )
 }
 
 fn vstr(s: &str) -> VarLenUnicode {

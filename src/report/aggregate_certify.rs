@@ -4,7 +4,7 @@
 //! certified-accuracy curve per configuration and the trade-off table (e.g. over
 //! `diffusion.t_star`: σ, smoothed clean accuracy, average certified radius).
 
-use super::aggregate::{csv_field, csv_split, Cell, Summary, Sweep};
+use super::aggregate::{csv_split, Cell, Summary, Sweep};
 use super::stats::Stats;
 use crate::error::{Error, Result};
 use crate::results::certified::{CSV_HEADER, SCOPE};
@@ -85,24 +85,17 @@ pub fn aggregate(sweep: &Sweep) -> Result<Vec<CertSummaryRow>> {
 
 /// `summary_certify.csv`: `<axis keys…>,metric,unit,at,n,mean,std,ci95,min,max`.
 pub fn csv(s: &Summary) -> String {
-    let mut out = String::new();
-    for a in &s.sweep.axes {
-        out.push_str(&csv_field(a));
-        out.push(',');
-    }
-    out.push_str("metric,unit,at,n,mean,std,ci95,min,max\n");
-    for r in &s.certify {
-        for v in &r.axis_values {
-            out.push_str(&csv_field(v));
-            out.push(',');
-        }
-        let st = &r.stats;
-        out.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{}\n",
-            r.metric, r.unit, r.at, st.n, st.mean, st.std, st.ci95, st.min, st.max
-        ));
-    }
-    out
+    super::aggregate::stats_csv(
+        &s.sweep.axes,
+        "metric,unit,at",
+        s.certify.iter().map(|r| {
+            (
+                &r.axis_values[..],
+                format!("{},{},{}", r.metric, r.unit, r.at),
+                &r.stats,
+            )
+        }),
+    )
 }
 
 fn get<'a>(s: &'a Summary, cfg: &[String], metric: &str) -> Vec<&'a CertSummaryRow> {

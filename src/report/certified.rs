@@ -4,6 +4,7 @@
 //! the R-pass defence on the worst-case adversarial examples).
 
 use super::plots::{render, LineFig, PanelsFig, Series};
+use crate::certify::curve::Certification;
 use crate::error::Result;
 use crate::results::{Protocol, RunResult, Scenario};
 use plotters::style::RGBColor;
@@ -23,15 +24,27 @@ pub fn render_certified(dir: &Path, r: &RunResult) -> Result<Option<PathBuf>> {
         return Ok(None);
     };
     let y: Vec<usize> = r.labels.iter().map(|&l| usize::from(l)).collect();
+    let fig = PanelsFig {
+        title: format!(
+            "{}: smoothed majority-vote classifier g (not the R-pass average)",
+            r.job_name
+        ),
+        panels: vec![radius_panel(c, &y), sandwich_panel(r, c, &y)],
+    };
+    render(dir, "certify", &fig).map(Some)
+}
+
+/// Certified accuracy over the L2 radius.
+fn radius_panel(c: &Certification, y: &[usize]) -> LineFig {
     let top = c.curve_radii().last().copied().unwrap_or(0.0);
     // 15 % beyond the largest certifiable radius, to show the ceiling set by n and α.
     let curve: Vec<_> = (0..=115)
         .map(|j| {
             let rad = top * j as f64 / 100.0;
-            pt(rad, c.certified_accuracy(&y, rad))
+            pt(rad, c.certified_accuracy(y, rad))
         })
         .collect();
-    let radius_fig = LineFig {
+    LineFig {
         title: format!(
             "Certified accuracy of g (σ = {:.3}, n = {})",
             c.sigma, c.params.n
@@ -45,7 +58,11 @@ pub fn render_certified(dir: &Path, r: &RunResult) -> Result<Option<PathBuf>> {
         }],
         y_range: Some((0.0, 1.0)),
         integer_x: false,
-    };
+    }
+}
+
+/// The sandwich over the L∞ budget: certified (lower) and the two empirical upper bounds.
+fn sandwich_panel(r: &RunResult, c: &Certification, y: &[usize]) -> LineFig {
     let def_acc = |s: Scenario, p: Protocol, e: f64| {
         r.scenarios
             .iter()
@@ -59,23 +76,23 @@ pub fn render_certified(dir: &Path, r: &RunResult) -> Result<Option<PathBuf>> {
     let mut lower: Vec<_> = (0..=200)
         .map(|j| eps_max * j as f64 / 200.0)
         .chain(c.at_eps.iter().map(|s| s.eps))
-        .map(|e| (e, c.certified_accuracy(&y, e * sqrt_d)))
+        .map(|e| (e, c.certified_accuracy(y, e * sqrt_d)))
         .collect();
     lower.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut lower: Vec<_> = lower.into_iter().map(|(e, a)| pt(e, a)).collect();
-    let mut upper = vec![pt(0.0, c.smoothed_clean_accuracy(&y))];
+    let mut upper = vec![pt(0.0, c.smoothed_clean_accuracy(y))];
     let mut rpass: Vec<_> = def_acc(Scenario::CleanDef, Protocol::None, 0.0)
         .map(|a| pt(0.0, a))
         .into_iter()
         .collect();
     lower.dedup_by(|a, b| a.0 == b.0);
     for s in &c.at_eps {
-        upper.push(pt(s.eps, s.accuracy(&y)));
+        upper.push(pt(s.eps, s.accuracy(y)));
         if let Some(a) = def_acc(Scenario::RobustDef, Protocol::Worst, s.eps) {
             rpass.push(pt(s.eps, a));
         }
     }
-    let sandwich = LineFig {
+    LineFig {
         title: "Lower ≤ robust accuracy ≤ upper".into(),
         x_desc: "ε (L∞, z-scored feature units)".into(),
         y_desc: "accuracy".into(),
@@ -98,13 +115,5 @@ pub fn render_certified(dir: &Path, r: &RunResult) -> Result<Option<PathBuf>> {
         ],
         y_range: Some((0.0, 1.0)),
         integer_x: false,
-    };
-    let fig = PanelsFig {
-        title: format!(
-            "{}: smoothed majority-vote classifier g (not the R-pass average)",
-            r.job_name
-        ),
-        panels: vec![radius_fig, sandwich],
-    };
-    render(dir, "certify", &fig).map(Some)
+    }
 }
