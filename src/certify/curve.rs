@@ -73,7 +73,7 @@ impl SmoothedAtEps {
 
     /// Fraction of points PREDICT abstained on.
     pub fn abstain_rate(&self) -> f64 {
-        self.pred.iter().filter(|p| p.is_none()).count() as f64 / self.pred.len().max(1) as f64
+        abstain_fraction(&self.pred)
     }
 
     /// P(at least this many violations) if each checked point failed independently with
@@ -92,9 +92,15 @@ impl SmoothedAtEps {
     }
 }
 
-fn correct_fraction(pred: &[Option<usize>], y: &[usize]) -> f64 {
+/// Fraction of PREDICT votes `pred` equal to the labels `y` (abstentions count as wrong).
+pub fn correct_fraction(pred: &[Option<usize>], y: &[usize]) -> f64 {
     let ok = pred.iter().zip(y).filter(|(p, &c)| **p == Some(c)).count();
     ok as f64 / y.len().max(1) as f64
+}
+
+/// Fraction of PREDICT votes that abstained.
+pub fn abstain_fraction(pred: &[Option<usize>]) -> f64 {
+    pred.iter().filter(|p| p.is_none()).count() as f64 / pred.len().max(1) as f64
 }
 
 /// Everything a run certified: parameters, the per-point certificates and predictions.
@@ -116,11 +122,7 @@ impl Certification {
     /// Fraction of points certified correct at L2 radius `r`: not abstaining, the certified
     /// class is the label, and `R ≥ r` (at r = 0: certified correct at all).
     pub fn certified_accuracy(&self, y: &[usize], r: f64) -> f64 {
-        let c = &self.cert;
-        let ok = (0..y.len())
-            .filter(|&i| !c.abstain[i] && c.class[i] == y[i] && c.radius[i] >= r)
-            .count();
-        ok as f64 / y.len().max(1) as f64
+        self.cert.certified_accuracy(y, r)
     }
 
     /// The implied L∞ guarantee: certified accuracy at radius `ε√d` (the L∞ ball of radius
@@ -153,8 +155,7 @@ impl Certification {
 
     /// PREDICT's abstention rate on the clean points.
     pub fn smoothed_clean_abstain(&self) -> f64 {
-        let n = self.clean_pred.len().max(1);
-        self.clean_pred.iter().filter(|p| p.is_none()).count() as f64 / n as f64
+        abstain_fraction(&self.clean_pred)
     }
 
     /// The curve's radii ([`CURVE_STEPS`] + 1 values from 0).

@@ -65,6 +65,17 @@ pub struct Certificates {
     pub abstain: Vec<bool>,
 }
 
+impl Certificates {
+    /// Fraction of points certified correct at L2 radius `r`: not abstaining, the
+    /// certified class is the label, and `R ≥ r` (at r = 0: certified correct at all).
+    pub fn certified_accuracy(&self, y: &[usize], r: f64) -> f64 {
+        let ok = (0..y.len())
+            .filter(|&i| !self.abstain[i] && self.class[i] == y[i] && self.radius[i] >= r)
+            .count();
+        ok as f64 / y.len().max(1) as f64
+    }
+}
+
 /// First index of the largest count.
 fn top(row: ndarray::ArrayView1<u32>) -> usize {
     let mut best = 0;

@@ -6,7 +6,7 @@
 use super::evaluate::Ctx;
 use super::Timings;
 use crate::cache::Store;
-use crate::certify::curve::{Certification, SmoothedAtEps};
+use crate::certify::curve::{correct_fraction, Certification, SmoothedAtEps};
 use crate::certify::{self, Certificates};
 use crate::error::Result;
 use crate::progress::log;
@@ -49,19 +49,12 @@ pub(super) fn clean(e: &Ctx<'_>, t: &mut Timings) -> Result<Option<CleanCert>> {
             p.n,
             p.alpha,
             certify::NoisyClassifier::sigma(def),
-            certified_at_zero(&c.cert, e.y),
-            c.pred.iter().zip(e.y).filter(|(p, &y)| **p == Some(y)).count() as f64 / e.y.len().max(1) as f64
+            c.cert.certified_accuracy(e.y, 0.0),
+            correct_fraction(&c.pred, e.y)
         ));
         Ok(c)
     })
     .map(Some)
-}
-
-fn certified_at_zero(c: &Certificates, y: &[usize]) -> f64 {
-    let ok = (0..y.len())
-        .filter(|&i| !c.abstain[i] && c.class[i] == y[i])
-        .count();
-    ok as f64 / y.len().max(1) as f64
 }
 
 /// PREDICT on the worst-case adversarial examples `adv` at ε > 0 (timed as
@@ -81,20 +74,12 @@ pub(super) fn at_eps(
             "eps {eps}: smoothed classifier on the worst-case examples {:.4} (abstained {:.4}); certified at ε√d {:.4}; {} of {} covered points flipped",
             s.accuracy(e.y),
             s.abstain_rate(),
-            certified_linf(c, e, eps),
+            c.cert.certified_accuracy(e.y, eps * (e.x.ncols() as f64).sqrt()),
             s.violations.len(),
             s.checked
         ));
         Ok(s)
     })
-}
-
-fn certified_linf(c: &CleanCert, e: &Ctx<'_>, eps: f64) -> f64 {
-    let r = eps * (e.x.ncols() as f64).sqrt();
-    let ok = (0..e.y.len())
-        .filter(|&i| !c.cert.abstain[i] && c.cert.class[i] == e.y[i] && c.cert.radius[i] >= r)
-        .count();
-    ok as f64 / e.y.len().max(1) as f64
 }
 
 /// The run's certification and its consistency checks (one per ε > 0).

@@ -178,11 +178,48 @@ pub fn cell_metrics(cell: &Cell) -> Result<Vec<MetricRow>> {
 
 type Key = (Vec<String>, Scenario, Protocol, u64, String);
 
+/// Values grouped by key, the keys in first-seen order (the row order of a summary).
+pub struct Groups<K> {
+    order: Vec<K>,
+    values: HashMap<K, Vec<f64>>,
+}
+
+impl<K> Default for Groups<K> {
+    fn default() -> Self {
+        Groups {
+            order: vec![],
+            values: HashMap::new(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Groups<K> {
+    /// Add `v` to the group of `key`.
+    pub fn push(&mut self, key: K, v: f64) {
+        let order = &mut self.order;
+        self.values
+            .entry(key.clone())
+            .or_insert_with(|| {
+                order.push(key);
+                vec![]
+            })
+            .push(v);
+    }
+
+    /// Each key with the statistics of its values, in first-seen order.
+    pub fn stats(self) -> impl Iterator<Item = (K, Stats)> {
+        let values = self.values;
+        self.order.into_iter().map(move |k| {
+            let st = Stats::of(&values[&k]);
+            (k, st)
+        })
+    }
+}
+
 /// Aggregate the finished cells of the sweep in `dir` across seeds.
 pub fn aggregate(dir: &Path) -> Result<Summary> {
     let sweep = read_sweep(dir)?;
-    let mut order: Vec<Key> = vec![];
-    let mut values: HashMap<Key, Vec<f64>> = HashMap::new();
+    let mut values = Groups::<Key>::default();
     let mut missing = vec![];
     for cell in &sweep.cells {
         if !cell.done {
@@ -198,28 +235,18 @@ pub fn aggregate(dir: &Path) -> Result<Summary> {
             )
         })?;
         for (s, p, e, m, v) in cell_metrics(cell)? {
-            let key = (cell.axis_values.clone(), s, p, e.to_bits(), m);
-            values
-                .entry(key.clone())
-                .or_insert_with(|| {
-                    order.push(key);
-                    vec![]
-                })
-                .push(v);
+            values.push((cell.axis_values.clone(), s, p, e.to_bits(), m), v);
         }
     }
-    let rows = order
-        .into_iter()
-        .map(|k| {
-            let st = Stats::of(&values[&k]);
-            SummaryRow {
-                axis_values: k.0,
-                scenario: k.1,
-                protocol: k.2,
-                eps: f64::from_bits(k.3),
-                metric: k.4,
-                stats: st,
-            }
+    let rows = values
+        .stats()
+        .map(|(k, stats)| SummaryRow {
+            axis_values: k.0,
+            scenario: k.1,
+            protocol: k.2,
+            eps: f64::from_bits(k.3),
+            metric: k.4,
+            stats,
         })
         .collect();
     let certify = super::aggregate_certify::aggregate(&sweep)?;

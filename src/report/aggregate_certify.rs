@@ -4,12 +4,11 @@
 //! certified-accuracy curve per configuration and the trade-off table (e.g. over
 //! `diffusion.t_star`: σ, smoothed clean accuracy, average certified radius).
 
-use super::aggregate::{csv_split, Cell, Summary, Sweep};
+use super::aggregate::{csv_split, Cell, Groups, Summary, Sweep};
 use super::stats::Stats;
 use crate::error::{Error, Result};
 use crate::results::certified::{CSV_HEADER, SCOPE};
 use crate::results::{paths, Protocol, Scenario};
-use std::collections::HashMap;
 
 /// One aggregated certification value.
 #[derive(Clone, Debug)]
@@ -57,24 +56,16 @@ type Key = (Vec<String>, String, String, u64);
 
 /// Aggregate the certified finished cells of `sweep` across seeds.
 pub fn aggregate(sweep: &Sweep) -> Result<Vec<CertSummaryRow>> {
-    let mut order: Vec<Key> = vec![];
-    let mut values: HashMap<Key, Vec<f64>> = HashMap::new();
+    let mut values = Groups::<Key>::default();
     for cell in sweep.cells.iter().filter(|c| c.done) {
         for (m, u, at, v) in read_cell(cell)?.unwrap_or_default() {
-            let key = (cell.axis_values.clone(), m, u, at.to_bits());
-            values
-                .entry(key.clone())
-                .or_insert_with(|| {
-                    order.push(key);
-                    vec![]
-                })
-                .push(v);
+            values.push((cell.axis_values.clone(), m, u, at.to_bits()), v);
         }
     }
-    Ok(order
-        .into_iter()
-        .map(|k| CertSummaryRow {
-            stats: Stats::of(&values[&k]),
+    Ok(values
+        .stats()
+        .map(|(k, stats)| CertSummaryRow {
+            stats,
             axis_values: k.0,
             metric: k.1,
             unit: k.2,

@@ -23,7 +23,7 @@ pub fn render_certified(dir: &Path, r: &RunResult) -> Result<Option<PathBuf>> {
     let Some(c) = &r.certification else {
         return Ok(None);
     };
-    let y: Vec<usize> = r.labels.iter().map(|&l| usize::from(l)).collect();
+    let y = r.label_indices();
     let fig = PanelsFig {
         title: format!(
             "{}: smoothed majority-vote classifier g (not the R-pass average)",

@@ -69,15 +69,11 @@ pub fn rows(c: &Certification, y: &[usize]) -> Vec<CertRow> {
     out
 }
 
-fn labels(r: &RunResult) -> Vec<usize> {
-    r.labels.iter().map(|&l| usize::from(l)).collect()
-}
-
 /// `certify.csv` of a certified run.
 pub fn csv(r: &RunResult) -> Option<String> {
     let c = r.certification.as_ref()?;
     let mut s = format!("{CSV_HEADER}\n");
-    for row in rows(c, &labels(r)) {
+    for row in rows(c, &r.label_indices()) {
         s.push_str(&format!(
             "{},{},{},{}\n",
             row.metric, row.unit, row.at, row.value
@@ -146,7 +142,7 @@ pub fn markdown(r: &RunResult) -> String {
     let Some(c) = &r.certification else {
         return String::new();
     };
-    let y = labels(r);
+    let y = r.label_indices();
     let p = &c.params;
     let mut out = format!(
         "\n### {} — certified L2 robustness of the smoothed classifier (n₀ = {}, n = {}, α = {}, σ = {:.4}, d = {})\n\n_{SCOPE}._\n\n",

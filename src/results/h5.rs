@@ -261,8 +261,7 @@ fn write_inner(f: &hdf5::File, r: &RunResult) -> hdf5::Result<()> {
         write_adversarial(&f.create_group("adversarial")?, a, r.image_shape)?;
     }
     if let Some(c) = &r.certification {
-        let y: Vec<usize> = r.labels.iter().map(|&l| usize::from(l)).collect();
-        super::certified::write_h5(&f.create_group("certify")?, c, &y)?;
+        super::certified::write_h5(&f.create_group("certify")?, c, &r.label_indices())?;
     }
     Ok(())
 }

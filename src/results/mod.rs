@@ -169,6 +169,11 @@ pub struct Timing {
 
 impl RunResult {
     /// Seconds of the stage `name`, if it was timed.
+    /// The evaluated points' labels as class indices.
+    pub fn label_indices(&self) -> Vec<usize> {
+        self.labels.iter().map(|&l| usize::from(l)).collect()
+    }
+
     pub fn timing(&self, name: &str) -> Option<f64> {
         self.timings
             .iter()
