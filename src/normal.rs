@@ -18,51 +18,68 @@ const BLOCK: usize = 128;
 
 /// Fill `out` with independent N(0, 1) draws from `rng` (deterministic given its state).
 pub fn fill_normal_f32(rng: &mut Rng, out: &mut [f32]) {
-    let mut words = [0u64; BLOCK];
+    let (mut hi, mut lo) = ([0u32; BLOCK], [0u32; BLOCK]);
     for chunk in out.chunks_mut(2 * BLOCK) {
         let pairs = chunk.len().div_ceil(2);
-        for w in &mut words[..pairs] {
-            *w = rng.next_u64();
+        for (h, l) in hi[..pairs].iter_mut().zip(&mut lo[..pairs]) {
+            let w = rng.next_u64();
+            (*h, *l) = ((w >> 32) as u32, w as u32);
         }
         let mut tmp = [0f32; 2 * BLOCK];
-        box_muller(&words[..pairs], &mut tmp[..2 * pairs]);
+        box_muller(&hi[..pairs], &lo[..pairs], &mut tmp[..2 * pairs]);
         chunk.copy_from_slice(&tmp[..chunk.len()]);
     }
 }
 
-fn box_muller(words: &[u64], out: &mut [f32]) {
+/// The halves of 64-bit words, as [`fill_normal_f32`] passes them to the kernel.
+#[cfg(test)]
+fn split_words(words: &[u64]) -> (Vec<u32>, Vec<u32>) {
+    words.iter().map(|&w| ((w >> 32) as u32, w as u32)).unzip()
+}
+
+fn box_muller(hi: &[u32], lo: &[u32], out: &mut [f32]) {
     // SAFETY (both arms): `simd_level` returned the level only when the CPU has its features.
     #[cfg(target_arch = "x86_64")]
     match simd_level() {
-        Simd::Avx512 => return unsafe { box_muller_512(words, out) },
-        Simd::Avx2 => return unsafe { box_muller_256(words, out) },
+        Simd::Avx512 => return unsafe { box_muller_512(hi, lo, out) },
+        Simd::Avx2 => return unsafe { box_muller_256(hi, lo, out) },
         Simd::Baseline => {}
     }
-    box_muller_body(words, out)
+    box_muller_body(hi, lo, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn box_muller_512(words: &[u64], out: &mut [f32]) {
-    box_muller_body(words, out)
+unsafe fn box_muller_512(hi: &[u32], lo: &[u32], out: &mut [f32]) {
+    box_muller_body(hi, lo, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn box_muller_256(words: &[u64], out: &mut [f32]) {
-    box_muller_body(words, out)
+unsafe fn box_muller_256(hi: &[u32], lo: &[u32], out: &mut [f32]) {
+    box_muller_body(hi, lo, out)
 }
 
+/// Word `i` is `hi[i]·2³² + lo[i]`: `u₁` from its top 24 bits, `u₂` from its low 24.
 #[inline(always)]
-fn box_muller_body(words: &[u64], out: &mut [f32]) {
+fn box_muller_body(hi: &[u32], lo: &[u32], out: &mut [f32]) {
     const SCALE: f32 = 1.0 / 16_777_216.0; // 2⁻²⁴
-    for (w, o) in words.iter().zip(out.chunks_exact_mut(2)) {
-        let u1 = (((w >> 40) as u32 + 1) as f32) * SCALE; // (0, 1]
-        let u2 = ((*w & 0xff_ffff) as u32 as f32) * SCALE; // [0, 1)
+    let n = hi.len();
+    assert!(n <= BLOCK && lo.len() == n && out.len() >= 2 * n);
+    // Planar first, interleaved after: both loops vectorise over 32-bit lanes (the uniforms
+    // go through i32, which converts to f32 in one instruction, exactly: they are ≤ 2²⁴).
+    let (mut cs, mut sn) = ([0f32; BLOCK], [0f32; BLOCK]);
+    for (((h, l), c), s) in hi.iter().zip(lo).zip(&mut cs).zip(&mut sn) {
+        let u1 = (((h >> 8) as i32 + 1) as f32) * SCALE; // (0, 1]
+        let u2 = ((l & 0xff_ffff) as i32 as f32) * SCALE; // [0, 1)
         let r = (-2.0 * ln_fast(u1)).sqrt();
-        let (c, s) = cos_sin_turn(u2);
-        o[0] = r * c;
-        o[1] = r * s;
+        let (co, si) = cos_sin_turn(u2);
+        *c = r * co;
+        *s = r * si;
+    }
+    for ((o, c), s) in out.chunks_exact_mut(2).zip(&cs[..n]).zip(&sn[..n]) {
+        o[0] = *c;
+        o[1] = *s;
     }
 }
 
@@ -89,7 +106,12 @@ pub fn ln_fast(x: f32) -> f32 {
 #[inline(always)]
 pub fn cos_sin_turn(t: f32) -> (f32, f32) {
     let q4 = t * 4.0;
-    let q = q4 as u32; // 0..=3 (t < 1)
+    // A checked float-to-int conversion does not vectorise: clamp (a no-op for t ∈ [0, 1);
+    // max/min rather than clamp, which does not vectorise either), then convert unchecked.
+    #[allow(clippy::manual_clamp)]
+    let qc = q4.max(0.0).min(4.0);
+    // SAFETY: 0 ≤ qc ≤ 4 (max/min never return NaN here), in range of i32.
+    let q: i32 = unsafe { qc.to_int_unchecked() };
     let th = (q4 - q as f32) * std::f32::consts::FRAC_PI_2;
     let t2 = th * th;
     let sin = th
@@ -168,6 +190,7 @@ mod tests {
         let mut g = stream(3, &[4]);
         let words: Vec<u64> = (0..389).map(|_| g.next_u64()).collect();
         let words = &words[..128];
+        let (hi, lo) = split_words(words);
         // Independent reference: textbook Box–Muller in f64 with std ln/cos/sin on the same
         // uniforms; the fast f32 ln/cos/sin must stay within a few f32 ulps of it.
         let reference: Vec<f64> = words
@@ -181,7 +204,7 @@ mod tests {
             })
             .collect();
         let mut base = vec![0f32; 256];
-        box_muller_body(words, &mut base);
+        box_muller_body(&hi, &lo, &mut base);
         let worst = base
             .iter()
             .zip(&reference)
@@ -192,7 +215,7 @@ mod tests {
             &a[..256],
             &{
                 let mut d = vec![0f32; 256];
-                box_muller(words, &mut d);
+                box_muller(&hi, &lo, &mut d);
                 d
             }[..]
         );
@@ -203,7 +226,7 @@ mod tests {
             if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
                 let mut v = vec![0f32; 256];
                 // SAFETY: the CPU has AVX2 and FMA (checked above).
-                unsafe { box_muller_256(words, &mut v) };
+                unsafe { box_muller_256(&hi, &lo, &mut v) };
                 assert_eq!(base, v, "AVX2 build differs from the baseline");
                 tested.push("avx2");
             }
@@ -213,7 +236,7 @@ mod tests {
             {
                 let mut v = vec![0f32; 256];
                 // SAFETY: the CPU has AVX-512F, AVX2 and FMA (checked above).
-                unsafe { box_muller_512(words, &mut v) };
+                unsafe { box_muller_512(&hi, &lo, &mut v) };
                 assert_eq!(base, v, "AVX-512 build differs from the baseline");
                 tested.push("avx512");
             }

@@ -6,12 +6,13 @@
 //! (`[x, emb(s)]·W₁ = x·W₁ₓ + emb(s)·W₁ₑ`), so no concatenation is needed; the backward pass
 //! computes only the input gradient, reusing activation derivatives stored in the forward.
 
+use super::act;
 use super::Schedule;
 use crate::attack::{loss::loss_and_grad, Loss};
 use crate::config::Prediction;
-use crate::linalg::{gemm_seq, simd_level, Simd};
+use crate::linalg::gemm_seq;
 use crate::nn::mlp::{Activation, Mlp};
-use ndarray::{s, Array1, Array2, ArrayView2, Axis};
+use ndarray::{s, Array1, Array2, ArrayView2, ArrayViewMut2, Axis, Zip};
 
 /// One dense layer in f32 (`w: in × out`).
 #[derive(Clone, Debug)]
@@ -79,117 +80,155 @@ pub struct ChunkOut {
     pub grad: Option<Array2<f32>>,
 }
 
-/// `exp(x)` for `x ∈ [-80, 80]` (clamped), relative error < 2e-7: range reduction by
-/// `ln 2` with round-to-nearest through the 1.5·2²³ trick and a degree-6 polynomial.
-/// Branch-free so that loops over slices vectorise with plain SSE2.
-#[inline(always)]
-pub fn exp_fast(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    const MAGIC: f32 = 12_582_912.0;
-    // max/min rather than clamp: measured to vectorise (clamp's NaN semantics differ).
-    #[allow(clippy::manual_clamp)]
-    let x = x.max(-80.0).min(80.0);
-    let n = (x * LOG2E + MAGIC) - MAGIC;
-    let r = x - n * LN2_HI - n * LN2_LO;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    // SAFETY: |n| ≤ 116 after the clamp, so the conversion is exact and in range.
-    let ni: i32 = unsafe { n.to_int_unchecked() };
-    let scale = f32::from_bits(((ni + 127) as u32) << 23);
-    p * scale
+/// Per-thread buffers of [`FastDefended::chunk`], grown on demand and reused across calls
+/// (every buffer is written in full before it is read, so nothing is zeroed).
+#[derive(Default)]
+struct Scratch {
+    /// Ping-pong layer outputs (forward) and gradients (backward).
+    a: Vec<f32>,
+    b: Vec<f32>,
+    /// The gradient entering a step's denoiser (backward).
+    c: Vec<f32>,
+    /// Activation derivatives of every hidden layer of every step, then the classifier's.
+    derivs: Vec<f32>,
 }
 
-/// SiLU in place over a slice; with `deriv`, also writes `act'(z)`. Dispatches at run time
-/// to a build of the loop for the widest vector unit the CPU has (the baseline x86-64 target
-/// is SSE2; this loop is a fifth of an adaptive attack's time).
-fn silu_slice(z: &mut [f32], deriv: Option<&mut [f32]>) {
-    // SAFETY (both arms): `simd_level` returned the level only when the CPU has its features.
-    #[cfg(target_arch = "x86_64")]
-    match simd_level() {
-        Simd::Avx512 => return unsafe { silu_512(z, deriv) },
-        Simd::Avx2 => return unsafe { silu_256(z, deriv) },
-        Simd::Baseline => {}
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+}
+
+/// `buf[..rows·cols]` as a `rows × cols` matrix, growing `buf` when needed.
+fn mat(buf: &mut Vec<f32>, rows: usize, cols: usize) -> ArrayViewMut2<'_, f32> {
+    if buf.len() < rows * cols {
+        buf.resize(rows * cols, 0.0);
     }
-    silu_body(z, deriv)
+    ArrayViewMut2::from_shape((rows, cols), &mut buf[..rows * cols]).expect("sized above")
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn silu_512(z: &mut [f32], deriv: Option<&mut [f32]>) {
-    silu_body(z, deriv)
+type Stack<'a> = [(&'a Array2<f32>, &'a Array1<f32>)];
+
+/// Grow `buf` to at least `len` values.
+fn grow(buf: &mut Vec<f32>, len: usize) {
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn silu_256(z: &mut [f32], deriv: Option<&mut [f32]>) {
-    silu_body(z, deriv)
+/// `buf[..rows·cols]` as a read-only `rows × cols` matrix.
+fn view(buf: &[f32], rows: usize, cols: usize) -> ArrayView2<'_, f32> {
+    ArrayView2::from_shape((rows, cols), &buf[..rows * cols]).expect("buffer holds the matrix")
 }
 
-#[inline(always)]
-fn silu_body(z: &mut [f32], deriv: Option<&mut [f32]>) {
-    match deriv {
-        None => {
-            for v in z.iter_mut() {
-                let sg = 1.0 / (1.0 + exp_fast(-*v));
-                *v *= sg;
+/// `dv[off..]` when derivatives are wanted.
+fn part(dv: &mut [f32], off: usize, on: bool) -> Option<&mut [f32]> {
+    if on {
+        Some(&mut dv[off..])
+    } else {
+        None
+    }
+}
+
+/// Summed width of a stack's hidden layers (all but the last): its derivative block, per row.
+fn hidden_width(stack: &Stack<'_>) -> usize {
+    stack[..stack.len() - 1].iter().map(|l| l.0.ncols()).sum()
+}
+
+fn weights<'a>(stack: &Stack<'a>) -> Vec<&'a Array2<f32>> {
+    stack.iter().map(|l| l.0).collect()
+}
+
+/// Runs `stack` on `input` (hidden layers activated with `act`, the last one not) through
+/// the ping-pong buffers; hidden layer `i`'s derivative goes to the `i`-th block of
+/// `derivs` (consecutive `rows × width` blocks) when given. Returns whether the output is
+/// in the first buffer, and its width.
+fn run_layers(
+    stack: &Stack<'_>,
+    act: Activation,
+    input: ArrayView2<f32>,
+    (p, q): (&mut Vec<f32>, &mut Vec<f32>),
+    mut derivs: Option<&mut [f32]>,
+) -> (bool, usize) {
+    let rows = input.nrows();
+    let mut wi = input.ncols();
+    for (i, &(w, b)) in stack.iter().enumerate() {
+        let (wo, hidden) = (w.ncols(), i + 1 < stack.len());
+        let dv = match derivs.take() {
+            Some(all) if hidden => {
+                let (head, tail) = all.split_at_mut(rows * wo);
+                derivs = Some(tail);
+                Some(head)
             }
-        }
-        Some(d) => {
-            for (v, dv) in z.iter_mut().zip(d.iter_mut()) {
-                let sg = 1.0 / (1.0 + exp_fast(-*v));
-                *dv = sg * (1.0 + *v * (1.0 - sg));
-                *v *= sg;
+            other => {
+                derivs = other;
+                None
             }
+        };
+        let a = hidden.then_some(act);
+        match i % 2 {
+            _ if i == 0 => dense(mat(p, rows, wo), input, w, b, a, dv),
+            1 => dense(mat(q, rows, wo), view(p, rows, wi), w, b, a, dv),
+            _ => dense(mat(p, rows, wo), view(q, rows, wi), w, b, a, dv),
         }
+        wi = wo;
     }
+    (stack.len() % 2 == 1, wi)
 }
 
-/// `out = act(z)` in place, returning `act'(z)` when asked.
-fn activate(z: &mut Array2<f32>, act: Activation, want_deriv: bool) -> Option<Array2<f32>> {
-    match (act, want_deriv) {
-        (Activation::Relu, false) => {
-            z.mapv_inplace(|v| v.max(0.0));
-            None
+/// The backward pass of `ws` from its output gradient `g` down to the gradient of the first
+/// layer's pre-activation (layers `len−1 … 1`, each times the derivative stored by
+/// [`run_layers`] in `derivs`). `None` for a single layer (then that is `g` itself);
+/// otherwise whether the result is in the first buffer, and its width.
+fn back_hidden(
+    ws: &[&Array2<f32>],
+    derivs: &[f32],
+    g: ArrayView2<f32>,
+    (p, q): (&mut Vec<f32>, &mut Vec<f32>),
+) -> Option<(bool, usize)> {
+    let rows = g.nrows();
+    let offs: Vec<usize> = ws
+        .iter()
+        .scan(0, |o, w| {
+            let at = *o;
+            *o += rows * w.ncols();
+            Some(at)
+        })
+        .collect();
+    let mut cur: Option<bool> = None; // which buffer holds the running gradient
+    for l in (1..ws.len()).rev() {
+        let wo = ws[l - 1].ncols();
+        let dv = Some(&derivs[offs[l - 1]..offs[l - 1] + rows * wo]);
+        let into_p = cur != Some(true);
+        let wi = ws[l].ncols();
+        match cur {
+            None => back(mat(p, rows, wo), g, ws[l], dv),
+            Some(true) => back(mat(q, rows, wo), view(p, rows, wi), ws[l], dv),
+            Some(false) => back(mat(p, rows, wo), view(q, rows, wi), ws[l], dv),
         }
-        (Activation::Relu, true) => {
-            let d = z.mapv(|v| if v > 0.0 { 1.0 } else { 0.0 });
-            z.mapv_inplace(|v| v.max(0.0));
-            Some(d)
-        }
-        (Activation::Silu, false) => {
-            silu_slice(z.as_slice_mut().expect("standard layout"), None);
-            None
-        }
-        (Activation::Silu, true) => {
-            let mut d = Array2::<f32>::zeros(z.raw_dim());
-            silu_slice(
-                z.as_slice_mut().expect("standard layout"),
-                Some(d.as_slice_mut().expect("standard layout")),
-            );
-            Some(d)
-        }
+        cur = Some(into_p);
     }
+    cur.map(|in_p| (in_p, ws[0].ncols()))
 }
 
-/// `x·w + b` into a fresh array.
-fn affine(x: ArrayView2<f32>, w: &Array2<f32>, b: &Array1<f32>) -> Array2<f32> {
-    let mut z = b
-        .broadcast((x.nrows(), w.ncols()))
-        .expect("bias width = output width")
-        .to_owned();
-    gemm_seq(z.view_mut(), x, w.view(), true);
-    z
+/// `out = act(x·w + b)` (GEMM, then one fused pass), the derivative into `deriv` when given.
+fn dense(
+    mut out: ArrayViewMut2<f32>,
+    x: ArrayView2<f32>,
+    w: &Array2<f32>,
+    b: &Array1<f32>,
+    act: Option<Activation>,
+    deriv: Option<&mut [f32]>,
+) {
+    gemm_seq(out.view_mut(), x, w.view(), false);
+    let bias = b.as_slice().expect("contiguous bias");
+    act::bias_act(out.as_slice_mut().expect("contiguous"), bias, act, deriv);
 }
 
-/// `g·wᵀ`.
-fn back(g: ArrayView2<f32>, w: &Array2<f32>) -> Array2<f32> {
-    let mut out = Array2::<f32>::zeros((g.nrows(), w.nrows()));
+/// `out = g·wᵀ` (the input gradient of a layer), then `⊙ deriv` when given.
+fn back(mut out: ArrayViewMut2<f32>, g: ArrayView2<f32>, w: &Array2<f32>, deriv: Option<&[f32]>) {
     gemm_seq(out.view_mut(), g, w.t(), false);
-    out
+    if let Some(d) = deriv {
+        act::mul_assign(out.as_slice_mut().expect("contiguous"), d);
+    }
 }
 
 impl FastDefended {
@@ -252,68 +291,91 @@ impl FastDefended {
         loss: Loss<'_>,
         grad: bool,
     ) -> ChunkOut {
-        let d = self.d;
-        let mut x = x0.mapv(|v| v * self.sqrt_ab);
-        x.scaled_add(self.sqrt_1mab, &noise.slice(s![.., 0..d]));
-        // Per step: activation derivatives of each hidden layer.
-        let mut derivs: Vec<Vec<Array2<f32>>> =
-            Vec::with_capacity(if grad { self.t_star } else { 0 });
-        for (j, c) in self.steps.iter().enumerate() {
-            let mut h = affine(x.view(), &self.w1x, &self.b1[j]);
-            let mut dj = vec![];
-            if let Some(dv) = activate(&mut h, self.den_act, grad) {
-                dj.push(dv);
-            }
-            let last = self.den_rest.len() - 1;
-            for (l, layer) in self.den_rest.iter().enumerate() {
-                let mut z = affine(h.view(), &layer.w, &layer.b);
-                if l < last {
-                    if let Some(dv) = activate(&mut z, self.den_act, grad) {
-                        dj.push(dv);
-                    }
-                }
-                h = z;
-            }
-            x.mapv_inplace(|v| v * c.a);
-            x.scaled_add(c.b, &h);
-            if c.sigma > 0.0 {
-                x.scaled_add(c.sigma, &noise.slice(s![.., (j + 1) * d..(j + 2) * d]));
-            }
-            if grad {
-                derivs.push(dj);
+        SCRATCH.with(|s| self.chunk_in(&mut s.borrow_mut(), x0, noise, y, loss, grad))
+    }
+
+    /// The denoiser's layers at step `j` (first layer with the step's folded bias).
+    fn den_stack(&self, j: usize) -> Vec<(&Array2<f32>, &Array1<f32>)> {
+        let rest = self.den_rest.iter().map(|l| (&l.w, &l.b));
+        std::iter::once((&self.w1x, &self.b1[j]))
+            .chain(rest)
+            .collect()
+    }
+
+    fn chunk_in(
+        &self,
+        sc: &mut Scratch,
+        x0: ArrayView2<f32>,
+        noise: ArrayView2<f32>,
+        y: &[usize],
+        loss: Loss<'_>,
+        grad: bool,
+    ) -> ChunkOut {
+        let (d, rows) = (self.d, x0.nrows());
+        let Scratch { a, b, c, derivs } = sc;
+        let clf: Vec<_> = self.clf.iter().map(|l| (&l.w, &l.b)).collect();
+        let per_step = rows * hidden_width(&self.den_stack(0));
+        let clf_off = self.t_star * per_step;
+        if grad {
+            grow(derivs, clf_off + rows * hidden_width(&clf));
+        }
+        let n0 = noise.slice(s![.., 0..d]);
+        let mut x = Zip::from(x0)
+            .and(&n0)
+            .map_collect(|&v, &n| v * self.sqrt_ab + self.sqrt_1mab * n);
+        for (j, st) in self.steps.iter().enumerate() {
+            let (in_a, _) = run_layers(
+                &self.den_stack(j),
+                self.den_act,
+                x.view(),
+                (a, b),
+                part(derivs, j * per_step, grad),
+            );
+            let h = view(if in_a { a } else { b }, rows, d);
+            if st.sigma > 0.0 {
+                let z = noise.slice(s![.., (j + 1) * d..(j + 2) * d]);
+                Zip::from(&mut x)
+                    .and(&h)
+                    .and(&z)
+                    .for_each(|x, &h, &z| *x = *x * st.a + st.b * h + st.sigma * z);
+            } else {
+                Zip::from(&mut x)
+                    .and(&h)
+                    .for_each(|x, &h| *x = *x * st.a + st.b * h);
             }
         }
-        let mut cderiv = vec![];
-        let mut h = x;
-        let last = self.clf.len() - 1;
-        for (l, layer) in self.clf.iter().enumerate() {
-            let mut z = affine(h.view(), &layer.w, &layer.b);
-            if l < last {
-                if let Some(dv) = activate(&mut z, self.clf_act, grad) {
-                    cderiv.push(dv);
-                }
-            }
-            h = z;
-        }
-        let logits = h;
+        let (in_a, k) = run_layers(
+            &clf,
+            self.clf_act,
+            x.view(),
+            (a, b),
+            part(derivs, clf_off, grad),
+        );
+        let logits = view(if in_a { a } else { b }, rows, k).to_owned();
         let (l, dlogits) = loss_and_grad(loss, logits.view(), y);
         let grad = grad.then(|| {
-            let mut g = dlogits;
-            for l in (0..self.clf.len()).rev() {
-                g = back(g.view(), &self.clf[l].w);
-                if l > 0 {
-                    g *= &cderiv[l - 1];
-                }
-            }
-            for (j, c) in self.steps.iter().enumerate().rev() {
-                let mut go = g.mapv(|v| v * c.b);
-                for l in (0..self.den_rest.len()).rev() {
-                    go = back(go.view(), &self.den_rest[l].w);
-                    go *= &derivs[j][l];
-                }
-                let gin = back(go.view(), &self.w1x);
-                g.mapv_inplace(|v| v * c.a);
-                g += &gin;
+            let cw = weights(&clf);
+            let mut g = Array2::<f32>::zeros((rows, d));
+            let top = back_hidden(&cw, &derivs[clf_off..], dlogits.view(), (a, b));
+            let top = top.map_or(dlogits.view(), |(in_a, w)| {
+                view(if in_a { a } else { b }, rows, w)
+            });
+            back(g.view_mut(), top, cw[0], None);
+            for (j, st) in self.steps.iter().enumerate().rev() {
+                Zip::from(mat(c, rows, d))
+                    .and(&g)
+                    .for_each(|o, &v| *o = v * st.b);
+                let gs = view(c, rows, d);
+                let dw = weights(&self.den_stack(j));
+                let dv = &derivs[j * per_step..];
+                let (in_a, w) = back_hidden(&dw, dv, gs, (a, b)).expect("≥ 2 denoiser layers");
+                g.mapv_inplace(|v| v * st.a);
+                gemm_seq(
+                    g.view_mut(),
+                    view(if in_a { a } else { b }, rows, w),
+                    dw[0].t(),
+                    true,
+                );
             }
             g.mapv_inplace(|v| v * self.sqrt_ab);
             g
@@ -332,22 +394,6 @@ impl FastDefended {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn exp_fast_is_accurate() {
-        let mut worst = 0.0f64;
-        let mut x = -80.0f32;
-        while x <= 80.0 {
-            let (a, b) = (super::exp_fast(x) as f64, (x as f64).exp());
-            worst = worst.max(((a - b) / b).abs());
-            x += 0.0137;
-        }
-        assert!(worst < 5e-7, "worst relative error {worst}");
-        assert!(super::exp_fast(-1000.0) > 0.0 && super::exp_fast(1000.0).is_finite());
-    }
-}
-
 /// Mean over consecutive blocks of `r` rows.
 pub fn block_mean(a: ArrayView2<f32>, r: usize) -> Array2<f32> {
     let mut out = Array2::<f32>::zeros((a.nrows() / r, a.ncols()));
@@ -355,37 +401,4 @@ pub fn block_mean(a: ArrayView2<f32>, r: usize) -> Array2<f32> {
         out.row_mut(i).assign(&blk.sum_axis(Axis(0)));
     }
     out / r as f32
-}
-
-#[cfg(test)]
-mod probe {
-    #[test]
-    #[ignore = "timing probe"]
-    fn silu_fast_vs_std() {
-        let mut z: Vec<f32> = (0..30720)
-            .map(|i| ((i * 7919) % 1000) as f32 / 100.0 - 5.0)
-            .collect();
-        let z0 = z.clone();
-        for round in 0..3 {
-            let t = std::time::Instant::now();
-            for _ in 0..200 {
-                z.copy_from_slice(&z0);
-                super::silu_slice(&mut z, None);
-            }
-            let fast = t.elapsed().as_secs_f64();
-            let t = std::time::Instant::now();
-            for _ in 0..200 {
-                z.copy_from_slice(&z0);
-                for v in z.iter_mut() {
-                    *v *= crate::nn::mlp::sigmoid(*v);
-                }
-            }
-            let std_ = t.elapsed().as_secs_f64();
-            eprintln!(
-                "round {round}: fast {:.1} us, std {:.1} us",
-                fast / 200.0 * 1e6,
-                std_ / 200.0 * 1e6
-            );
-        }
-    }
 }

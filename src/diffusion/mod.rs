@@ -8,6 +8,7 @@
 //! softmax probabilities over `R` passes. `σ_s² = β̃_s = (1−ᾱ_{s−1})/(1−ᾱ_s)·β_s` (the
 //! posterior variance of Ho et al. 2020).
 
+mod act;
 pub mod chain;
 #[cfg(feature = "cuda")]
 pub mod cuda;
