@@ -330,10 +330,48 @@ fn write_tsv(path: &std::path::Path, rows: &[Row]) -> Result<()> {
     Ok(())
 }
 
+/// The CPU's model name (`/proc/cpuinfo`; "unknown CPU" elsewhere).
+pub fn cpu_model() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    info.lines()
+        .find_map(|l| {
+            let (key, val) = l.split_once(':')?;
+            (key.trim() == "model name").then(|| val.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+/// The vector unit the kernels dispatch to, and the AVX-512 extensions that matter here.
+pub fn simd_description() -> String {
+    use crate::linalg::{simd_level, Simd};
+    let base = match simd_level() {
+        Simd::Avx512 => "AVX-512F + FMA (512-bit kernels)",
+        Simd::Avx2 => "AVX2 + FMA (256-bit kernels; no AVX-512)",
+        Simd::Baseline => "baseline (no AVX2/FMA: scalar/SSE2 kernels)",
+    };
+    // Extensions read from the kernel's flags (AMX detection is not stable in std).
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let flags: Vec<&str> = info
+        .lines()
+        .find_map(|l| l.strip_prefix("flags").and_then(|r| r.split_once(':')))
+        .map_or(vec![], |(_, f)| f.split_whitespace().collect());
+    let extra: Vec<&str> = ["avx512_bf16", "amx_tile", "amx_bf16"]
+        .into_iter()
+        .filter(|e| flags.contains(e))
+        .collect();
+    if !extra.is_empty() {
+        return format!("{base}; also {}", extra.join(", "));
+    }
+    base.into()
+}
+
 /// The table.
 pub fn markdown(ctx: &Ctx) -> String {
     let mut s = format!(
-        "SGEMM peak (best of matrixmultiply and faer, {} threads): {:.1} GFLOP/s\n\n",
+        "CPU: {} ({} logical CPUs visible); SIMD: {}\n\nSGEMM peak (best of matrixmultiply and faer, {} threads): {:.1} GFLOP/s\n\n",
+        cpu_model(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        simd_description(),
         ctx.threads,
         ctx.peak / 1e9
     );
