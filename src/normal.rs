@@ -18,16 +18,35 @@ const BLOCK: usize = 128;
 
 /// Fill `out` with independent N(0, 1) draws from `rng` (deterministic given its state).
 pub fn fill_normal_f32(rng: &mut Rng, out: &mut [f32]) {
+    let mut at = 0;
+    normal_blocks(rng, out.len(), |b| {
+        out[at..at + b.len()].copy_from_slice(b);
+        at += b.len();
+    });
+}
+
+/// Append `n` draws to `out`: the values [`fill_normal_f32`] would write, without first
+/// zero-filling the destination.
+pub fn extend_normal_f32(rng: &mut Rng, n: usize, out: &mut Vec<f32>) {
+    out.reserve(n);
+    normal_blocks(rng, n, |b| out.extend_from_slice(b));
+}
+
+/// `n` draws handed to `sink` in consecutive blocks of up to `2·BLOCK` values.
+fn normal_blocks(rng: &mut Rng, n: usize, mut sink: impl FnMut(&[f32])) {
     let (mut hi, mut lo) = ([0u32; BLOCK], [0u32; BLOCK]);
-    for chunk in out.chunks_mut(2 * BLOCK) {
-        let pairs = chunk.len().div_ceil(2);
+    let mut tmp = [0f32; 2 * BLOCK];
+    let mut left = n;
+    while left > 0 {
+        let len = left.min(2 * BLOCK);
+        let pairs = len.div_ceil(2);
         for (h, l) in hi[..pairs].iter_mut().zip(&mut lo[..pairs]) {
             let w = rng.next_u64();
             (*h, *l) = ((w >> 32) as u32, w as u32);
         }
-        let mut tmp = [0f32; 2 * BLOCK];
         box_muller(&hi[..pairs], &lo[..pairs], &mut tmp[..2 * pairs]);
-        chunk.copy_from_slice(&tmp[..chunk.len()]);
+        sink(&tmp[..len]);
+        left -= len;
     }
 }
 
@@ -187,6 +206,13 @@ mod tests {
         fill_normal_f32(&mut stream(3, &[4]), &mut a);
         fill_normal_f32(&mut stream(3, &[4]), &mut b);
         assert_eq!(a, b);
+        let mut c = vec![9f32; 5];
+        extend_normal_f32(&mut stream(3, &[4]), 777, &mut c);
+        assert_eq!(
+            (&c[..5], &c[5..]),
+            (&[9f32; 5][..], &a[..]),
+            "extend = fill"
+        );
         let mut g = stream(3, &[4]);
         let words: Vec<u64> = (0..389).map(|_| g.next_u64()).collect();
         let words = &words[..128];

@@ -58,14 +58,13 @@ pub fn repeat_rows(x: ArrayView2<f32>, r: usize) -> Array2<f32> {
 /// `noise_len` standard normals of the stream `(key, ids[i], e)`, so a point's noise does not
 /// depend on the batch it is in.
 pub fn noise(ids: &[u64], draws: usize, key: u64, noise_len: usize) -> Array2<f32> {
-    let mut out = Array2::<f32>::zeros((ids.len() * draws, noise_len));
-    for (i, &id) in ids.iter().enumerate() {
+    let mut out = Vec::with_capacity(ids.len() * draws * noise_len);
+    for &id in ids {
         for e in 0..draws {
-            let mut row = out.row_mut(i * draws + e);
-            fill_row(key, id, e, row.as_slice_mut().expect("contiguous"));
+            crate::normal::extend_normal_f32(&mut row_rng(key, id, e), noise_len, &mut out);
         }
     }
-    out
+    Array2::from_shape_vec((ids.len() * draws, noise_len), out).expect("rows × noise_len")
 }
 
 /// [`noise`] with the rows filled in parallel (identical values), for large device chunks.
@@ -96,9 +95,13 @@ pub fn noise_range(
     out
 }
 
+/// The generator of draw `draw` of point `id` under `key`.
+fn row_rng(key: u64, id: u64, draw: usize) -> crate::rng::Rng {
+    crate::rng::stream(key, &[id, draw as u64])
+}
+
 fn fill_row(key: u64, id: u64, draw: usize, row: &mut [f32]) {
-    let mut rng = crate::rng::stream(key, &[id, draw as u64]);
-    crate::normal::fill_normal_f32(&mut rng, row);
+    crate::normal::fill_normal_f32(&mut row_rng(key, id, draw), row);
 }
 
 /// One chunk reduced to its points.
@@ -240,5 +243,18 @@ mod tests {
         let u = DrawRows::new(x.view(), &[0, 1, 2], Loss::Ce, 0..1, 3);
         assert_eq!(u.targets, None);
         assert_eq!(u.rep.nrows(), 3);
+    }
+
+    /// The three ways to build a chunk's noise give the same rows.
+    #[test]
+    fn noise_builders_agree() {
+        let ids = [3u64, 17, 5];
+        let a = noise(&ids, 4, 99, 33);
+        assert_eq!(a, noise_par(&ids, 4, 99, 33));
+        for (i, &id) in ids.iter().enumerate() {
+            let r = noise_range(id, 1..4, 99, 33);
+            assert_eq!(r, a.slice(ndarray::s![i * 4 + 1..i * 4 + 4, ..]));
+        }
+        assert_ne!(a.row(0), a.row(1));
     }
 }
