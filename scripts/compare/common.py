@@ -45,3 +45,20 @@ def denoiser_epoch(den, opt, x, ab, emb, batch=128):
         opt.zero_grad(set_to_none=True)
         F.mse_loss(den(torch.cat([xt, emb[t_]], 1)), noise).backward()
         opt.step()
+
+
+def purify(den, x, betas, alphas, ab, emb, t_star):
+    """One stochastic pass per row of the defence: noise to t*, then t* ancestral reverse
+    steps (epsilon prediction; no noise at the last step), as diffnmf's defended model."""
+    import torch
+    a = ab[t_star - 1]
+    xt = a.sqrt() * x + (1 - a).sqrt() * torch.randn_like(x)
+    for t in range(t_star, 0, -1):
+        e = den(torch.cat([xt, emb[t - 1].expand(len(xt), -1)], 1))
+        mean = (xt - betas[t - 1] / (1 - ab[t - 1]).sqrt() * e) / alphas[t - 1].sqrt()
+        if t > 1:
+            var = betas[t - 1] * (1 - ab[t - 2]) / (1 - ab[t - 1])
+            xt = mean + var.sqrt() * torch.randn_like(x)
+        else:
+            xt = mean
+    return xt

@@ -150,7 +150,7 @@ def run_python():
             p.requires_grad_(False)
 
     # ---- diffusion denoiser ----
-    from common import ddpm, denoiser_epoch
+    from common import ddpm, denoiser_epoch, purify as common_purify
     betas, alphas, ab, emb = ddpm()  # emb[t-1] for t = 1..T
     den = nn.Sequential(nn.Linear(112, 128), nn.SiLU(), nn.Linear(128, 128), nn.SiLU(), nn.Linear(128, 96))
     with stage("denoiser_train"):
@@ -164,17 +164,7 @@ def run_python():
 
     def purify(x):
         """One stochastic pass per row: noise to t*, t* ancestral reverse steps."""
-        a = ab[t_star - 1]
-        xt = a.sqrt() * x + (1 - a).sqrt() * torch.randn_like(x)
-        for t in range(t_star, 0, -1):
-            e = den(torch.cat([xt, emb[t - 1].expand(len(xt), -1)], 1))
-            mean = (xt - betas[t - 1] / (1 - ab[t - 1]).sqrt() * e) / alphas[t - 1].sqrt()
-            if t > 1:
-                var = betas[t - 1] * (1 - ab[t - 2]) / (1 - ab[t - 1])
-                xt = mean + var.sqrt() * torch.randn_like(x)
-            else:
-                xt = mean
-        return xt
+        return common_purify(den, x, betas, alphas, ab, emb, t_star)
 
     def defended_proba(x, passes=10):
         with torch.no_grad():

@@ -4,11 +4,5 @@
 # Usage: scripts/compare/pipeline.sh [--threads N] [--bin PATH] [--smoke] [--skip-rust|--skip-python]
 # Uses the venv of run.sh (scripts/compare/.venv, created on first use). Takes ~20 min at 2 threads.
 set -euo pipefail
-here="$(cd "$(dirname "$0")" && pwd)"
-root="$(cd "$here/../.." && pwd)"
-if [ ! -x "$here/.venv/bin/python" ]; then
-  python3 -m venv "$here/.venv"
-fi
-"$here/.venv/bin/pip" install -q -r "$here/requirements.txt"
-cd "$root"
+source "$(dirname "$0")/venv.sh"
 exec "$here/.venv/bin/python" "$here/pipeline.py" "$@"

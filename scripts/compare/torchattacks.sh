@@ -4,11 +4,5 @@
 # Usage: scripts/compare/torchattacks.sh [--threads N] [--points P] [--bin PATH]
 # Uses scripts/compare/.venv (created on first use, as run.sh; needs PyTorch + torchattacks).
 set -euo pipefail
-here="$(cd "$(dirname "$0")" && pwd)"
-root="$(cd "$here/../.." && pwd)"
-if [ ! -x "$here/.venv/bin/python" ]; then
-  python3 -m venv "$here/.venv"
-fi
-"$here/.venv/bin/pip" install -q -r "$here/requirements.txt"
-cd "$root"
+source "$(dirname "$0")/venv.sh"
 PYTHONPATH="$here" exec "$here/.venv/bin/python" "$here/torchattacks_apgd.py" "$@"

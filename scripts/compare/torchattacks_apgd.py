@@ -37,7 +37,7 @@ import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import torchattacks  # noqa: E402
 
-from common import ddpm, denoiser_epoch  # noqa: E402
+from common import ddpm, denoiser_epoch, purify  # noqa: E402
 
 torch.set_num_threads(args.threads)
 torch.manual_seed(0)
@@ -86,16 +86,7 @@ class Defended(nn.Module):
         if u.requires_grad:
             self.grad_rows += len(u)
         x = lo + u.reshape(len(u), -1) * (hi - lo)
-        a = ab[T_STAR - 1]
-        xt = a.sqrt() * x + (1 - a).sqrt() * torch.randn_like(x)
-        for t in range(T_STAR, 0, -1):
-            e = den(torch.cat([xt, emb[t - 1].expand(len(xt), -1)], 1))
-            mean = (xt - betas[t - 1] / (1 - ab[t - 1]).sqrt() * e) / alphas[t - 1].sqrt()
-            if t > 1:
-                var = betas[t - 1] * (1 - ab[t - 2]) / (1 - ab[t - 1])
-                xt = mean + var.sqrt() * torch.randn_like(x)
-            else:
-                xt = mean
+        xt = purify(den, x, betas, alphas, ab, emb, T_STAR)
         return clf(xt)
 
 

@@ -13,7 +13,7 @@ use super::{AttackModel, Loss, ModelEval};
 use crate::error::{Error, Result};
 use crate::nmf::project_grad::{project_taped, ProjectionTape};
 use crate::nmf::{NmfLoss, NmfModel};
-use crate::nn::cnn::Cnn;
+use crate::nn::cnn::{Cnn, CnnCache};
 use crate::Scalar;
 use ndarray::{concatenate, s, Array1, Array2, ArrayView2, Axis};
 
@@ -57,6 +57,8 @@ pub struct FeatureMap<'a, F> {
 /// What [`FeatureMap::forward`] keeps for the backward pass.
 pub struct MapTape<F> {
     projection: Option<ProjectionTape<F>>,
+    /// The CNN's forward caches ([`FeatureMap::forward_for_grad`] only).
+    cnn: Option<Vec<CnnCache<F>>>,
 }
 
 impl<F: Scalar> FeatureMap<'_, F> {
@@ -65,12 +67,30 @@ impl<F: Scalar> FeatureMap<'_, F> {
         self.cnn.map_or(0, |c| c.arch.feature_dim)
     }
 
-    /// The z-scored features of the images `x` (rows), and the tape for [`Self::vjp`].
+    /// The z-scored features of the images `x` (rows), and the tape for [`Self::vjp`]
+    /// (which then recomputes the CNN's forward pass).
     pub fn forward(&self, x: ArrayView2<F>) -> Result<(Array2<F>, MapTape<F>)> {
+        self.run(x, false)
+    }
+
+    /// [`Self::forward`] keeping the CNN's forward caches in the tape, so that [`Self::vjp`]
+    /// needs no second forward pass (same values; more memory while the tape lives).
+    pub fn forward_for_grad(&self, x: ArrayView2<F>) -> Result<(Array2<F>, MapTape<F>)> {
+        self.run(x, true)
+    }
+
+    fn run(&self, x: ArrayView2<F>, keep_cnn: bool) -> Result<(Array2<F>, MapTape<F>)> {
         let mut blocks = vec![];
+        let mut cnn = None;
         if let Some(c) = self.cnn {
             c.check_input(x)?;
-            blocks.push(c.features(x));
+            if keep_cnn {
+                let (f, caches) = c.features_taped(x);
+                blocks.push(f);
+                cnn = Some(caches);
+            } else {
+                blocks.push(c.features(x));
+            }
         }
         let mut projection = None;
         if let Some(p) = self.nnmf {
@@ -90,7 +110,7 @@ impl<F: Scalar> FeatureMap<'_, F> {
         }
         z -= &self.mean;
         z /= &self.std;
-        Ok((z, MapTape { projection }))
+        Ok((z, MapTape { projection, cnn }))
     }
 
     /// The image gradient of `⟨dz, z(x)⟩` at the images `x` of `tape`'s forward pass.
@@ -99,7 +119,11 @@ impl<F: Scalar> FeatureMap<'_, F> {
         let kc = self.cnn_width();
         let mut dx = Array2::<F>::zeros(x.raw_dim());
         if let Some(c) = self.cnn {
-            dx += &c.input_vjp(x, Some(draw.slice(s![.., ..kc])), None);
+            let d = draw.slice(s![.., ..kc]);
+            dx += &match &tape.cnn {
+                Some(caches) => c.features_vjp(caches, d),
+                None => c.input_vjp(x, Some(d), None),
+            };
         }
         if let (Some(p), Some(t)) = (self.nnmf, &tape.projection) {
             dx += &t.backward(p.basis.view(), draw.slice(s![.., kc..]));
@@ -131,7 +155,11 @@ impl<M: AttackModel + ?Sized> AttackModel for PixelModel<'_, M> {
         key: u64,
         want_grad: bool,
     ) -> Result<ModelEval> {
-        let (z, tape) = self.map.forward(x)?;
+        let (z, tape) = if want_grad {
+            self.map.forward_for_grad(x)?
+        } else {
+            self.map.forward(x)?
+        };
         let ev = self
             .inner
             .evaluate(z.view(), y, ids, loss, draws, key, want_grad)?;

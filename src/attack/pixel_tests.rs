@@ -57,6 +57,34 @@ fn the_map_computes_the_pipelines_features_bit_for_bit() {
     assert_eq!(z, want);
 }
 
+/// Keeping the CNN's forward caches changes no bit: features and image gradient with the
+/// caches kept equal the recomputing path's, over several cache chunks (600 images).
+#[test]
+fn kept_cnn_caches_give_the_recomputed_gradient_bit_for_bit() {
+    let c = cnn(12).cast::<f32>();
+    let p = Projection {
+        basis: uniform(3, 36, 13, 0.0, 1.0).mapv(|v| v as f32),
+        max_iter: 10,
+        tol: 0.0,
+    };
+    let map = FeatureMap {
+        cnn: Some(&c),
+        nnmf: Some(&p),
+        mean: Array1::zeros(8),
+        std: Array1::from_elem(8, 0.7),
+    };
+    let x = uniform(600, 36, 14, 0.0, 1.0).mapv(|v| v as f32);
+    let r = uniform(600, 8, 15, -1.0, 1.0).mapv(|v| v as f32);
+    let (z0, slow) = map.forward(x.view()).unwrap();
+    let (z1, fast) = map.forward_for_grad(x.view()).unwrap();
+    assert!(slow.cnn.is_none() && fast.cnn.as_ref().is_some_and(|c| c.len() == 3));
+    assert_eq!(z0, z1);
+    assert_eq!(
+        map.vjp(x.view(), &slow, r.view()),
+        map.vjp(x.view(), &fast, r.view())
+    );
+}
+
 /// `⟨r, z(x)⟩` differentiated through the CNN, the NNMF projection and the z-score, per
 /// image, against central differences (f64); also each block alone (the ablations).
 #[test]

@@ -5,6 +5,9 @@
 //! count); the timestep embedding is folded into a per-step bias of the first denoiser layer
 //! (`[x, emb(s)]·W₁ = x·W₁ₓ + emb(s)·W₁ₑ`), so no concatenation is needed; the backward pass
 //! computes only the input gradient, reusing activation derivatives stored in the forward.
+//! Between the GEMMs (which overwrite their outputs) there is one fused pass per layer (bias,
+//! activation and its derivative: [`super::act`]) and one per chain step; all buffers are
+//! per-thread scratch reused across chunks, so a chunk allocates only what it returns.
 
 use super::act;
 use super::Schedule;
@@ -99,9 +102,7 @@ thread_local! {
 
 /// `buf[..rows·cols]` as a `rows × cols` matrix, growing `buf` when needed.
 fn mat(buf: &mut Vec<f32>, rows: usize, cols: usize) -> ArrayViewMut2<'_, f32> {
-    if buf.len() < rows * cols {
-        buf.resize(rows * cols, 0.0);
-    }
+    grow(buf, rows * cols);
     ArrayViewMut2::from_shape((rows, cols), &mut buf[..rows * cols]).expect("sized above")
 }
 

@@ -421,6 +421,55 @@ impl<F: Scalar> Cnn<F> {
             .expect("input grad requested")
     }
 
+    /// Eval-mode features of `x` with what their input gradient needs
+    /// ([`Self::features_vjp`]): the forward caches of chunks of [`EVAL_CHUNK`] rows (the
+    /// chunks [`Self::features`] uses, so the features are the same bits), without the
+    /// im2col matrices, which only the weight gradients read.
+    pub fn features_taped(&self, x: ArrayView2<F>) -> (Array2<F>, Vec<CnnCache<F>>) {
+        let caches: Vec<CnnCache<F>> = x
+            .axis_chunks_iter(Axis(0), EVAL_CHUNK)
+            .into_par_iter()
+            .map(|xc| {
+                let mut c = self.forward_cached(xc, false);
+                for b in &mut c.blocks {
+                    b.cols = Array2::zeros((0, 0));
+                }
+                c
+            })
+            .collect();
+        let f: Vec<_> = caches.iter().map(|c| c.features.view()).collect();
+        let features =
+            concatenate(Axis(0), &f).unwrap_or_else(|_| Array2::zeros((0, self.arch.feature_dim)));
+        (features, caches)
+    }
+
+    /// The input gradient of `⟨d_features, features(x)⟩` from the caches of
+    /// [`Self::features_taped`] (rows of `d_features` in the order of `x`): the same values as
+    /// [`Self::input_vjp`] without recomputing the forward pass.
+    pub fn features_vjp(&self, caches: &[CnnCache<F>], d_features: ArrayView2<F>) -> Array2<F> {
+        let starts: Vec<usize> = caches
+            .iter()
+            .scan(0, |at, c| {
+                let s0 = *at;
+                *at += c.features.nrows();
+                Some(s0)
+            })
+            .collect();
+        let parts: Vec<Array2<F>> = caches
+            .par_iter()
+            .zip(starts)
+            .map(|(c, s0)| {
+                let d = d_features.slice(ndarray::s![s0..s0 + c.features.nrows(), ..]);
+                self.backward(c, Some(d), None, false, true)
+                    .1
+                    .expect("input grad requested")
+            })
+            .collect();
+        let v: Vec<_> = parts.iter().map(|p| p.view()).collect();
+        concatenate(Axis(0), &v)
+            .unwrap_or_else(|_| Array2::zeros((0, self.arch.height * self.arch.width)))
+    }
+
     /// Convert the parameters to another float type.
     pub fn cast<G: Scalar>(&self) -> Cnn<G> {
         let cv1 = |a: &Array1<F>| a.mapv(|v| G::c(v.to_f64().unwrap_or(f64::NAN)));
