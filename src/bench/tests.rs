@@ -13,7 +13,12 @@ fn quick_nnmf_bench_prints_rows_and_reaches_target() {
     };
     let table = bench(&args, 2).unwrap();
     let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("| nnmf")).collect();
-    assert_eq!(rows.len(), 3, "{table}"); // init, fit, accel for k = 16
+    assert_eq!(rows.len(), 4, "{table}"); // init, exact-SVD init, fit, accel for k = 16
+    let exact = rows
+        .iter()
+        .find(|r| r.starts_with("| nnmf_fit_init_exact |"))
+        .unwrap();
+    assert!(exact.contains("rel. "), "{exact}");
     assert!(rows
         .iter()
         .any(|r| r.starts_with("| nnmf_fit |") && r.contains("GFLOP/s")));

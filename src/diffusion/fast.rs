@@ -354,38 +354,45 @@ impl FastDefended {
         );
         let logits = view(if in_a { a } else { b }, rows, k).to_owned();
         let (l, dlogits) = loss_and_grad(loss, logits.view(), y);
-        let grad = grad.then(|| {
-            let cw = weights(&clf);
-            let mut g = Array2::<f32>::zeros((rows, d));
-            let top = back_hidden(&cw, &derivs[clf_off..], dlogits.view(), (a, b));
-            let top = top.map_or(dlogits.view(), |(in_a, w)| {
-                view(if in_a { a } else { b }, rows, w)
-            });
-            back(g.view_mut(), top, cw[0], None);
-            for (j, st) in self.steps.iter().enumerate().rev() {
-                Zip::from(mat(c, rows, d))
-                    .and(&g)
-                    .for_each(|o, &v| *o = v * st.b);
-                let gs = view(c, rows, d);
-                let dw = weights(&self.den_stack(j));
-                let dv = &derivs[j * per_step..];
-                let (in_a, w) = back_hidden(&dw, dv, gs, (a, b)).expect("≥ 2 denoiser layers");
-                g.mapv_inplace(|v| v * st.a);
-                gemm_seq(
-                    g.view_mut(),
-                    view(if in_a { a } else { b }, rows, w),
-                    dw[0].t(),
-                    true,
-                );
-            }
-            g.mapv_inplace(|v| v * self.sqrt_ab);
-            g
-        });
+        let grad = grad.then(|| self.input_grad((a, b, c), derivs, dlogits.view(), &clf, per_step));
         ChunkOut {
             logits,
             loss: l,
             grad,
         }
+    }
+
+    /// The backward pass of [`Self::chunk_in`]: the input gradient from the logits' gradient,
+    /// through the classifier and the reverse steps, using the stored derivatives.
+    fn input_grad(
+        &self,
+        (a, b, c): (&mut Vec<f32>, &mut Vec<f32>, &mut Vec<f32>),
+        derivs: &[f32],
+        dlogits: ArrayView2<f32>,
+        clf: &Stack<'_>,
+        per_step: usize,
+    ) -> Array2<f32> {
+        let (d, rows) = (self.d, dlogits.nrows());
+        let clf_off = self.t_star * per_step;
+        let cw = weights(clf);
+        let mut g = Array2::<f32>::zeros((rows, d));
+        let top = back_hidden(&cw, &derivs[clf_off..], dlogits, (a, b));
+        let top = top.map_or(dlogits, |(in_a, w)| view(if in_a { a } else { b }, rows, w));
+        back(g.view_mut(), top, cw[0], None);
+        for (j, st) in self.steps.iter().enumerate().rev() {
+            Zip::from(mat(c, rows, d))
+                .and(&g)
+                .for_each(|o, &v| *o = v * st.b);
+            let gs = view(c, rows, d);
+            let dw = weights(&self.den_stack(j));
+            let dv = &derivs[j * per_step..];
+            let (in_a, w) = back_hidden(&dw, dv, gs, (a, b)).expect("≥ 2 denoiser layers");
+            g.mapv_inplace(|v| v * st.a);
+            let gin = view(if in_a { a } else { b }, rows, w);
+            gemm_seq(g.view_mut(), gin, dw[0].t(), true);
+        }
+        g.mapv_inplace(|v| v * self.sqrt_ab);
+        g
     }
 
     /// Logits only (scoring).
