@@ -318,8 +318,7 @@ fn timing_7000x784_k32_200_iterations() {
 #[test]
 fn randomised_nndsvda_matches_the_exact_svd_reference_on_digits() {
     let ds = crate::data::embedded::load_embedded().unwrap();
-    let idx: Vec<usize> = (0..2000).collect();
-    let v = crate::bench::images(&ds, &idx);
+    let v = ds.images.slice(s![..2000, ..]).to_owned();
     assert!(v.len() >= 1 << 20, "must exercise the randomised path");
     let k = 24;
     let (rs, es) = (
