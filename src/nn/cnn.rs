@@ -5,12 +5,10 @@
 //! max-pooling (floor). Activations are NHWC batches stored as `(n·h·w) × c` matrices (see
 //! [`super::layers`]); convolutions have no bias (BatchNorm's β plays that role).
 
-use super::layers::{
-    bn_relu_backward, bn_relu_forward, col2im3, im2col3, maxpool2, maxpool2_backward, BnCache, Nhwc,
-};
+use super::convstack::{self, StackTape};
+use super::layers::Nhwc;
 use super::mlp::Dense;
 use crate::error::{Error, Result};
-use crate::linalg::{par_gemm, par_gemm_tn};
 use crate::rng::{fill_uniform, Rng};
 use crate::Scalar;
 use ndarray::{concatenate, Array1, Array2, ArrayView2, Axis};
@@ -125,18 +123,9 @@ impl<F: Scalar> CnnGrads<F> {
     }
 }
 
-struct BlockCache<F> {
-    /// Shape of the block input.
-    shape: Nhwc,
-    cols: Array2<F>,
-    out: Array2<F>,
-    bn: BnCache<F>,
-    pool: Option<Vec<u8>>,
-}
-
 /// Everything `forward_cached` keeps for [`Cnn::backward`].
 pub struct CnnCache<F> {
-    blocks: Vec<BlockCache<F>>,
+    stack: StackTape<F>,
     flat: Array2<F>,
     /// Feature-layer activations (after ReLU).
     pub features: Array2<F>,
@@ -200,51 +189,22 @@ impl<F: Scalar> Cnn<F> {
             panic!("{e}");
         }
         let n = x.nrows();
-        let mut s = Nhwc {
+        let s = Nhwc {
             n,
             h: self.arch.height,
             w: self.arch.width,
             c: 1,
         };
         let x = x.as_standard_layout();
-        let mut cur: Vec<F> = x.as_slice().expect("standard layout").to_vec();
-        let nb = self.blocks.len();
-        let mut caches = Vec::with_capacity(nb);
-        let mut flat = Array2::zeros((0, 0));
-        for (i, blk) in self.blocks.iter().enumerate() {
-            let s_in = s;
-            let cols = im2col3(&cur, s);
-            let pre = par_gemm(cols.view(), blk.w.view());
-            let stats = (!train).then_some((&blk.running_mean, &blk.running_var));
-            let (out, bn) = bn_relu_forward(pre.view(), &blk.gamma, &blk.beta, stats);
-            let so = Nhwc {
-                c: blk.w.ncols(),
-                ..s
-            };
-            let pool = if i + 1 < nb {
-                let (p, arg) = maxpool2(out.as_slice().expect("standard"), so);
-                cur = p;
-                s = so.pooled();
-                Some(arg)
-            } else {
-                let d = so.h * so.w * so.c;
-                flat = Array2::from_shape_vec((n, d), out.as_slice().expect("std").to_vec())
-                    .expect("flatten");
-                None
-            };
-            caches.push(BlockCache {
-                shape: s_in,
-                cols,
-                out,
-                bn,
-                pool,
-            });
-        }
+        let xs = x.as_slice().expect("standard layout");
+        let ipc = convstack::images_per_chunk(&self.blocks, s);
+        let (stack, flat) = convstack::forward(&self.blocks, xs, s, train, ipc);
+        let flat = Array2::from_shape_vec((n, self.fc1.w.nrows()), flat).expect("flatten");
         let mut features = self.fc1.forward(flat.view());
         features.mapv_inplace(|v| v.max(F::zero()));
         let logits = self.fc2.forward(features.view());
         CnnCache {
-            blocks: caches,
+            stack,
             flat,
             features,
             logits,
@@ -281,39 +241,15 @@ impl<F: Scalar> Cnn<F> {
                 }
             });
         let fc1 = param_grads.then(|| self.fc1.param_grads(cache.flat.view(), g.view()));
-        let mut gcur: Vec<F> = self.fc1.input_grad(g.view()).into_raw_vec_and_offset().0;
-        let nb = self.blocks.len();
-        let (mut gw, mut gg, mut gb) = (vec![], vec![], vec![]);
-        for i in (0..nb).rev() {
-            let (blk, bc) = (&self.blocks[i], &cache.blocks[i]);
-            let so = Nhwc {
-                c: blk.w.ncols(),
-                ..bc.shape
-            };
-            let gout = match &bc.pool {
-                Some(arg) => maxpool2_backward(&gcur, arg, so),
-                None => std::mem::take(&mut gcur),
-            };
-            let gout = ArrayView2::from_shape((so.rows(), so.c), &gout).expect("shape");
-            let (dpre, dgamma, dbeta) = bn_relu_backward(gout, &bc.out, &blk.gamma, &bc.bn);
-            if param_grads {
-                gw.push(par_gemm_tn(bc.cols.view(), dpre.view()));
-                gg.push(dgamma);
-                gb.push(dbeta);
-            }
-            if i > 0 || input_grad {
-                let dcols = par_gemm(dpre.view(), blk.w.t());
-                gcur = col2im3(dcols.view(), bc.shape);
-            }
-        }
-        let dx = input_grad.then(|| {
-            Array2::from_shape_vec((n, self.arch.height * self.arch.width), gcur)
+        let gflat = self.fc1.input_grad(g.view());
+        let gflat = gflat.as_slice().expect("standard layout");
+        let (conv, dx) =
+            convstack::backward(&self.blocks, &cache.stack, gflat, param_grads, input_grad);
+        let dx = dx.map(|v| {
+            Array2::from_shape_vec((n, self.arch.height * self.arch.width), v)
                 .expect("input grad shape")
         });
-        let grads = param_grads.then(|| {
-            gw.reverse();
-            gg.reverse();
-            gb.reverse();
+        let grads = conv.map(|(gw, gg, gb)| {
             let (fw, fb) = self.fc2.w.dim();
             CnnGrads {
                 w: gw,
@@ -330,21 +266,22 @@ impl<F: Scalar> Cnn<F> {
     /// unbiased variance, as PyTorch).
     pub fn update_running_stats(&mut self, cache: &CnnCache<F>) {
         let mom = F::c(BN_MOMENTUM);
-        for (blk, bc) in self.blocks.iter_mut().zip(&cache.blocks) {
-            if !bc.bn.train {
+        for (blk, bc) in self.blocks.iter_mut().zip(&cache.stack.blocks) {
+            if !bc.stats.train {
                 continue;
             }
-            let m = bc.out.nrows();
+            let m = bc.shape.rows();
             let unbias = if m > 1 {
                 F::c(m as f64 / (m - 1) as f64)
             } else {
                 F::one()
             };
-            blk.running_mean
-                .zip_mut_with(&bc.bn.mean, |r, &v| *r = (F::one() - mom) * *r + mom * v);
-            blk.running_var.zip_mut_with(&bc.bn.var, |r, &v| {
-                *r = (F::one() - mom) * *r + mom * v * unbias
-            });
+            for (r, &v) in blk.running_mean.iter_mut().zip(&bc.stats.mean) {
+                *r = (F::one() - mom) * *r + mom * v;
+            }
+            for (r, &v) in blk.running_var.iter_mut().zip(&bc.stats.var) {
+                *r = (F::one() - mom) * *r + mom * v * unbias;
+            }
         }
     }
 
@@ -424,16 +361,14 @@ impl<F: Scalar> Cnn<F> {
     /// Eval-mode features of `x` with what their input gradient needs
     /// ([`Self::features_vjp`]): the forward caches of chunks of [`EVAL_CHUNK`] rows (the
     /// chunks [`Self::features`] uses, so the features are the same bits), without the
-    /// im2col matrices, which only the weight gradients read.
+    /// block inputs, which only the weight gradients read.
     pub fn features_taped(&self, x: ArrayView2<F>) -> (Array2<F>, Vec<CnnCache<F>>) {
         let caches: Vec<CnnCache<F>> = x
             .axis_chunks_iter(Axis(0), EVAL_CHUNK)
             .into_par_iter()
             .map(|xc| {
                 let mut c = self.forward_cached(xc, false);
-                for b in &mut c.blocks {
-                    b.cols = Array2::zeros((0, 0));
-                }
+                c.stack.drop_inputs();
                 c
             })
             .collect();

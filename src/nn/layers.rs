@@ -106,7 +106,7 @@ macro_rules! by_channels {
         }
     };
 }
-use by_channels;
+pub(super) use by_channels;
 
 /// The valid tap range: output column `xx` reads input column `xx + kx − 1`, so for tap
 /// column `kx` the output columns `lo..hi` read `lo + kx − 1 .. hi + kx − 1`.
@@ -118,7 +118,7 @@ fn tap_cols(kx: usize, w: usize) -> (usize, usize) {
 /// im2col of one image (`src`: `h·w·c`, `dst`: `h·w × 9c`), in contiguous runs: for each
 /// output row and tap, consecutive output pixels read consecutive input pixels.
 #[inline(always)]
-fn im2col_image<F: Scalar, const C: usize>(dst: &mut [F], src: &[F], s: Nhwc) {
+pub(super) fn im2col_image<F: Scalar, const C: usize>(dst: &mut [F], src: &[F], s: Nhwc) {
     let (h, w, c) = (s.h, s.w, s.c);
     let k = 9 * c;
     for (y, drow) in dst.chunks_exact_mut(w * k).enumerate() {
@@ -142,7 +142,7 @@ fn im2col_image<F: Scalar, const C: usize>(dst: &mut [F], src: &[F], s: Nhwc) {
 
 /// Adjoint of [`im2col_image`] for one image (scatter-add).
 #[inline(always)]
-fn col2im_image<F: Scalar, const C: usize>(dst: &mut [F], src: &[F], s: Nhwc) {
+pub(super) fn col2im_image<F: Scalar, const C: usize>(dst: &mut [F], src: &[F], s: Nhwc) {
     let (h, w, c) = (s.h, s.w, s.c);
     let k = 9 * c;
     for (y, srow) in src.chunks_exact(w * k).enumerate() {
@@ -195,26 +195,7 @@ pub fn maxpool2<F: Scalar>(x: &[F], s: Nhwc) -> (Vec<F>, Vec<u8>) {
     out.par_chunks_mut(o.h * o.w * c)
         .zip(arg.par_chunks_mut(o.h * o.w * c))
         .zip(x.par_chunks(s.h * s.w * c))
-        .for_each(|((dst, am), src)| {
-            for oy in 0..o.h {
-                for ox in 0..o.w {
-                    let obase = (oy * o.w + ox) * c;
-                    for ch in 0..c {
-                        let mut best = F::neg_infinity();
-                        let mut bi = 0u8;
-                        for (q, (dy, dx)) in [(0, 0), (0, 1), (1, 0), (1, 1)].iter().enumerate() {
-                            let v = src[((2 * oy + dy) * s.w + 2 * ox + dx) * c + ch];
-                            if v > best || q == 0 {
-                                best = v;
-                                bi = q as u8;
-                            }
-                        }
-                        dst[obase + ch] = best;
-                        am[obase + ch] = bi;
-                    }
-                }
-            }
-        });
+        .for_each(|((dst, am), src)| pool_image(src, Nhwc { n: 1, ..s }, dst, am));
     (out, arg)
 }
 
@@ -229,19 +210,50 @@ pub fn maxpool2_backward<F: Scalar>(dy: &[F], arg: &[u8], s: Nhwc) -> Vec<F> {
     dx.par_chunks_mut(s.h * s.w * c)
         .zip(dy.par_chunks(o.h * o.w * c))
         .zip(arg.par_chunks(o.h * o.w * c))
-        .for_each(|((dst, g), am)| {
-            for oy in 0..o.h {
-                for ox in 0..o.w {
-                    let obase = (oy * o.w + ox) * c;
-                    for ch in 0..c {
-                        let q = am[obase + ch] as usize;
-                        let (ddy, ddx) = (q / 2, q % 2);
-                        dst[((2 * oy + ddy) * s.w + 2 * ox + ddx) * c + ch] = g[obase + ch];
+        .for_each(|((dst, g), am)| unpool_image(g, am, Nhwc { n: 1, ..s }, dst));
+    dx
+}
+
+/// [`maxpool2`] of one image (`s.n = 1`): `dst` and `arg` hold its pooled values.
+#[inline]
+pub(super) fn pool_image<F: Scalar>(src: &[F], s: Nhwc, dst: &mut [F], arg: &mut [u8]) {
+    let (o, c) = (s.pooled(), s.c);
+    for oy in 0..o.h {
+        for ox in 0..o.w {
+            let obase = (oy * o.w + ox) * c;
+            for ch in 0..c {
+                let mut best = F::neg_infinity();
+                let mut bi = 0u8;
+                for (q, (dy, dx)) in [(0, 0), (0, 1), (1, 0), (1, 1)].iter().enumerate() {
+                    let v = src[((2 * oy + dy) * s.w + 2 * ox + dx) * c + ch];
+                    if v > best || q == 0 {
+                        best = v;
+                        bi = q as u8;
                     }
                 }
+                dst[obase + ch] = best;
+                arg[obase + ch] = bi;
             }
-        });
-    dx
+        }
+    }
+}
+
+/// [`maxpool2_backward`] of one image (`s.n = 1`, the unpooled shape): every value of `dst`
+/// is written (zero but at the winners).
+#[inline]
+pub(super) fn unpool_image<F: Scalar>(g: &[F], arg: &[u8], s: Nhwc, dst: &mut [F]) {
+    let (o, c) = (s.pooled(), s.c);
+    dst.fill(F::zero());
+    for oy in 0..o.h {
+        for ox in 0..o.w {
+            let obase = (oy * o.w + ox) * c;
+            for ch in 0..c {
+                let q = arg[obase + ch] as usize;
+                let (ddy, ddx) = (q / 2, q % 2);
+                dst[((2 * oy + ddy) * s.w + 2 * ox + ddx) * c + ch] = g[obase + ch];
+            }
+        }
+    }
 }
 
 /// Per-channel sums over the rows of `rows × c` data: `f(block_start_row, block_rows, acc)`
@@ -278,7 +290,7 @@ pub fn col_reduce<F: Scalar>(
 
 /// `acc[j] += Σ_rows x[row, j]` (`mean = None`) or `Σ_rows (x[row, j] − mean[j])²`.
 #[inline(always)]
-fn col_sums<F: Scalar>(w: usize, x: &[F], mean: Option<&[F]>, acc: &mut [F]) {
+pub(super) fn col_sums<F: Scalar>(w: usize, x: &[F], mean: Option<&[F]>, acc: &mut [F]) {
     // Local accumulators (registers once `w` is a constant), added to `acc` at the end.
     let mut loc = [F::zero(); MAX_LOCAL];
     let a = if w <= MAX_LOCAL {
@@ -340,7 +352,7 @@ fn bn_fwd_rows<F: Scalar>(
 
 /// `sb[j] += Σ g`, `sg[j] += Σ g·x̂` over rows.
 #[inline(always)]
-fn bn_bwd_sums<F: Scalar>(w: usize, g: &[F], xh: &[F], sb: &mut [F], sg: &mut [F]) {
+pub(super) fn bn_bwd_sums<F: Scalar>(w: usize, g: &[F], xh: &[F], sb: &mut [F], sg: &mut [F]) {
     let (mut lb, mut lg) = ([F::zero(); MAX_LOCAL], [F::zero(); MAX_LOCAL]);
     let local = w <= MAX_LOCAL;
     let (b, s) = if local {
@@ -364,7 +376,15 @@ fn bn_bwd_sums<F: Scalar>(w: usize, g: &[F], xh: &[F], sb: &mut [F], sg: &mut [F
 
 /// `dx = a·(g − b − x̂·s)` row by row.
 #[inline(always)]
-fn bn_bwd_rows<F: Scalar>(w: usize, d: &mut [F], g: &[F], xh: &[F], a: &[F], b: &[F], s: &[F]) {
+pub(super) fn bn_bwd_rows<F: Scalar>(
+    w: usize,
+    d: &mut [F],
+    g: &[F],
+    xh: &[F],
+    a: &[F],
+    b: &[F],
+    s: &[F],
+) {
     let (a, b, s) = (&a[..w], &b[..w], &s[..w]);
     for ((dr, gr), hr) in d
         .chunks_exact_mut(w)
@@ -380,7 +400,7 @@ fn bn_bwd_rows<F: Scalar>(w: usize, d: &mut [F], g: &[F], xh: &[F], a: &[F], b: 
 
 /// The row width to pass to the kernels: the constant `C` when specialised, else `c`.
 #[inline(always)]
-const fn width(c_const: usize, c: usize) -> usize {
+pub(super) const fn width(c_const: usize, c: usize) -> usize {
     if c_const > 0 {
         c_const
     } else {

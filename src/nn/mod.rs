@@ -22,6 +22,7 @@
 //! use fixed chunking, so the same seed gives bit-identical weights for a given thread count.
 
 pub mod cnn;
+pub mod convstack;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod layers;
@@ -29,6 +30,8 @@ pub mod mlp;
 pub mod optim;
 pub mod train;
 
+#[cfg(test)]
+mod tests_convstack;
 #[cfg(test)]
 mod tests_grad;
 #[cfg(test)]

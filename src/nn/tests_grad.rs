@@ -276,7 +276,7 @@ fn softmax_xent_gradient() {
     assert!((loss - naive).abs() < 1e-12);
 }
 
-fn small_arch() -> CnnArch {
+pub(super) fn small_arch() -> CnnArch {
     CnnArch {
         channels: vec![2, 3],
         feature_dim: 4,
@@ -286,7 +286,7 @@ fn small_arch() -> CnnArch {
     }
 }
 
-fn random_cnn(arch: &CnnArch, seed: u64) -> Cnn<f64> {
+pub(super) fn random_cnn(arch: &CnnArch, seed: u64) -> Cnn<f64> {
     let mut rng = stream(seed, &[1]);
     let mut cnn = Cnn::<f64>::new(arch, &mut rng).unwrap();
     for b in cnn.blocks.iter_mut() {
@@ -299,7 +299,7 @@ fn random_cnn(arch: &CnnArch, seed: u64) -> Cnn<f64> {
     cnn
 }
 
-fn images(arch: &CnnArch, n: usize, seed: u64) -> Array2<f64> {
+pub(super) fn images(arch: &CnnArch, n: usize, seed: u64) -> Array2<f64> {
     let mut x = Array2::zeros((n, arch.height * arch.width));
     fill_uniform(
         &mut stream(seed, &[2]),
