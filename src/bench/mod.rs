@@ -87,6 +87,8 @@ pub struct Ctx {
     pub threads: usize,
     /// Measured SGEMM peak in FLOP/s (the faster of matrixmultiply and faer).
     pub peak: f64,
+    /// Side of the square SGEMM the peak is measured on.
+    pub peak_n: usize,
     pub data: Dataset,
     pub ks: Vec<usize>,
     pub adaptive_points: usize,
@@ -187,15 +189,46 @@ pub fn images(ds: &Dataset, idx: &[usize]) -> Array2<f32> {
 
 /// SGEMM FLOP/s of matrixmultiply (`general_mat_mul`) and faer (rayon) at size `n`.
 fn measure_peak(n: usize, repeats: usize, threads: usize) -> Result<(Timing, Timing)> {
-    let a = Array2::from_shape_fn((n, n), |(i, j)| ((i * 7 + j * 3) % 11) as f32 * 0.1);
+    let a = peak_matrix(n);
     let b = a.t().to_owned();
     let mut c = Array2::<f32>::zeros((n, n));
     let (mm, _) = time_it(1, repeats, || {
         general_mat_mul(1.0, &a, &b, 0.0, &mut c);
         Ok(())
     })?;
+    Ok((mm, faer_peak(n, repeats, threads)?))
+}
+
+fn peak_matrix(n: usize) -> Array2<f32> {
+    Array2::from_shape_fn((n, n), |(i, j)| ((i * 7 + j * 3) % 11) as f32 * 0.1)
+}
+
+impl Ctx {
+    /// faer's SGEMM rate now (FLOP/s, median of 3 runs at the peak size): measured just
+    /// before and after a stage, the peak under the conditions that stage ran in (a shared
+    /// or virtualised machine's speed drifts between the first measurement and a stage).
+    pub fn peak_now(&self) -> Result<f64> {
+        let t = faer_peak(self.peak_n, 3, self.threads)?;
+        Ok(2.0 * (self.peak_n as f64).powi(3) / t.median)
+    }
+}
+
+/// The efficiency of a stage running at `rate` FLOP/s against the faer peaks measured just
+/// before and after it (their mean), as a note suffix.
+pub fn beside_peak(rate: f64, before: f64, after: f64) -> String {
+    format!(
+        "; {:.0} % of the SGEMM peak measured beside it (faer, median of 3 runs just before / after: {:.1} / {:.1} GFLOP/s)",
+        200.0 * rate / (before + after),
+        before / 1e9,
+        after / 1e9
+    )
+}
+
+/// faer's (rayon) SGEMM timing at size `n`.
+fn faer_peak(n: usize, repeats: usize, threads: usize) -> Result<Timing> {
+    let a = peak_matrix(n);
     let fa = faer::Mat::<f32>::from_fn(n, n, |i, j| a[[i, j]]);
-    let fb = faer::Mat::<f32>::from_fn(n, n, |i, j| b[[i, j]]);
+    let fb = faer::Mat::<f32>::from_fn(n, n, |i, j| a[[j, i]]);
     let mut fc = faer::Mat::<f32>::zeros(n, n);
     let (fr, _) = time_it(1, repeats, || {
         faer::linalg::matmul::matmul(
@@ -208,7 +241,7 @@ fn measure_peak(n: usize, repeats: usize, threads: usize) -> Result<(Timing, Tim
         );
         Ok(())
     })?;
-    Ok((mm, fr))
+    Ok(fr)
 }
 
 fn selected(args: &BenchOptions) -> Result<Vec<String>> {
@@ -241,6 +274,7 @@ pub fn bench(args: &BenchOptions, threads: usize) -> Result<String> {
         repeats,
         threads,
         peak: flops / mm.min.min(fr.min),
+        peak_n: pn,
         data,
         ks: if args.k.is_empty() {
             if quick {

@@ -6,7 +6,7 @@
 //! paper's width (64 CNN + 32 NNMF = 96): a class mean `N(0,1)` plus `N(0,1)` noise per
 //! row, labels from the embedded data. Models attacked are trained for 2 epochs on them.
 
-use super::{images, time_it, Ctx, Result};
+use super::{beside_peak, images, time_it, Ctx, Result};
 use crate::attack::apgd::{apgd, ApgdParams};
 use crate::attack::{BoxConstraint, LossKind};
 use crate::config::DiffusionConfig;
@@ -216,18 +216,21 @@ pub fn defended_inference(ctx: &mut Ctx) -> Result<()> {
     let model = defended(&clf, &den);
     let (_, _, (x, _)) = feature_sets(ctx);
     let ids: Vec<u64> = (0..x.nrows() as u64).collect();
+    let before = ctx.peak_now()?;
     let (t, _) = time_it(1, ctx.repeats, || {
         Ok(model.predict_proba(x.view(), &ids, 10, 5))
     })?;
+    let after = ctx.peak_now()?;
     let n = x.nrows() as f64;
     let per = 10.0 * (10.0 * mlp_flops(&[112, 128, 128, 96]) + mlp_flops(&[96, 64, 10]));
+    let beside = beside_peak(per * n / t.median, before, after);
     let row = ctx.push(
         "defended_inference",
         format!("{} vectors, R=10, t*=10", x.nrows()),
         t,
         Some(per * n),
     );
-    row.note = format!("{:.0} vectors/s", n / t.median);
+    row.note = format!("{:.0} vectors/s{beside}", n / t.median);
     Ok(())
 }
 
@@ -279,11 +282,14 @@ pub fn apgd_adaptive(ctx: &mut Ctx) -> Result<()> {
     let y = &y[..m];
     let ids: Vec<u64> = (0..m as u64).collect();
     let p = attack_params(20);
+    let before = ctx.peak_now()?;
     let (t, out) = time_it(0, 1, || Ok(apgd(&model, x.view(), y, &ids, &p)?))?;
+    let after = ctx.peak_now()?;
     let fooled = out.fooled.iter().filter(|&&f| f).count();
     let evals = out.grad_evals as f64;
     // grad_evals counts point × draw gradients; input-gradient backward ≈ 1× forward
     let per = 2.0 * (10.0 * mlp_flops(&[112, 128, 128, 96]) + mlp_flops(&[96, 64, 10]));
+    let beside = beside_peak(per * evals / t.median, before, after);
     let row = ctx.push(
         "apgd_adaptive",
         format!("{m} vectors, 100 it, E=20, ε=0.1"),
@@ -291,7 +297,7 @@ pub fn apgd_adaptive(ctx: &mut Ctx) -> Result<()> {
         Some(per * evals),
     );
     row.note = format!(
-        "defended (denoiser+classifier trained 2 epochs), single run; {fooled} fooled, {evals:.0} point×draw gradients; FLOPs ≈ 2× forward (input gradient only)"
+        "defended (denoiser+classifier trained 2 epochs), single run; {fooled} fooled, {evals:.0} point×draw gradients; FLOPs ≈ 2× forward (input gradient only){beside}"
     );
     Ok(())
 }

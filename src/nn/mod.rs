@@ -18,8 +18,10 @@
 //!   `forward_cached` / `backward` / `update_running_stats`.
 //! - `train::{TrainParams, TrainHistory, train_cnn, train_classifier, softmax_xent}`.
 //!
-//! Kernels (im2col convolution, max-pooling, BatchNorm) live in [`layers`]; all reductions
-//! use fixed chunking, so the same seed gives bit-identical weights for a given thread count.
+//! Kernels (im2col convolution, max-pooling, BatchNorm) live in [`layers`]; the CNN runs
+//! them fused per chunk of images through [`convstack`] (the unfused kernels are its test
+//! reference and the CUDA kernels' parity reference). All reductions use fixed chunking, so
+//! the same seed gives bit-identical weights for any thread count.
 
 pub mod cnn;
 pub mod convstack;

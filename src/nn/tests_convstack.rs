@@ -179,3 +179,46 @@ fn dropping_the_inputs_keeps_the_input_gradient() {
     assert_eq!(full, dropped);
     assert!(full.unwrap().iter().any(|v| *v != 0.0));
 }
+
+/// Same batch, 1 and 3 worker threads: bit-identical training-mode activations, statistics
+/// and gradients (f32, the training type; several chunks per block).
+#[test]
+fn results_do_not_depend_on_the_thread_count() {
+    let arch = CnnArch {
+        channels: vec![4, 8],
+        feature_dim: 6,
+        height: 12,
+        width: 10,
+        classes: 3,
+    };
+    let cnn: Cnn<f32> = random_cnn(&arch, 41).cast();
+    let x = images(&arch, 9, 42).mapv(|v| v as f32);
+    let s0 = Nhwc {
+        n: 9,
+        h: arch.height,
+        w: arch.width,
+        c: 1,
+    };
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let (tape, flat) = convstack::forward(&cnn.blocks, x.as_slice().unwrap(), s0, true, 2);
+            let g: Vec<f32> = flat.iter().map(|v| (v * 3.0).sin()).collect();
+            let (grads, dx) = convstack::backward(&cnn.blocks, &tape, &g, true, true);
+            let means: Vec<Vec<f32>> = tape.blocks.iter().map(|b| b.stats.var.clone()).collect();
+            (flat, means, grads.unwrap(), dx.unwrap())
+        })
+    };
+    let (a, b) = (run(1), run(3));
+    assert_eq!(a.0, b.0, "activations");
+    assert_eq!(a.1, b.1, "batch variances");
+    assert_eq!(
+        (a.2 .0, a.2 .1, a.2 .2),
+        (b.2 .0, b.2 .1, b.2 .2),
+        "parameter gradients"
+    );
+    assert_eq!(a.3, b.3, "input gradient");
+}
