@@ -93,17 +93,25 @@ fn one(s: Nhwc) -> Nhwc {
     Nhwc { n: 1, ..s }
 }
 
-/// im2col of the images in `input` into `cols` (resized; `rows × 9c`).
-fn im2col_chunk<F: Scalar>(input: &[F], s: Nhwc, cols: &mut Vec<F>) {
+/// im2col of the images in `input` into the first `rows × 9c` values of `cols` (grown when
+/// needed, never cleared: every value is written); returns `rows`.
+fn im2col_chunk<F: Scalar>(input: &[F], s: Nhwc, cols: &mut Vec<F>) -> usize {
     let (img, k) = (s.h * s.w * s.c, 9 * s.c);
-    let imgs = input.len() / img;
-    cols.clear();
-    cols.resize(imgs * s.h * s.w * k, F::zero());
-    for (dst, src) in cols
+    let rows = input.len() / img * s.h * s.w;
+    grow(cols, rows * k);
+    let pairs = cols
         .chunks_exact_mut(s.h * s.w * k)
-        .zip(input.chunks_exact(img))
-    {
+        .zip(input.chunks_exact(img));
+    for (dst, src) in pairs {
         by_channels!(s.c, |C| im2col_image::<F, C>(dst, src, one(s)));
+    }
+    rows
+}
+
+/// Grow `v` to at least `n` values (new ones zero; existing ones kept).
+fn grow<F: Scalar>(v: &mut Vec<F>, n: usize) {
+    if v.len() < n {
+        v.resize(n, F::zero());
     }
 }
 
@@ -163,8 +171,7 @@ fn block_forward<F: Scalar>(
     let pre: Vec<(Vec<F>, Moments<F>)> = inputs
         .par_iter()
         .map_init(Vec::new, |cols, inp| {
-            im2col_chunk(inp, s, cols);
-            let rows = cols.len() / (9 * s.c);
+            let rows = im2col_chunk(inp, s, cols);
             let mut out = vec![F::zero(); rows * cout];
             let a = view(cols, rows, 9 * s.c);
             gemm_seq(view_mut(&mut out, rows, cout), a, blk.w.view(), false);
@@ -353,14 +360,26 @@ fn masked_grad<F: Scalar>(blk: &ConvBlock<F>, t: &BlockTape<F>, c: usize, gin: &
         g
     };
     let (gm, bt) = (blk.gamma.as_slice().unwrap(), blk.beta.as_slice().unwrap());
-    for (gr, hr) in g.chunks_exact_mut(cout).zip(t.xhat[c].chunks_exact(cout)) {
+    by_channels!(cout, |C| relu_mask(
+        width(C, cout),
+        &mut g,
+        &t.xhat[c],
+        gm,
+        bt
+    ));
+    g
+}
+
+/// `g ← 0` where the block's output `relu(γ·x̂ + β)` is zero, row by row.
+#[inline(always)]
+fn relu_mask<F: Scalar>(w: usize, g: &mut [F], xh: &[F], gm: &[F], bt: &[F]) {
+    let (gm, bt) = (&gm[..w], &bt[..w]);
+    for (gr, hr) in g.chunks_exact_mut(w).zip(xh.chunks_exact(w)) {
         for (((gv, &h), &gj), &bj) in gr.iter_mut().zip(hr).zip(gm).zip(bt) {
-            if (gj * h + bj).max(F::zero()) <= F::zero() {
-                *gv = F::zero();
-            }
+            let off = (gj * h + bj).max(F::zero()) <= F::zero();
+            *gv = if off { F::zero() } else { *gv };
         }
     }
-    g
 }
 
 /// The second half of a chunk's backward: `dpre = a·(g − b − x̂·s)`, the chunk's part of
@@ -389,15 +408,15 @@ fn chunk_backward<F: Scalar>(
     ));
     let dv = view(&dpre, n_rows, cout);
     let dw = param_grads.then(|| {
-        im2col_chunk(&t.input[c], s, cols);
+        let rows = im2col_chunk(&t.input[c], s, cols);
+        debug_assert_eq!(rows, n_rows);
         let mut dw = Array2::<F>::zeros((k, cout));
         gemm_seq(dw.view_mut(), view(cols, n_rows, k).t(), dv, false);
         dw
     });
     let mut gprev = Vec::new();
     if need_in {
-        dcols.clear();
-        dcols.resize(n_rows * k, F::zero());
+        grow(dcols, n_rows * k);
         gemm_seq(view_mut(dcols, n_rows, k), dv, blk.w.t(), false);
         gprev = vec![F::zero(); n_rows * s.c];
         let img = s.h * s.w;

@@ -108,77 +108,75 @@ macro_rules! by_channels {
 }
 pub(super) use by_channels;
 
-/// The valid tap range: output column `xx` reads input column `xx + kx − 1`, so for tap
-/// column `kx` the output columns `lo..hi` read `lo + kx − 1 .. hi + kx − 1`.
-#[inline(always)]
-fn tap_cols(kx: usize, w: usize) -> (usize, usize) {
-    (usize::from(kx == 0), if kx == 2 { w - 1 } else { w })
-}
-
-/// im2col of one image (`src`: `h·w·c`, `dst`: `h·w × 9c`), in contiguous runs: for each
-/// output row and tap, consecutive output pixels read consecutive input pixels.
+/// im2col of one image (`src`: `h·w·c`, `dst`: at least `h·w × 9c`), writing every entry
+/// (zeros in the padding), so `dst` need not be cleared first. Per output pixel, the three
+/// taps of a kernel row read three consecutive input pixels: one contiguous `3c` copy away
+/// from the left and right borders.
 #[inline(always)]
 pub(super) fn im2col_image<F: Scalar, const C: usize>(dst: &mut [F], src: &[F], s: Nhwc) {
-    let (h, w, c) = (s.h, s.w, s.c);
+    let (h, w, c) = (s.h, s.w, width(C, s.c));
     let k = 9 * c;
-    for (y, drow) in dst.chunks_exact_mut(w * k).enumerate() {
+    for (y, drow) in dst[..h * w * k].chunks_exact_mut(w * k).enumerate() {
         for ky in 0..3 {
-            let iy = y + ky;
-            if iy == 0 || iy > h {
-                continue;
-            }
-            let srow = &src[(iy - 1) * w * c..iy * w * c];
-            for kx in 0..3 {
-                let (lo, hi) = tap_cols(kx, w);
-                let t0 = (ky * 3 + kx) * c;
-                let pixels = drow.chunks_exact_mut(k).skip(lo).take(hi - lo);
-                for (px, sp) in pixels.zip(srow.chunks_exact(c).skip(lo + kx - 1)) {
-                    copy::<F, C>(&mut px[t0..t0 + c], sp, false);
+            // input row y + ky − 1, when inside the image
+            let srow = (y + ky >= 1 && y + ky <= h).then(|| &src[(y + ky - 1) * w * c..][..w * c]);
+            for (xx, px) in drow.chunks_exact_mut(k).enumerate() {
+                let t = &mut px[ky * 3 * c..][..3 * c];
+                match srow {
+                    None => t.fill(F::zero()),
+                    Some(r) if xx >= 1 && xx + 1 < w => {
+                        t.copy_from_slice(&r[(xx - 1) * c..][..3 * c])
+                    }
+                    Some(r) => {
+                        for (kx, tt) in t.chunks_exact_mut(c).enumerate() {
+                            // input column xx + kx − 1
+                            if xx + kx >= 1 && xx + kx <= w {
+                                tt.copy_from_slice(&r[(xx + kx - 1) * c..][..c]);
+                            } else {
+                                tt.fill(F::zero());
+                            }
+                        }
+                    }
                 }
             }
         }
     }
 }
 
-/// Adjoint of [`im2col_image`] for one image (scatter-add).
+/// Adjoint of [`im2col_image`] for one image (scatter-add into `dst`, which holds `h·w·c`
+/// values): per output pixel and kernel row, the three taps add into three consecutive input
+/// pixels, one contiguous `3c` run away from the left and right borders.
 #[inline(always)]
 pub(super) fn col2im_image<F: Scalar, const C: usize>(dst: &mut [F], src: &[F], s: Nhwc) {
-    let (h, w, c) = (s.h, s.w, s.c);
+    let (h, w, c) = (s.h, s.w, width(C, s.c));
     let k = 9 * c;
-    for (y, srow) in src.chunks_exact(w * k).enumerate() {
+    for (y, srow) in src[..h * w * k].chunks_exact(w * k).enumerate() {
         for ky in 0..3 {
-            let iy = y + ky;
-            if iy == 0 || iy > h {
+            if y + ky < 1 || y + ky > h {
                 continue;
             }
-            let drow = &mut dst[(iy - 1) * w * c..iy * w * c];
-            for kx in 0..3 {
-                let (lo, hi) = tap_cols(kx, w);
-                let t0 = (ky * 3 + kx) * c;
-                let pixels = srow.chunks_exact(k).skip(lo).take(hi - lo);
-                for (px, dp) in pixels.zip(drow.chunks_exact_mut(c).skip(lo + kx - 1)) {
-                    copy::<F, C>(dp, &px[t0..t0 + c], true);
+            let drow = &mut dst[(y + ky - 1) * w * c..][..w * c];
+            for (xx, px) in srow.chunks_exact(k).enumerate() {
+                let t = &px[ky * 3 * c..][..3 * c];
+                if xx >= 1 && xx + 1 < w {
+                    add_into(&mut drow[(xx - 1) * c..][..3 * c], t);
+                    continue;
+                }
+                for (kx, tt) in t.chunks_exact(c).enumerate() {
+                    if xx + kx >= 1 && xx + kx <= w {
+                        add_into(&mut drow[(xx + kx - 1) * c..][..c], tt);
+                    }
                 }
             }
         }
     }
 }
 
-/// `dst = src` or `dst += src` for `C` values (`C = 0`: the slices' length).
+/// `dst += src` element-wise.
 #[inline(always)]
-fn copy<F: Scalar, const C: usize>(dst: &mut [F], src: &[F], add: bool) {
-    if C > 0 {
-        let d: &mut [F; C] = dst.try_into().expect("C values");
-        let s: &[F; C] = src.try_into().expect("C values");
-        for i in 0..C {
-            d[i] = if add { d[i] + s[i] } else { s[i] };
-        }
-    } else if add {
-        for (d, &v) in dst.iter_mut().zip(src) {
-            *d += v;
-        }
-    } else {
-        dst.copy_from_slice(src);
+fn add_into<F: Scalar>(dst: &mut [F], src: &[F]) {
+    for (d, &v) in dst.iter_mut().zip(src) {
+        *d += v;
     }
 }
 
