@@ -380,14 +380,15 @@ impl FastDefended {
         let top = top.map_or(dlogits, |(in_a, w)| view(if in_a { a } else { b }, rows, w));
         back(g.view_mut(), top, cw[0], None);
         for (j, st) in self.steps.iter().enumerate().rev() {
-            Zip::from(mat(c, rows, d))
-                .and(&g)
-                .for_each(|o, &v| *o = v * st.b);
+            // one pass: the denoiser's output gradient b·g, and the skip path's a·g
+            Zip::from(mat(c, rows, d)).and(&mut g).for_each(|o, v| {
+                *o = *v * st.b;
+                *v *= st.a;
+            });
             let gs = view(c, rows, d);
             let dw = weights(&self.den_stack(j));
             let dv = &derivs[j * per_step..];
             let (in_a, w) = back_hidden(&dw, dv, gs, (a, b)).expect("≥ 2 denoiser layers");
-            g.mapv_inplace(|v| v * st.a);
             let gin = view(if in_a { a } else { b }, rows, w);
             gemm_seq(g.view_mut(), gin, dw[0].t(), true);
         }

@@ -236,12 +236,11 @@ pub(super) fn pool_image<F: Scalar>(src: &[F], s: Nhwc, dst: &mut [F], arg: &mut
     }
 }
 
-/// [`maxpool2_backward`] of one image (`s.n = 1`, the unpooled shape): every value of `dst`
-/// is written (zero but at the winners).
+/// [`maxpool2_backward`] of one image (`s.n = 1`, the unpooled shape) into `dst`, which
+/// must hold zeros: only the winners are written.
 #[inline]
 pub(super) fn unpool_image<F: Scalar>(g: &[F], arg: &[u8], s: Nhwc, dst: &mut [F]) {
     let (o, c) = (s.pooled(), s.c);
-    dst.fill(F::zero());
     for oy in 0..o.h {
         for ox in 0..o.w {
             let obase = (oy * o.w + ox) * c;
