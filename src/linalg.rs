@@ -94,6 +94,36 @@ pub fn par_gemm_tn<F: Scalar>(a: ArrayView2<F>, b: ArrayView2<F>) -> Array2<F> {
     c
 }
 
+/// `a·b + c`, fused (one rounding) when `FMA` — only where the target has FMA instructions;
+/// without them `mul_add` would be a slow library call.
+#[inline(always)]
+pub(crate) fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
+
+/// Grow `buf` to at least `len` values (new ones zero, existing ones kept): scratch that is
+/// reused without clearing because every use writes what it reads.
+pub(crate) fn grow<F: Scalar>(buf: &mut Vec<F>, len: usize) {
+    if buf.len() < len {
+        buf.resize(len, F::zero());
+    }
+}
+
+/// `buf[..rows·cols]` as a read-only `rows × cols` matrix.
+pub(crate) fn view<F>(buf: &[F], rows: usize, cols: usize) -> ArrayView2<'_, F> {
+    ArrayView2::from_shape((rows, cols), &buf[..rows * cols]).expect("buffer holds the matrix")
+}
+
+/// `buf[..rows·cols]` as a `rows × cols` matrix.
+pub(crate) fn view_mut<F>(buf: &mut [F], rows: usize, cols: usize) -> ArrayViewMut2<'_, F> {
+    ArrayViewMut2::from_shape((rows, cols), &mut buf[..rows * cols])
+        .expect("buffer holds the matrix")
+}
+
 /// The vector instruction set the kernels are compiled for at run time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Simd {

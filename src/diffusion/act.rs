@@ -6,18 +6,8 @@
 //! on either level, equal to the scalar fused reference); the baseline build, without FMA,
 //! differs in the last bits.
 
-use crate::linalg::{simd_level, Simd};
+use crate::linalg::{madd, simd_level, Simd};
 use crate::nn::mlp::Activation;
-
-/// `a·b + c`, fused (one rounding) when `FMA`.
-#[inline(always)]
-fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
-    if FMA {
-        a.mul_add(b, c)
-    } else {
-        a * b + c
-    }
-}
 
 /// `exp(x)` for `x ∈ [-80, 80]` (clamped), relative error < 2e-7: range reduction by
 /// `ln 2` with round-to-nearest through the 1.5·2²³ trick and a degree-6 polynomial;

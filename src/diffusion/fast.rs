@@ -13,7 +13,7 @@ use super::act;
 use super::Schedule;
 use crate::attack::{loss::loss_and_grad, Loss};
 use crate::config::Prediction;
-use crate::linalg::gemm_seq;
+use crate::linalg::{gemm_seq, grow, view, view_mut};
 use crate::nn::mlp::{Activation, Mlp};
 use ndarray::{s, Array1, Array2, ArrayView2, ArrayViewMut2, Axis, Zip};
 
@@ -103,22 +103,10 @@ thread_local! {
 /// `buf[..rows·cols]` as a `rows × cols` matrix, growing `buf` when needed.
 fn mat(buf: &mut Vec<f32>, rows: usize, cols: usize) -> ArrayViewMut2<'_, f32> {
     grow(buf, rows * cols);
-    ArrayViewMut2::from_shape((rows, cols), &mut buf[..rows * cols]).expect("sized above")
+    view_mut(buf, rows, cols)
 }
 
 type Stack<'a> = [(&'a Array2<f32>, &'a Array1<f32>)];
-
-/// Grow `buf` to at least `len` values.
-fn grow(buf: &mut Vec<f32>, len: usize) {
-    if buf.len() < len {
-        buf.resize(len, 0.0);
-    }
-}
-
-/// `buf[..rows·cols]` as a read-only `rows × cols` matrix.
-fn view(buf: &[f32], rows: usize, cols: usize) -> ArrayView2<'_, f32> {
-    ArrayView2::from_shape((rows, cols), &buf[..rows * cols]).expect("buffer holds the matrix")
-}
 
 /// `dv[off..]` when derivatives are wanted.
 fn part(dv: &mut [f32], off: usize, on: bool) -> Option<&mut [f32]> {

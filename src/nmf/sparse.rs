@@ -5,6 +5,7 @@
 //! rows of the dense factor (`k` contiguous floats, an `axpy` the compiler vectorises), so
 //! the work is `2·nnz·k` FLOPs instead of the dense `2·n·p·k`.
 
+use crate::linalg::madd;
 pub use crate::linalg::{simd_level, Simd};
 use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
@@ -183,17 +184,6 @@ fn scatter_body<const F: bool>(idx: &[u32], val: &[f32], x: &[f32], k: usize, ou
                 out[base + c] = madd::<F>(a, x[c], out[base + c]);
             }
         }
-    }
-}
-
-/// `a·b + c`, fused (one rounding) when `F` — only where the target has FMA instructions;
-/// without them `mul_add` would be a slow library call.
-#[inline(always)]
-fn madd<const F: bool>(a: f32, b: f32, c: f32) -> f32 {
-    if F {
-        a.mul_add(b, c)
-    } else {
-        a * b + c
     }
 }
 

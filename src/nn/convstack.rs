@@ -19,9 +19,9 @@ use super::layers::{
     bn_bwd_rows, bn_bwd_sums, by_channels, col2im_image, col_sums, im2col_image, pool_image,
     unpool_image, width, Nhwc, BN_EPS,
 };
-use crate::linalg::gemm_seq;
+use crate::linalg::{gemm_seq, grow, view, view_mut};
 use crate::Scalar;
-use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2};
+use ndarray::{Array1, Array2};
 use rayon::prelude::*;
 
 /// Bytes of im2col columns a chunk may hold (about half of a typical L2 cache).
@@ -108,21 +108,6 @@ fn im2col_chunk<F: Scalar>(input: &[F], s: Nhwc, cols: &mut Vec<F>) -> usize {
     rows
 }
 
-/// Grow `v` to at least `n` values (new ones zero; existing ones kept).
-fn grow<F: Scalar>(v: &mut Vec<F>, n: usize) {
-    if v.len() < n {
-        v.resize(n, F::zero());
-    }
-}
-
-fn view<F>(v: &[F], rows: usize, cols: usize) -> ArrayView2<'_, F> {
-    ArrayView2::from_shape((rows, cols), &v[..rows * cols]).expect("sized by the caller")
-}
-
-fn view_mut<F>(v: &mut [F], rows: usize, cols: usize) -> ArrayViewMut2<'_, F> {
-    ArrayViewMut2::from_shape((rows, cols), &mut v[..rows * cols]).expect("sized by the caller")
-}
-
 /// Per-channel (count, mean, M2) of a chunk.
 type Moments<F> = (usize, Vec<F>, Vec<F>);
 
@@ -183,8 +168,8 @@ fn block_forward<F: Scalar>(
             (out, m)
         })
         .collect();
+    let (pre, parts): (Vec<Vec<F>>, Vec<Moments<F>>) = pre.into_iter().unzip();
     let (mean, var) = if train {
-        let parts: Vec<_> = pre.iter().map(|p| p.1.clone()).collect();
         merge_moments(&parts, cout)
     } else {
         (blk.running_mean.to_vec(), blk.running_var.to_vec())
@@ -200,7 +185,7 @@ fn block_forward<F: Scalar>(
     };
     let done: Vec<(Vec<F>, Vec<F>, Vec<u8>)> = pre
         .into_par_iter()
-        .map(|(xh, _)| normalise_pool(blk, &stats, so, xh, pool))
+        .map(|xh| normalise_pool(blk, &stats, so, xh, pool))
         .collect();
     let mut tape = BlockTape {
         shape: s,
